@@ -1,0 +1,125 @@
+//! A small TTL cache for the read caches the seeds ask for (bestsellers for 5 minutes, ...).
+//!
+//! Redis when configured, so several instances of a service share one cache and one
+//! invalidation; otherwise an in-process map, which is right for a single embedded process.
+//! Values are strings (JSON); a cache error is never a request error: callers fall back to the
+//! database and the error is logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+/// Upper bound on in-process entries; past it, expired entries are dropped, then everything.
+const LOCAL_MAX_ENTRIES: usize = 10_000;
+
+#[derive(Clone)]
+pub enum Cache {
+    Redis {
+        conn: ConnectionManager,
+        /// e.g. `banyan:monolith:cache:`
+        prefix: String,
+    },
+    Local(Arc<Mutex<HashMap<String, (Instant, String)>>>),
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cache::Redis { prefix, .. } => write!(f, "Cache::Redis({prefix:?})"),
+            Cache::Local(_) => write!(f, "Cache::Local"),
+        }
+    }
+}
+
+impl Cache {
+    pub fn local() -> Self {
+        Cache::Local(Arc::default())
+    }
+
+    pub async fn get(&self, key: &str) -> Option<String> {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                match conn
+                    .get::<_, Option<String>>(format!("{prefix}{key}"))
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cache read failed; using the database");
+                        None
+                    }
+                }
+            }
+            Cache::Local(map) => {
+                let map = map.lock().unwrap();
+                map.get(key)
+                    .filter(|(expires, _)| *expires > Instant::now())
+                    .map(|(_, v)| v.clone())
+            }
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: String, ttl: Duration) {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let result: redis::RedisResult<()> = conn
+                    .set_ex(format!("{prefix}{key}"), value, ttl.as_secs().max(1))
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "cache write failed");
+                }
+            }
+            Cache::Local(map) => {
+                let mut map = map.lock().unwrap();
+                if map.len() >= LOCAL_MAX_ENTRIES {
+                    let now = Instant::now();
+                    map.retain(|_, (expires, _)| *expires > now);
+                    if map.len() >= LOCAL_MAX_ENTRIES {
+                        map.clear();
+                    }
+                }
+                map.insert(key.to_owned(), (Instant::now() + ttl, value));
+            }
+        }
+    }
+
+    /// Drops `key`. Returns false when the invalidation could not be made (Redis down): the
+    /// caller should treat the cache as unreliable and log it.
+    pub async fn delete(&self, key: &str) -> bool {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let result: redis::RedisResult<()> = conn.del(format!("{prefix}{key}")).await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, key, "cache invalidation failed");
+                }
+                result.is_ok()
+            }
+            Cache::Local(map) => {
+                map.lock().unwrap().remove(key);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_cache_expires_and_deletes() {
+        let c = Cache::local();
+        c.set("a", "1".into(), Duration::from_secs(60)).await;
+        c.set("b", "2".into(), Duration::ZERO).await;
+        assert_eq!(c.get("a").await.as_deref(), Some("1"));
+        assert_eq!(c.get("b").await, None);
+        assert!(c.delete("a").await);
+        assert_eq!(c.get("a").await, None);
+    }
+}

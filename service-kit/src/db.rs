@@ -1,0 +1,131 @@
+//! Connecting to a service's database by URL.
+//!
+//! Production runs the monolith on MySQL/MariaDB and the extracted services on PostgreSQL; the
+//! embedded default is a SQLite file under the data directory, so a newcomer needs no server.
+//! Services write their SQL once against sqlx's `Any` driver (portable SQL, `?` placeholders,
+//! integer and text columns) and keep one migration folder per dialect.
+
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    MySql,
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        let scheme = url.split(':').next().unwrap_or("");
+        match scheme {
+            "mysql" | "mariadb" => Ok(Backend::MySql),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "sqlite" => Ok(Backend::Sqlite),
+            _ => anyhow::bail!(
+                "unsupported database URL scheme {scheme:?}: expected mysql://, postgres:// or sqlite://"
+            ),
+        }
+    }
+}
+
+/// A pool plus what it is connected to.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// The embedded default for a service: `sqlite://<data_dir>/<name>.db`, created when missing.
+pub fn embedded_url(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let path = data_dir.join(format!("{name}.db"));
+    Ok(format!("sqlite://{}?mode=rwc", path.display()))
+}
+
+fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
+impl Database {
+    /// Connects, failing fast (10 s) when the server is not there.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        install_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            // WAL lets readers proceed while one writer writes, and several processes share the
+            // file safely; the busy timeout queues writers instead of failing them at once.
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to the {backend:?} database"))?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Runs the migrations for this backend.
+    pub async fn migrate(
+        &self,
+        mysql: &Migrator,
+        sqlite: &Migrator,
+        postgres: Option<&Migrator>,
+    ) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::MySql => mysql,
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres.context("this service has no PostgreSQL migrations")?,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .context("running database migrations")?;
+        Ok(())
+    }
+
+    /// `SELECT 1`, for health checks.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// True when a database error is a unique-constraint violation (a duplicate sku or email).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// The id an `INSERT` just generated. MySQL reports it with the result; SQLite through the `Any`
+/// driver does not, so it is asked on the same connection (`last_insert_rowid()` is
+/// per-connection, which is why the caller must pass the connection that ran the insert).
+pub async fn inserted_id(
+    result: &sqlx::any::AnyQueryResult,
+    conn: &mut sqlx::AnyConnection,
+) -> Result<i64, sqlx::Error> {
+    if let Some(id) = result.last_insert_id().filter(|id| *id > 0) {
+        return Ok(id);
+    }
+    sqlx::query_scalar("SELECT last_insert_rowid()")
+        .fetch_one(conn)
+        .await
+}

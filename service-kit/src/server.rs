@@ -1,0 +1,90 @@
+//! Serving a router on a listener until told to stop.
+//!
+//! Servers take an already-bound listener and a shutdown future (the mini-redis pattern): `main`
+//! binds the configured address and waits for SIGTERM/Ctrl-C, tests bind port 0. Shutdown is
+//! graceful: the listener stops accepting, requests in flight finish, then the server returns.
+//!
+//! Readiness: once bound, a process prints exactly one line to stdout,
+//! `listening on http://ADDR`, so a supervisor or test harness that started it on port 0 learns
+//! the port. Everything else goes to stderr.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::{self, ErrorResponse};
+use crate::extract::MAX_JSON_BODY;
+use crate::telemetry;
+
+/// The layers every service wants, outermost last: the body read up front and limited (see
+/// [`crate::extract::buffer_body`]), panic -> 500 in the error format, request id + access log;
+/// and the JSON 404 fallback.
+pub fn with_common_layers(router: Router) -> Router {
+    router
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn(crate::extract::buffer_body))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!("handler panicked");
+                ErrorResponse::internal().into_response()
+            },
+        ))
+        .layer(axum::middleware::from_fn(telemetry::request_context))
+}
+
+/// Prints the readiness line (see the module docs).
+pub fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = out.flush();
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    announce(addr);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
