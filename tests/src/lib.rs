@@ -1,0 +1,352 @@
+//! The end-to-end test harness: start the real binaries, on port 0, against real storage.
+//!
+//! [`spawn_app`] starts the monolith binary as a child process with its own fresh storage and
+//! returns a [`TestApp`] once the process has printed the address it bound and answers
+//! `/health`. Nothing sleeps: readiness is read from the process and polled.
+//!
+//! Storage follows the environment:
+//! - neither variable set: embedded storage (SQLite files in a temporary data directory);
+//! - `BANYAN_TEST_MYSQL_URL` (e.g. `mysql://root@127.0.0.1:3306`): a fresh database per test,
+//!   dropped afterwards;
+//! - `BANYAN_TEST_REDIS_URL` (e.g. `redis://127.0.0.1:6379`): a fresh key prefix per test,
+//!   deleted afterwards.
+//!
+//! When a variable is set but its server cannot be reached, the test fails: it never quietly
+//! falls back to embedded storage.
+//!
+//! Binaries are found next to the test executable (`target/<profile>/`); the harness runs
+//! `cargo build --workspace --bins` once per test process first, so whatever subset of tests
+//! is run, the binaries under test are current.
+
+pub mod process;
+
+use std::time::Duration;
+
+use rand::RngCore;
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+
+pub use process::ServiceProcess;
+
+/// A running monolith with its own storage, and helpers to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    /// A client with its own cookie jar (one "browser").
+    pub client: Client,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub storage: TestStorage,
+    pub process: ServiceProcess,
+}
+
+/// What a test may ask of the app it starts.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Run `legacy-monolith seed --products N` before serving.
+    pub seed_products: Option<u32>,
+}
+
+/// Starts the monolith on fresh storage, without demo data.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let storage = TestStorage::create().await;
+    let admin_email = format!("admin-{}@test.example", random_hex(4));
+    let admin_password = random_hex(12);
+    let mut env = storage.env();
+    env.push(("BANYAN_ADMIN_EMAIL".into(), admin_email.clone()));
+    env.push(("BANYAN_ADMIN_PASSWORD".into(), admin_password.clone()));
+    if let Some(n) = options.seed_products {
+        process::run_to_completion(
+            "legacy-monolith",
+            &["seed", "--products", &n.to_string()],
+            &env,
+        );
+    }
+    let process = ServiceProcess::start(
+        "legacy-monolith",
+        &["serve", "--listen", "127.0.0.1:0"],
+        &env,
+    )
+    .await;
+    TestApp {
+        address: process.address.clone(),
+        client: new_client(),
+        admin_email,
+        admin_password,
+        storage,
+        process,
+    }
+}
+
+/// An HTTP client with its own cookie jar and a timeout, so a hung server fails the test.
+pub fn new_client() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("building an HTTP client")
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.get_as(&self.client, path).await
+    }
+
+    pub async fn get_as(&self, client: &Client, path: &str) -> Response {
+        client.get(self.url(path)).send().await.expect("GET failed")
+    }
+
+    pub async fn send_json(
+        &self,
+        client: &Client,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        client
+            .request(method, self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{method_name} {path} failed: {e:?}",
+                    method_name = "request"
+                )
+            })
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.send_json(&self.client, "POST", path, body).await
+    }
+
+    /// Registers a customer and logs `client` in; returns the user.
+    pub async fn customer(&self, client: &Client) -> Value {
+        let email = format!("user-{}@test.example", random_hex(4));
+        let r = self
+            .send_json(
+                client,
+                "POST",
+                "/api/auth/register",
+                &json!({"email": email, "password": "correct horse", "name": "Test User"}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "register: {}", r.text().await.unwrap());
+        let r = self
+            .send_json(
+                client,
+                "POST",
+                "/api/auth/login",
+                &json!({"email": email, "password": "correct horse"}),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "login: {}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
+    /// A new client logged in as the configured admin.
+    pub async fn admin_client(&self) -> Client {
+        let client = new_client();
+        let r = self
+            .send_json(
+                &client,
+                "POST",
+                "/api/auth/login",
+                &json!({"email": self.admin_email, "password": self.admin_password}),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "admin login: {}", r.text().await.unwrap());
+        client
+    }
+
+    /// Creates a product as admin and returns it.
+    pub async fn create_product(&self, admin: &Client, body: Value) -> Value {
+        let r = self.send_json(admin, "POST", "/api/products", &body).await;
+        assert_eq!(
+            r.status(),
+            201,
+            "create product: {}",
+            r.text().await.unwrap()
+        );
+        r.json().await.unwrap()
+    }
+}
+
+/// Storage for one test: a temporary data directory always, plus a fresh MariaDB database and a
+/// fresh Redis key prefix when the environment names those servers.
+pub struct TestStorage {
+    pub data_dir: tempfile::TempDir,
+    pub mysql: Option<MysqlDatabase>,
+    pub redis: Option<RedisPrefix>,
+}
+
+impl TestStorage {
+    pub async fn create() -> Self {
+        let data_dir = tempfile::Builder::new()
+            .prefix("banyan-test-")
+            .tempdir()
+            .expect("creating a temporary data directory");
+        let mysql = match std::env::var("BANYAN_TEST_MYSQL_URL") {
+            Ok(url) if !url.is_empty() => Some(MysqlDatabase::create(&url).await),
+            _ => None,
+        };
+        let redis = match std::env::var("BANYAN_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Some(RedisPrefix::create(&url)),
+            _ => None,
+        };
+        Self {
+            data_dir,
+            mysql,
+            redis,
+        }
+    }
+
+    /// Environment for a process that should use this storage.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "BANYAN_DATA_DIR".to_owned(),
+            self.data_dir.path().display().to_string(),
+        )];
+        if let Some(db) = &self.mysql {
+            env.push(("DATABASE_URL".into(), db.url.clone()));
+        }
+        if let Some(r) = &self.redis {
+            env.push(("REDIS_URL".into(), r.url.clone()));
+            env.push(("REDIS_KEY_PREFIX".into(), r.prefix.clone()));
+        }
+        env
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match (&self.mysql, &self.redis) {
+            (Some(_), Some(_)) => "mariadb+redis",
+            (Some(_), None) => "mariadb+embedded-sessions",
+            (None, Some(_)) => "sqlite+redis",
+            (None, None) => "embedded",
+        }
+    }
+}
+
+/// A database created for one test on a real MySQL/MariaDB server, dropped on drop.
+pub struct MysqlDatabase {
+    pub server_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl MysqlDatabase {
+    async fn create(server_url: &str) -> Self {
+        use sqlx::Connection;
+        let server_url = server_url.trim_end_matches('/').to_owned();
+        let name = format!("banyan_test_{}", random_hex(6));
+        let mut conn = sqlx::MySqlConnection::connect(&server_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("BANYAN_TEST_MYSQL_URL is set but the server is unreachable: {e}")
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("creating the test database");
+        let url = format!("{server_url}/{name}");
+        Self {
+            server_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for MysqlDatabase {
+    fn drop(&mut self) {
+        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        // Drop runs outside any runtime we could borrow; use a short-lived one on a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::MySqlConnection::connect(&server_url).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS `{name}`"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A Redis key prefix for one test; its keys are deleted on drop.
+pub struct RedisPrefix {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl RedisPrefix {
+    fn create(url: &str) -> Self {
+        let client =
+            redis::Client::open(url).expect("BANYAN_TEST_REDIS_URL is not a valid Redis URL");
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| {
+                panic!("BANYAN_TEST_REDIS_URL is set but the server is unreachable: {e}")
+            });
+        let _: String = redis::cmd("PING").query(&mut conn).expect("redis PING");
+        Self {
+            url: url.to_owned(),
+            prefix: format!("banyan-test-{}:", random_hex(6)),
+        }
+    }
+
+    /// Keys under this prefix, for tests that check what was written.
+    pub fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
