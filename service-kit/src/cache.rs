@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
+use crate::session::within_deadline;
+
 /// Upper bound on in-process entries; past it, expired entries are dropped, then everything.
 const LOCAL_MAX_ENTRIES: usize = 10_000;
+/// A cache that does not answer quickly is worse than none: the database is the fallback.
+const REDIS_DEADLINE: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub enum Cache {
@@ -67,9 +71,9 @@ impl Cache {
         match self {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let result: redis::RedisResult<()> = conn
-                    .set_ex(format!("{prefix}{key}"), value, ttl.as_secs().max(1))
-                    .await;
+                let set =
+                    conn.set_ex::<_, _, ()>(format!("{prefix}{key}"), value, ttl.as_secs().max(1));
+                let result = within_deadline(set, REDIS_DEADLINE).await;
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "cache write failed");
                 }
@@ -94,7 +98,9 @@ impl Cache {
         match self {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let result: redis::RedisResult<()> = conn.del(format!("{prefix}{key}")).await;
+                // Invalidation gets the session deadline: it matters more than a cache read.
+                let del = conn.del::<_, ()>(format!("{prefix}{key}"));
+                let result = within_deadline(del, crate::session::REDIS_DEADLINE).await;
                 if let Err(e) = &result {
                     tracing::error!(error = %e, key, "cache invalidation failed");
                 }

@@ -49,10 +49,27 @@ impl Session {
     }
 }
 
+/// Longest a request waits on Redis for its session before answering 503. Bounds the whole
+/// call, including any reconnect the client library decides to wait for.
+pub const REDIS_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// Runs a Redis operation under [`REDIS_DEADLINE`].
+pub(crate) async fn within_deadline<T>(
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    deadline: Duration,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(deadline, op).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SessionError::Timeout),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("session store (redis): {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("session store (redis) did not answer in time")]
+    Timeout,
     #[error("session store (embedded): {0}")]
     Embedded(#[from] sqlx::Error),
     #[error("session store holds an unreadable session: {0}")]
@@ -130,9 +147,12 @@ impl SessionStore {
         match self {
             SessionStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let _: () = conn
-                    .set_ex(redis_key(prefix, &sid), data, SESSION_TTL.as_secs())
-                    .await?;
+                let key = redis_key(prefix, &sid);
+                within_deadline(
+                    conn.set_ex::<_, _, ()>(key, data, SESSION_TTL.as_secs()),
+                    REDIS_DEADLINE,
+                )
+                .await?;
             }
             SessionStore::Embedded { pool } => {
                 let expires = clock::now_ms() + SESSION_TTL.as_millis() as i64;
@@ -155,7 +175,7 @@ impl SessionStore {
         let data: Option<String> = match self {
             SessionStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                conn.get(redis_key(prefix, sid)).await?
+                within_deadline(conn.get(redis_key(prefix, sid)), REDIS_DEADLINE).await?
             }
             SessionStore::Embedded { pool } => {
                 sqlx::query_scalar("SELECT data FROM sessions WHERE key = ? AND expires_at > ?")
@@ -179,7 +199,7 @@ impl SessionStore {
         match self {
             SessionStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let _: () = conn.del(redis_key(prefix, sid)).await?;
+                within_deadline(conn.del::<_, ()>(redis_key(prefix, sid)), REDIS_DEADLINE).await?;
             }
             SessionStore::Embedded { pool } => {
                 sqlx::query("DELETE FROM sessions WHERE key = ?")

@@ -246,3 +246,84 @@ async fn storage_is_the_one_the_environment_names() {
         None => assert!(app.storage.data_dir.path().join("sessions.db").exists()),
     }
 }
+
+/// Redis goes away: health says so (503), requests that need a session get 503 in the error
+/// format instead of hanging or a 500, requests that do not need one still work; Redis comes
+/// back: everything recovers without a restart, and the session made before the cut is valid.
+#[tokio::test]
+#[ignore = "needs a real Redis: set BANYAN_TEST_REDIS_URL and run with --include-ignored (CI does)"]
+async fn redis_outage_answers_503_and_recovers() {
+    let url = std::env::var("BANYAN_TEST_REDIS_URL")
+        .expect("BANYAN_TEST_REDIS_URL must be set for this test");
+    let target = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut relay = banyan_tests::relay::Relay::start(&target).await;
+    let app = banyan_tests::spawn_app_with(banyan_tests::AppOptions {
+        redis_via: Some(relay.addr),
+        seed_products: Some(5),
+    })
+    .await;
+    app.storage
+        .redis
+        .as_ref()
+        .expect("redis storage under test");
+    let client = app.admin_client().await;
+    assert_eq!(app.get_as(&client, "/api/auth/me").await.status(), 200);
+
+    let t0 = std::time::Instant::now();
+    relay.cut();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let started = std::time::Instant::now();
+        let r = app.get("/health").await;
+        // A dead dependency makes answers fail fast, not hang (the deadline is 1.5 s).
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "health hung for {:?}",
+            started.elapsed()
+        );
+        if r.status() == 503 {
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["checks"]["sessions"], "unavailable");
+            assert_eq!(v["checks"]["database"], "ok");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never noticed the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    expect_error(
+        app.get_as(&client, "/api/auth/me").await,
+        503,
+        "unavailable",
+    )
+    .await;
+    let r = app
+        .send_json(
+            &client,
+            "POST",
+            "/api/auth/login",
+            &serde_json::json!({"email": app.admin_email, "password": app.admin_password}),
+        )
+        .await;
+    expect_error(r, 503, "unavailable").await;
+    // Reads that need no session are unaffected.
+    assert_eq!(app.get("/api/products/1").await.status(), 200);
+
+    eprintln!("outage seen and checked after {:?}", t0.elapsed());
+    relay.restore().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.get("/health").await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not recover after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("recovered after {:?}", t0.elapsed());
+    assert_eq!(app.get_as(&client, "/api/auth/me").await.status(), 200);
+}

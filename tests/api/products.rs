@@ -5,10 +5,7 @@ use crate::{expect_error, product_body};
 
 #[tokio::test]
 async fn listing_filters_sorts_and_pages_the_seeded_catalog() {
-    let app = spawn_app_with(AppOptions {
-        seed_products: Some(300),
-    })
-    .await;
+    let app = spawn_app_with(AppOptions::seeded(300)).await;
     let page: Value = app
         .get("/api/products?category=kitchen&sort=-price&per_page=7")
         .await
@@ -158,10 +155,7 @@ async fn listing_rejects_bad_parameters_naming_each() {
 
 #[tokio::test]
 async fn product_by_id_and_not_found() {
-    let app = spawn_app_with(AppOptions {
-        seed_products: Some(20),
-    })
-    .await;
+    let app = spawn_app_with(AppOptions::seeded(20)).await;
     let p: Value = app.get("/api/products/3").await.json().await.unwrap();
     assert_eq!(p["id"], 3);
     let e = expect_error(app.get("/api/products/999999").await, 404, "not_found").await;
@@ -172,10 +166,7 @@ async fn product_by_id_and_not_found() {
 
 #[tokio::test]
 async fn bestsellers_by_sales_with_limit_and_fresh_after_writes() {
-    let app = spawn_app_with(AppOptions {
-        seed_products: Some(200),
-    })
-    .await;
+    let app = spawn_app_with(AppOptions::seeded(200)).await;
     let list: Vec<Value> = app
         .get("/api/products/bestsellers?limit=5")
         .await
@@ -314,10 +305,7 @@ async fn admin_creates_replaces_patches_and_deletes() {
 
 #[tokio::test]
 async fn product_writes_need_an_admin() {
-    let app = spawn_app_with(AppOptions {
-        seed_products: Some(5),
-    })
-    .await;
+    let app = spawn_app_with(AppOptions::seeded(5)).await;
     let anonymous = new_client();
     let customer = new_client();
     app.customer(&customer).await;

@@ -77,10 +77,7 @@ async fn search_ranks_name_matches_first() {
 
 #[tokio::test]
 async fn search_input_is_data_not_syntax() {
-    let app = spawn_app_with(AppOptions {
-        seed_products: Some(50),
-    })
-    .await;
+    let app = spawn_app_with(AppOptions::seeded(50)).await;
     // LIKE wildcards and SQL in the query match literally (nothing here), never everything.
     for q in ["%25", "_", "%27%20OR%201%3D1%20--", "100%25%20_off"] {
         let v: Value = app

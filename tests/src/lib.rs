@@ -19,6 +19,7 @@
 //! is run, the binaries under test are current.
 
 pub mod process;
+pub mod relay;
 
 use std::time::Duration;
 
@@ -45,6 +46,18 @@ pub struct TestApp {
 pub struct AppOptions {
     /// Run `legacy-monolith seed --products N` before serving.
     pub seed_products: Option<u32>,
+    /// Reach Redis at this address instead (a [`relay::Relay`] in front of the real one).
+    pub redis_via: Option<std::net::SocketAddr>,
+}
+
+impl AppOptions {
+    /// A catalog of `n` seeded demo products.
+    pub fn seeded(n: u32) -> Self {
+        Self {
+            seed_products: Some(n),
+            ..Self::default()
+        }
+    }
 }
 
 /// Starts the monolith on fresh storage, without demo data.
@@ -57,6 +70,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let admin_email = format!("admin-{}@test.example", random_hex(4));
     let admin_password = random_hex(12);
     let mut env = storage.env();
+    if let Some(addr) = options.redis_via {
+        env.retain(|(k, _)| k != "REDIS_URL");
+        env.push(("REDIS_URL".into(), format!("redis://{addr}")));
+    }
     env.push(("BANYAN_ADMIN_EMAIL".into(), admin_email.clone()));
     env.push(("BANYAN_ADMIN_PASSWORD".into(), admin_password.clone()));
     if let Some(n) = options.seed_products {

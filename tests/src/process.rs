@@ -169,10 +169,13 @@ impl ServiceProcess {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let address = loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
+            // Never block here: the test's runtime may be serving something the process needs
+            // while it starts (a relay, a mock upstream).
+            match rx.try_recv() {
                 Ok(addr) => break addr,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+                Err(mpsc::TryRecvError::Empty | mpsc::TryRecvError::Disconnected) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
             if let Some(status) = process.try_status() {
                 panic!(
