@@ -1,0 +1,73 @@
+//! What `routes.toml` looks like on disk: plain serde structs, strict (`deny_unknown_fields`),
+//! with spans kept on every value a later check may need to point at.
+//!
+//! Nothing outside [`crate::config`] reads these structs. [`super::load`] validates them into the
+//! model in [`super::model`], which is what the proxy uses.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub proxy: Option<Spanned<ProxySection>>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<Spanned<String>, Spanned<UpstreamSection>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    pub listen: Option<Spanned<String>>,
+    pub admin: Option<Spanned<String>>,
+    /// Add `x-banyan-route` / `x-banyan-upstream` to responses (for debugging; off by default).
+    pub debug_headers: Option<bool>,
+    /// Worker threads of the proxy service.
+    pub threads: Option<Spanned<i64>>,
+    /// How long to wait after a change to the file before reloading it.
+    pub reload_settle: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub addrs: Spanned<Vec<Spanned<String>>>,
+    pub health: Option<Spanned<HealthSection>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
+    pub write_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub path: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub id: Spanned<String>,
+    pub path: Spanned<String>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub headers: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub upstream: Spanned<String>,
+    pub split: Option<Spanned<SplitSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSection {
+    pub to: Spanned<String>,
+    pub percent: Spanned<f64>,
+    pub sticky: Option<Spanned<String>>,
+}

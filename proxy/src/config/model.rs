@@ -1,0 +1,97 @@
+//! The validated route table configuration: what the proxy runs on. Every value here has been
+//! checked (addresses resolved, durations parsed, ties refused), so nothing downstream of
+//! [`super::load`] has to doubt it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy: ProxySettings,
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub debug_headers: bool,
+    pub threads: usize,
+    pub reload_settle: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            debug_headers: false,
+            threads: 2,
+            reload_settle: Duration::from_millis(150),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub addrs: Vec<SocketAddr>,
+    pub health: Option<HealthSpec>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub id: String,
+    /// Normalized, without a trailing slash (except the root `/`).
+    pub path: String,
+    /// `None`: any method.
+    pub methods: Option<Vec<Method>>,
+    /// Header name -> exact value, all of which must match.
+    pub headers: Vec<(HeaderName, String)>,
+    pub upstream: String,
+    pub split: Option<SplitSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitSpec {
+    pub to: String,
+    /// Share of keys sent to `to`, in hundredths of a percent (0..=10_000).
+    pub basis_points: u32,
+    pub sticky: StickyKey,
+}
+
+/// What keeps a user on one side of a split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    Cookie(String),
+    Header(HeaderName),
+    ClientAddr,
+    /// No key: each request is split on its own.
+    PerRequest,
+}
+
+impl std::fmt::Display for StickyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StickyKey::Cookie(c) => write!(f, "cookie:{c}"),
+            StickyKey::Header(h) => write!(f, "header:{h}"),
+            StickyKey::ClientAddr => write!(f, "client"),
+            StickyKey::PerRequest => write!(f, "none"),
+        }
+    }
+}

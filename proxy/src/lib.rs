@@ -1,0 +1,28 @@
+//! Banyan: a strangler-fig migration proxy on Pingora.
+//!
+//! Every client talks to the proxy; `routes.toml` says, path by path, whether a request goes to
+//! the legacy monolith, to a newly extracted service, or is split between them with sticky
+//! users. Editing the file changes the traffic within a second and drops nothing.
+//!
+//! # Layout
+//! - [`config`]: `routes.toml` as written (`file`), as validated (`model`), and the loader with
+//!   `file:line:column` errors (`load`).
+//! - [`route_table`]: the immutable snapshot a request is routed with: path normalization, the
+//!   segment-trie matcher, the upstream pools.
+//! - [`split`]: which side of a canary split a request lands on (sticky hashing).
+//! - [`upstream`]: pools, round-robin, passive and active health.
+//! - [`reload`]: the live table, swapped atomically on file change, poll or SIGHUP.
+//! - [`forward`]: the Pingora `ProxyHttp` phases: routing, headers, retries, error answers.
+//! - [`admin`], [`metrics`]: what operators see.
+//! - [`server`], [`cli`]: process assembly and the `banyan` command.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod reload;
+pub mod route_table;
+pub mod server;
+pub mod split;
+pub mod upstream;

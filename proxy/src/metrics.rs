@@ -1,0 +1,180 @@
+//! Prometheus metrics, served by the admin API at `/metrics`.
+//!
+//! Labels are bounded by the configuration (route ids, upstream names, backend addresses) and
+//! by status *classes*, never by request paths or ids, so cardinality cannot be driven by
+//! clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::route_table::RouteTable;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    reloads: IntCounterVec,
+    backend_up: IntGaugeVec,
+    upstream_failures: IntCounterVec,
+    table_info: IntGaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "banyan_requests_total",
+                "Requests by route, upstream and status class",
+            ),
+            &["route", "upstream", "class"],
+        )
+        .unwrap();
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "banyan_request_duration_seconds",
+                "Time from request start to the end of the response",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route", "upstream"],
+        )
+        .unwrap();
+        let reloads = IntCounterVec::new(
+            Opts::new("banyan_reloads_total", "Route table reloads by result"),
+            &["result"],
+        )
+        .unwrap();
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "banyan_backend_up",
+                "1 when the backend passed its last health check",
+            ),
+            &["upstream", "backend"],
+        )
+        .unwrap();
+        let upstream_failures = IntCounterVec::new(
+            Opts::new(
+                "banyan_upstream_failures_total",
+                "Failures talking to an upstream, by kind",
+            ),
+            &["upstream", "kind"],
+        )
+        .unwrap();
+        let table_info = IntGaugeVec::new(
+            Opts::new(
+                "banyan_route_table_info",
+                "The live route table version (value is 1)",
+            ),
+            &["version"],
+        )
+        .unwrap();
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(reloads.clone()),
+            Box::new(backend_up.clone()),
+            Box::new(upstream_failures.clone()),
+            Box::new(table_info.clone()),
+        ] {
+            registry.register(c).unwrap();
+        }
+        for result in ["applied", "refused"] {
+            reloads.with_label_values(&[result]);
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            reloads,
+            backend_up,
+            upstream_failures,
+            table_info,
+        }
+    }
+
+    pub fn request(&self, route: &str, upstream: &str, status: u16, elapsed: Duration) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "none",
+        };
+        self.requests
+            .with_label_values(&[route, upstream, class])
+            .inc();
+        self.latency
+            .with_label_values(&[route, upstream])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn reload(&self, result: &str) {
+        self.reloads.with_label_values(&[result]).inc();
+    }
+
+    pub fn backend_health(&self, upstream: &str, backend: SocketAddr, up: bool) {
+        self.backend_up
+            .with_label_values(&[upstream, &backend.to_string()])
+            .set(i64::from(up));
+    }
+
+    pub fn upstream_failure(&self, upstream: &str, kind: &str) {
+        self.upstream_failures
+            .with_label_values(&[upstream, kind])
+            .inc();
+    }
+
+    pub fn table_loaded(&self, table: &RouteTable) {
+        self.table_info.reset();
+        self.table_info.with_label_values(&[&table.version]).set(1);
+    }
+
+    /// Requests per route id, by status class (for the admin API's `/routes`).
+    pub fn requests_by_route(
+        &self,
+    ) -> std::collections::HashMap<String, std::collections::BTreeMap<String, u64>> {
+        let mut out: std::collections::HashMap<String, std::collections::BTreeMap<String, u64>> =
+            Default::default();
+        for family in self.registry.gather() {
+            if family.name() != "banyan_requests_total" {
+                continue;
+            }
+            for m in family.get_metric() {
+                let label = |n: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                *out.entry(label("route"))
+                    .or_default()
+                    .entry(label("class"))
+                    .or_default() += m.get_counter().get_value() as u64;
+            }
+        }
+        out
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("metrics encode");
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

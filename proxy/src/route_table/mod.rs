@@ -1,0 +1,61 @@
+//! The route table: one immutable, fully built snapshot of a valid `routes.toml`.
+//!
+//! A request takes the current snapshot once, at its start, and uses it to the end, so a
+//! reload never changes the rules under a request in flight. A reload builds a whole new
+//! snapshot and swaps it in atomically ([`crate::reload`]); nothing here is ever mutated.
+
+pub mod matcher;
+pub mod normalize;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use crate::config::{Config, RouteSpec};
+use crate::upstream::{Pool, Registry};
+use matcher::Matcher;
+
+#[derive(Debug)]
+pub struct RouteTable {
+    /// Short hash of the file's bytes: tells operators which file is live.
+    pub version: String,
+    /// Unix milliseconds.
+    pub loaded_at_ms: i64,
+    pub config: Config,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    matcher: Matcher,
+}
+
+impl RouteTable {
+    pub fn build(config: Config, version: String, registry: &Registry) -> Self {
+        let pools = config
+            .upstreams
+            .iter()
+            .map(|(name, spec)| (name.clone(), Arc::new(Pool::new(spec.clone(), registry))))
+            .collect();
+        let matcher = Matcher::build(&config.routes);
+        RouteTable {
+            version,
+            loaded_at_ms: service_kit::clock::now_ms(),
+            config,
+            pools,
+            matcher,
+        }
+    }
+
+    /// The index of the route for a request (normalized path).
+    pub fn find(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+        self.matcher
+            .find(&self.config.routes, path, method, headers)
+    }
+
+    pub fn route(&self, index: usize) -> &RouteSpec {
+        &self.config.routes[index]
+    }
+
+    /// The pool of a validated upstream name (validation guarantees it exists).
+    pub fn pool(&self, name: &str) -> &Arc<Pool> {
+        &self.pools[name]
+    }
+}
