@@ -18,7 +18,9 @@
 //! `cargo build --workspace --bins` once per test process first, so whatever subset of tests
 //! is run, the binaries under test are current.
 
+pub mod origin;
 pub mod process;
+pub mod proxy;
 pub mod relay;
 
 use std::time::Duration;

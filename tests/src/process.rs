@@ -55,6 +55,15 @@ fn ensure_built() {
     });
 }
 
+/// A port that was free a moment ago, for servers that bind their own listeners and cannot
+/// report a port 0 choice (Pingora). The tiny race with another process is accepted.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}
+
 /// Path of one of the workspace's binaries, next to the running test executable.
 pub fn binary(name: &str) -> PathBuf {
     ensure_built();
@@ -151,6 +160,16 @@ fn pump(
 impl ServiceProcess {
     /// Starts `name` with `args` and `env`, waits for its address and a healthy `/health`.
     pub async fn start(name: &str, args: &[&str], env: &[(String, String)]) -> Self {
+        Self::start_checked(name, args, env, |address| format!("{address}/health")).await
+    }
+
+    /// Like [`start`](Self::start), with the readiness URL derived from the announced address.
+    pub async fn start_checked(
+        name: &str,
+        args: &[&str],
+        env: &[(String, String)],
+        health_url: impl Fn(&str) -> String,
+    ) -> Self {
         let mut child = command(name, args, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -190,19 +209,19 @@ impl ServiceProcess {
             );
         };
         process.address = address;
-        process.wait_healthy(deadline).await;
+        let url = health_url(&process.address);
+        process.wait_healthy(&url, deadline).await;
         process
     }
 
-    async fn wait_healthy(&mut self, deadline: Instant) {
+    async fn wait_healthy(&mut self, url: &str, deadline: Instant) {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
-        let url = format!("{}/health", self.address);
         let mut pause = Duration::from_millis(10);
         loop {
-            if let Ok(r) = client.get(&url).send().await
+            if let Ok(r) = client.get(url).send().await
                 && r.status().is_success()
             {
                 return;
@@ -241,6 +260,14 @@ impl ServiceProcess {
             .as_ref()
             .map(|c| c.id() as i32)
             .expect("process is running")
+    }
+
+    /// SIGKILL, then waits: a crash, as far as anyone talking to the process can tell.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM (returns at once).

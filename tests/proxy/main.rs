@@ -1,0 +1,9 @@
+//! End-to-end tests of the Banyan proxy: the real `banyan` binary in front of in-process origin
+//! servers (see `banyan_tests::origin`), and the real monolith where it matters.
+
+mod bodies;
+mod check;
+mod health;
+mod reload;
+mod routing;
+mod split;

@@ -1,0 +1,159 @@
+//! Starting the real `banyan` proxy for a test: its route table in a temporary directory, its
+//! listener and admin API on free ports, and helpers to edit the table the ways operators do.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::process::{ServiceProcess, free_port};
+
+pub struct ProxyApp {
+    /// `http://127.0.0.1:PORT`: what clients use.
+    pub address: String,
+    /// `http://127.0.0.1:PORT`: the admin API.
+    pub admin: String,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    pub process: ServiceProcess,
+}
+
+/// Starts the proxy on `routes` (a routes.toml; listen/admin are set on the command line).
+pub async fn spawn_proxy(routes: &str) -> ProxyApp {
+    let dir = tempfile::Builder::new()
+        .prefix("banyan-proxy-")
+        .tempdir()
+        .unwrap();
+    let config = dir.path().join("routes.toml");
+    std::fs::write(&config, routes).unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let args = [
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+        "--shutdown-grace",
+        "1",
+    ];
+    let check = admin_url.clone();
+    let process =
+        ServiceProcess::start_checked("banyan", &args, &[], move |_| format!("{check}/healthz"))
+            .await;
+    ProxyApp {
+        address: process.address.clone(),
+        admin: admin_url,
+        config,
+        dir,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
+        process,
+    }
+}
+
+impl ProxyApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// GET through the proxy; returns status and JSON body (Null when not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request through the proxy");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Which origin answered `path` (panics on a non-200).
+    pub async fn backend_of(&self, path: &str) -> String {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body["backend"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// `GET /routes` on the admin API.
+    pub async fn routes(&self) -> Value {
+        self.client
+            .get(format!("{}/routes", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Rewrites the file in place (truncate + write, as `echo > file` or many tools do).
+    pub fn write_in_place(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Saves the way editors do: write a temporary file beside it, then rename it over.
+    pub fn rename_save(&self, text: &str) {
+        let tmp = self.dir.path().join(".routes.toml.swp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Polls `/routes` until the live version differs from `old` (or `timeout` passes); returns
+    /// the new version and how long it took.
+    pub async fn wait_new_version(
+        &self,
+        old: &str,
+        timeout: Duration,
+    ) -> Option<(String, Duration)> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            let v = self.routes().await["version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if v != old {
+                return Some((v, start.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    /// Resident memory of the proxy process: (current, peak) in bytes, from /proc.
+    pub fn memory(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+/// A route table with the given upstreams (`name -> addresses`) and routes (TOML text).
+pub fn table(upstreams: &[(&str, Vec<std::net::SocketAddr>)], extra: &str) -> String {
+    let mut t = String::from("[proxy]\ndebug_headers = true\nreload_settle = \"50ms\"\n\n");
+    for (name, addrs) in upstreams {
+        let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        t.push_str(&format!(
+            "[upstreams.{name}]\naddrs = [{}]\n\n",
+            list.join(", ")
+        ));
+    }
+    t.push_str(extra);
+    t
+}
