@@ -196,3 +196,48 @@ async fn sighup_reloads_now() {
     assert!(took < Duration::from_secs(1));
     assert_eq!(proxy.backend_of("/").await, "b");
 }
+
+/// Kubernetes mounts a ConfigMap as `routes.toml -> ..data/routes.toml`, `..data -> ..2026_x`,
+/// and updates it by pointing `..data` at a new directory in one rename. The proxy follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_style_symlink_swaps_are_followed() {
+    use std::os::unix::fs::symlink;
+    let (a, b) = (Origin::start("a").await, Origin::start("b").await);
+    let proxy = spawn_proxy(&routes_to(a.addr, b.addr, "a")).await;
+    // Rebuild the proxy's config file as a ConfigMap-style mount in place.
+    let dir = proxy.dir.path();
+    let v1 = dir.join("..2026_01");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("routes.toml"), routes_to(a.addr, b.addr, "a")).unwrap();
+    symlink("..2026_01", dir.join("..data")).unwrap();
+    std::fs::remove_file(&proxy.config).unwrap();
+    symlink("..data/routes.toml", &proxy.config).unwrap();
+    assert_eq!(proxy.backend_of("/").await, "a");
+
+    let before = proxy.routes().await["version"].as_str().unwrap().to_owned();
+    let v2 = dir.join("..2026_02");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("routes.toml"), routes_to(a.addr, b.addr, "b")).unwrap();
+    symlink("..2026_02", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    let (_, took) = proxy
+        .wait_new_version(&before, Duration::from_secs(2))
+        .await
+        .expect("the swap was followed");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(proxy.backend_of("/").await, "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_proxy_cleanly() {
+    let a = Origin::start("a").await;
+    let mut proxy = spawn_proxy(&table(
+        &[("a", vec![a.addr])],
+        "[[route]]\nid = \"all\"\npath = \"/\"\nupstream = \"a\"\n",
+    ))
+    .await;
+    assert_eq!(proxy.backend_of("/").await, "a");
+    proxy.process.signal_term();
+    let status = proxy.process.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+}

@@ -245,3 +245,25 @@ async fn the_monolith_behind_the_proxy_is_unchanged_for_clients() {
         .unwrap();
     assert_eq!(r.status(), 422, "validation errors pass through unchanged");
 }
+
+/// A backend slower than the upstream's `read_timeout` gets the client a 504 in the error format
+/// (and the proxy does not hang with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_a_504() {
+    let origin = Origin::start("a").await;
+    let routes = format!(
+        "[upstreams.a]\naddrs = [\"{}\"]\nread_timeout = \"200ms\"\n\n[[route]]\nid = \"all\"\npath = \"/\"\nupstream = \"a\"\n",
+        origin.addr
+    );
+    let proxy = spawn_proxy(&routes).await;
+    assert_eq!(proxy.get("/slow/10").await.0, 200);
+    let started = std::time::Instant::now();
+    let (status, body) = proxy.get("/slow/3000").await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "gateway_timeout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // Debug headers are off unless the table turns them on.
+    let r = proxy.client.get(proxy.url("/x")).send().await.unwrap();
+    assert!(r.headers().get("x-banyan-route").is_none());
+    assert!(r.headers().get("x-banyan-upstream").is_none());
+}
