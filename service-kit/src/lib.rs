@@ -18,10 +18,12 @@
 //! - [`telemetry`]: logging setup, request ids, one access-log line per request.
 //! - [`server`]: serving a router on a listener until a shutdown signal, and readiness output.
 //! - [`openapi`]: the contract document, served by every process.
+//! - [`contract`]: shapes, rules and messages of the catalog API that every implementation shares.
 //! - [`clock`]: timestamps as stored (Unix milliseconds) and as shown (RFC 3339 UTC).
 
 pub mod cache;
 pub mod clock;
+pub mod contract;
 pub mod db;
 pub mod error;
 pub mod extract;
