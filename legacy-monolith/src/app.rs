@@ -5,12 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
 use service_kit::cache::Cache;
 use service_kit::db::{self, Database};
 use service_kit::session::{self, SessionStore};
@@ -157,19 +155,7 @@ async fn purge_sessions(sessions: SessionStore) {
 
 async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let (database, sessions) = tokio::join!(ctx.db.ping(), ctx.sessions.ping());
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let status = if database && sessions {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({
-            "status": word(database && sessions),
-            "checks": {"database": word(database), "sessions": word(sessions)},
-        })),
-    )
+    service_kit::server::health_response(&[("database", database), ("sessions", sessions)])
 }
 
 async fn openapi() -> impl IntoResponse {

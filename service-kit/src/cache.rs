@@ -92,6 +92,32 @@ impl Cache {
         }
     }
 
+    /// Atomically increments the counter at `key` (created at 0) and returns the new value;
+    /// `None` when the cache cannot be reached.
+    pub async fn incr(&self, key: &str) -> Option<i64> {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let op = conn.incr::<_, _, i64>(format!("{prefix}{key}"), 1);
+                match within_deadline(op, crate::session::REDIS_DEADLINE).await {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        tracing::error!(error = %e, key, "cache counter update failed");
+                        None
+                    }
+                }
+            }
+            Cache::Local(map) => {
+                let mut map = map.lock().unwrap();
+                let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+                let entry = map.entry(key.to_owned()).or_insert((far, "0".to_owned()));
+                let n = entry.1.parse::<i64>().unwrap_or(0) + 1;
+                entry.1 = n.to_string();
+                Some(n)
+            }
+        }
+    }
+
     /// Drops `key`. Returns false when the invalidation could not be made (Redis down): the
     /// caller should treat the cache as unreliable and log it.
     pub async fn delete(&self, key: &str) -> bool {
@@ -127,5 +153,8 @@ mod tests {
         assert_eq!(c.get("b").await, None);
         assert!(c.delete("a").await);
         assert_eq!(c.get("a").await, None);
+        assert_eq!(c.incr("gen").await, Some(1));
+        assert_eq!(c.incr("gen").await, Some(2));
+        assert_eq!(c.get("gen").await.as_deref(), Some("2"));
     }
 }

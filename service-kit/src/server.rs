@@ -40,6 +40,27 @@ pub fn with_common_layers(router: Router) -> Router {
         .layer(axum::middleware::from_fn(telemetry::request_context))
 }
 
+/// The `/health` answer: 200 `{"status":"ok","checks":{...}}` when every check passed, 503 with
+/// `"unavailable"` for the failed ones otherwise.
+pub fn health_response(checks: &[(&str, bool)]) -> axum::response::Response {
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let all = checks.iter().all(|(_, ok)| *ok);
+    let detail: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, ok)| ((*name).to_owned(), word(*ok).into()))
+        .collect();
+    let status = if all {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({"status": word(all), "checks": detail})),
+    )
+        .into_response()
+}
+
 /// Prints the readiness line (see the module docs).
 pub fn announce(addr: SocketAddr) {
     let mut out = std::io::stdout().lock();

@@ -241,6 +241,12 @@ async fn storage_is_the_one_the_environment_names() {
         }
         None => assert!(app.storage.data_dir.path().join("monolith.db").exists()),
     }
+    if let Some(pg) = &app.storage.postgres {
+        assert!(
+            pg.url.starts_with("postgres"),
+            "postgres storage is created when named"
+        );
+    }
     match &app.storage.redis {
         Some(redis) => assert!(redis.keys().iter().any(|k| k.contains("session:"))),
         None => assert!(app.storage.data_dir.path().join("sessions.db").exists()),

@@ -35,6 +35,8 @@ pub use process::ServiceProcess;
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`
     pub address: String,
+    /// The environment the monolith was started with (storage, admin account).
+    pub env: Vec<(String, String)>,
     /// A client with its own cookie jar (one "browser").
     pub client: Client,
     pub admin_email: String,
@@ -93,12 +95,24 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     .await;
     TestApp {
         address: process.address.clone(),
+        env,
         client: new_client(),
         admin_email,
         admin_password,
         storage,
         process,
     }
+}
+
+/// Starts the catalog service beside `app`, sharing its session store (so a login made
+/// through the monolith is valid there) but on its own database.
+pub async fn spawn_catalog(app: &TestApp) -> ServiceProcess {
+    ServiceProcess::start(
+        "catalog-service",
+        &["--listen", "127.0.0.1:0"],
+        &app.storage.service_env(),
+    )
+    .await
 }
 
 /// An HTTP client with its own cookie jar and a timeout, so a hung server fails the test.
@@ -211,6 +225,7 @@ impl TestApp {
 pub struct TestStorage {
     pub data_dir: tempfile::TempDir,
     pub mysql: Option<MysqlDatabase>,
+    pub postgres: Option<PostgresDatabase>,
     pub redis: Option<RedisPrefix>,
 }
 
@@ -228,11 +243,30 @@ impl TestStorage {
             Ok(url) if !url.is_empty() => Some(RedisPrefix::create(&url)),
             _ => None,
         };
+        let postgres = match std::env::var("BANYAN_TEST_PG_URL") {
+            Ok(url) if !url.is_empty() => Some(PostgresDatabase::create(&url).await),
+            _ => None,
+        };
         Self {
             data_dir,
             mysql,
+            postgres,
             redis,
         }
+    }
+
+    /// Environment for an extracted service: its own database (PostgreSQL when the environment
+    /// names one, else SQLite in the shared data directory), the shared session store.
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<_> = self
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k != "DATABASE_URL")
+            .collect();
+        if let Some(pg) = &self.postgres {
+            env.push(("DATABASE_URL".into(), pg.url.clone()));
+        }
+        env
     }
 
     /// Environment for a process that should use this storage.
@@ -251,13 +285,20 @@ impl TestStorage {
         env
     }
 
-    pub fn describe(&self) -> &'static str {
-        match (&self.mysql, &self.redis) {
-            (Some(_), Some(_)) => "mariadb+redis",
-            (Some(_), None) => "mariadb+embedded-sessions",
-            (None, Some(_)) => "sqlite+redis",
-            (None, None) => "embedded",
-        }
+    pub fn describe(&self) -> String {
+        let part = |name: &str, on: bool| {
+            if on {
+                name.to_owned()
+            } else {
+                format!("no-{name}")
+            }
+        };
+        [
+            part("mariadb", self.mysql.is_some()),
+            part("postgres", self.postgres.is_some()),
+            part("redis", self.redis.is_some()),
+        ]
+        .join("+")
     }
 }
 
@@ -307,6 +348,61 @@ impl Drop for MysqlDatabase {
                 let mut conn = sqlx::MySqlConnection::connect(&server_url).await.ok()?;
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS `{name}`"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A database created for one test on a real PostgreSQL server, dropped on drop.
+pub struct PostgresDatabase {
+    pub server_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PostgresDatabase {
+    async fn create(server_url: &str) -> Self {
+        use sqlx::Connection;
+        let server_url = server_url.trim_end_matches('/').to_owned();
+        let name = format!("banyan_test_{}", random_hex(6));
+        let mut conn = sqlx::PgConnection::connect(&format!("{server_url}/postgres"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("BANYAN_TEST_PG_URL is set but the server is unreachable: {e}")
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("creating the test database");
+        let url = format!("{server_url}/{name}");
+        Self {
+            server_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&format!("{server_url}/postgres"))
+                    .await
+                    .ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
                 )))
                 .execute(&mut conn)
                 .await

@@ -1,0 +1,106 @@
+//! Startup, the shared context, the router, and serving.
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use service_kit::cache::Cache;
+use service_kit::db::{self, Database};
+use service_kit::session::{self, SessionStore};
+use tokio::net::TcpListener;
+
+use crate::cache::ReadCache;
+use crate::config::Cli;
+use crate::products;
+
+/// The paths this service owns (for its OpenAPI document).
+pub const PATHS: &[&str] = &["/api/products", "/api/categories"];
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub db: Database,
+    pub sessions: SessionStore,
+    pub cache: ReadCache,
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    let ctx = connect(&cli).await?;
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    run(listener, ctx, service_kit::server::shutdown_signal()).await
+}
+
+pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
+    let url = match &cli.database_url {
+        Some(url) => url.clone(),
+        None => db::embedded_url(&cli.data_dir, "catalog")?,
+    };
+    let db = Database::connect(&url, cli.max_connections).await?;
+    match db.backend {
+        db::Backend::Postgres => crate::POSTGRES_MIGRATIONS.run(&db.pool).await,
+        db::Backend::Sqlite => crate::SQLITE_MIGRATIONS.run(&db.pool).await,
+        db::Backend::MySql => {
+            anyhow::bail!("the catalog service runs on PostgreSQL or SQLite, not MySQL")
+        }
+    }
+    .context("running database migrations")?;
+    let (sessions, cache) = match &cli.redis_url {
+        Some(url) => {
+            let conn = session::connect_redis(url).await?;
+            let sessions = SessionStore::open(
+                Some((conn.clone(), cli.redis_key_prefix.clone())),
+                &cli.data_dir,
+            )
+            .await?;
+            let cache = Cache::Redis {
+                conn,
+                prefix: format!("{}catalog:cache:", cli.redis_key_prefix),
+            };
+            (sessions, cache)
+        }
+        None => (
+            SessionStore::open(None, &cli.data_dir).await?,
+            Cache::local(),
+        ),
+    };
+    tracing::info!(backend = ?db.backend, sessions = ?sessions, cache = ?cache, "catalog service ready");
+    Ok(ApiContext {
+        db,
+        sessions,
+        cache: ReadCache::new(cache),
+    })
+}
+
+pub fn router(ctx: ApiContext) -> Router {
+    let api = Router::new()
+        .route("/health", get(health))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    service_kit::openapi::document(PATHS),
+                )
+            }),
+        )
+        .merge(products::router())
+        .with_state(ctx);
+    service_kit::server::with_common_layers(api)
+}
+
+pub async fn run(
+    listener: TcpListener,
+    ctx: ApiContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    service_kit::server::serve(listener, router(ctx), shutdown)
+        .await
+        .context("serving")
+}
+
+async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
+    let (database, sessions) = tokio::join!(ctx.db.ping(), ctx.sessions.ping());
+    service_kit::server::health_response(&[("database", database), ("sessions", sessions)])
+}

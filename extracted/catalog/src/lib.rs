@@ -1,0 +1,26 @@
+//! The catalog service: products and categories, carved out of the legacy monolith.
+//!
+//! It serves `/api/products*` and `/api/categories` with the same contract as the monolith
+//! ([`service_kit::contract::products`]), on its own database (PostgreSQL in production, SQLite
+//! embedded), with the read caches the seeds ask for. Identity comes from the shared session
+//! store: a user logged in through the monolith (or the auth service) is recognised here.
+//!
+//! # Layout
+//! - [`config`]: command line and environment.
+//! - [`app`]: the shared context, router, startup and serving.
+//! - [`error`]: the service's error enum and its HTTP mapping.
+//! - [`auth`]: the `AdminUser` extractor over the shared session store.
+//! - [`cache`]: generation-keyed read caches that never outlive this service's last write.
+//! - [`products`]: the endpoints.
+
+pub mod app;
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod products;
+
+pub use error::Error;
+
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
