@@ -26,7 +26,7 @@ const GENERATION_KEY: &str = "generation";
 pub struct ReadCache {
     cache: Cache,
     started: Instant,
-    /// Milliseconds since `started` until which the cache is bypassed.
+    /// Milliseconds since `started` until which the cache is bypassed; 0: not bypassed.
     bypass_until_ms: Arc<AtomicU64>,
 }
 
@@ -40,7 +40,8 @@ impl ReadCache {
     }
 
     fn bypassed(&self) -> bool {
-        self.started.elapsed().as_millis() as u64 <= self.bypass_until_ms.load(Ordering::Relaxed)
+        let until = self.bypass_until_ms.load(Ordering::Relaxed);
+        until != 0 && (self.started.elapsed().as_millis() as u64) < until
     }
 
     async fn generation(&self) -> Option<String> {
