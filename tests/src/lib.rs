@@ -255,6 +255,17 @@ impl TestStorage {
         }
     }
 
+    /// URL of the monolith's database (what a backfill or sync reads).
+    pub fn monolith_database_url(&self) -> String {
+        match &self.mysql {
+            Some(db) => db.url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.path().join("monolith.db").display()
+            ),
+        }
+    }
+
     /// Environment for an extracted service: its own database (PostgreSQL when the environment
     /// names one, else SQLite in the shared data directory), the shared session store.
     pub fn service_env(&self) -> Vec<(String, String)> {

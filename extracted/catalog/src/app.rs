@@ -11,7 +11,7 @@ use service_kit::session::{self, SessionStore};
 use tokio::net::TcpListener;
 
 use crate::cache::ReadCache;
-use crate::config::Cli;
+use crate::config::{Cli, Command};
 use crate::products;
 
 /// The paths this service owns (for its OpenAPI document).
@@ -25,6 +25,31 @@ pub struct ApiContext {
 }
 
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Backfill {
+        from,
+        batch,
+        restart,
+    }) = &cli.command
+    {
+        let target = connect_db(&cli).await?;
+        let source = Database::connect(from, 4)
+            .await
+            .context("connecting to the monolith's database")?;
+        let report = crate::backfill::run(&source, &target, *batch, *restart, |done, total| {
+            let pct = if total > 0 {
+                done as f64 * 100.0 / total as f64
+            } else {
+                100.0
+            };
+            println!("backfill: {done}/{total} products ({pct:.1}%)");
+        })
+        .await?;
+        println!(
+            "backfill: done, {} scanned, {} written",
+            report.scanned, report.written
+        );
+        return Ok(());
+    }
     let ctx = connect(&cli).await?;
     let listener = TcpListener::bind(cli.listen)
         .await
@@ -32,7 +57,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     run(listener, ctx, service_kit::server::shutdown_signal()).await
 }
 
-pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
+/// Opens (and migrates) this service's own database.
+pub async fn connect_db(cli: &Cli) -> anyhow::Result<Database> {
     let url = match &cli.database_url {
         Some(url) => url.clone(),
         None => db::embedded_url(&cli.data_dir, "catalog")?,
@@ -46,6 +72,11 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
         }
     }
     .context("running database migrations")?;
+    Ok(db)
+}
+
+pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
+    let db = connect_db(cli).await?;
     let (sessions, cache) = match &cli.redis_url {
         Some(url) => {
             let conn = session::connect_redis(url).await?;

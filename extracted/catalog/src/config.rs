@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Clone, Parser)]
+#[command(args_conflicts_with_subcommands = false)]
 #[command(
     name = "catalog-service",
     version,
@@ -28,6 +29,31 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
     /// Address to listen on (port 0 picks a free port; the bound address is printed on stdout)
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:4001")]
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:4001",
+        global = true
+    )]
     pub listen: SocketAddr,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default)
+    Serve,
+    /// Copy the monolith's products into this service's database (idempotent, resumable)
+    Backfill {
+        /// The monolith's database: mysql://... or sqlite://...
+        #[arg(long, env = "MONOLITH_DATABASE_URL", hide_env_values = true)]
+        from: String,
+        /// Rows per transaction
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=2000))]
+        batch: i64,
+        /// Rescan from the first product instead of resuming (rows that did not change stay as they are)
+        #[arg(long)]
+        restart: bool,
+    },
 }

@@ -12,9 +12,11 @@
 //! - [`auth`]: the `AdminUser` extractor over the shared session store.
 //! - [`cache`]: generation-keyed read caches that never outlive this service's last write.
 //! - [`products`]: the endpoints.
+//! - [`backfill`]: copying the monolith's products here (idempotent, resumable).
 
 pub mod app;
 pub mod auth;
+pub mod backfill;
 pub mod cache;
 pub mod config;
 pub mod error;

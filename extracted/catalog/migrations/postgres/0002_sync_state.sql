@@ -1,0 +1,6 @@
+-- Where each copy job (backfill, continuous sync) has got to, so it can resume.
+CREATE TABLE sync_state (
+    name       TEXT   PRIMARY KEY,
+    position   BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);

@@ -1,0 +1,4 @@
+//! Moving data during the migration: the backfill from the monolith's database into an
+//! extracted service's own database.
+
+mod backfill;
