@@ -164,7 +164,7 @@ async fn an_interrupted_backfill_resumes_and_completes() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(seen >= 6_000 && seen < 20_000, "killed at {seen}");
+    assert!((6_000..20_000).contains(&seen), "killed at {seen}");
 
     let out = backfill(&app, &["--batch", "100"]);
     assert!(out.contains("backfill: done, 20000 scanned"), "{out}");
