@@ -2,3 +2,4 @@
 //! extracted service's own database.
 
 mod backfill;
+mod sync;

@@ -476,3 +476,13 @@ impl Drop for RedisPrefix {
         }
     }
 }
+
+/// Starts the catalog service beside `app`, following the monolith's product changes.
+pub async fn spawn_synced_catalog(app: &TestApp) -> ServiceProcess {
+    let mut env = app.storage.service_env();
+    env.push((
+        "MONOLITH_DATABASE_URL".into(),
+        app.storage.monolith_database_url(),
+    ));
+    ServiceProcess::start("catalog-service", &["--listen", "127.0.0.1:0"], &env).await
+}

@@ -51,6 +51,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let ctx = connect(&cli).await?;
+    if let Some(from) = &cli.sync_from {
+        let source = Database::connect(from, 4)
+            .await
+            .context("connecting to the monolith's database for sync")?;
+        tracing::info!("syncing products from the monolith");
+        tokio::spawn(crate::sync::run(source, ctx.db.clone(), ctx.cache.clone()));
+    }
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;

@@ -36,6 +36,10 @@ pub struct Cli {
         global = true
     )]
     pub listen: SocketAddr,
+    /// While serving, keep this service's products in sync with the monolith's database
+    /// (mysql://... or sqlite://...) through its change outbox
+    #[arg(long, env = "MONOLITH_DATABASE_URL", hide_env_values = true)]
+    pub sync_from: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

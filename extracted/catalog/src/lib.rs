@@ -13,6 +13,7 @@
 //! - [`cache`]: generation-keyed read caches that never outlive this service's last write.
 //! - [`products`]: the endpoints.
 //! - [`backfill`]: copying the monolith's products here (idempotent, resumable).
+//! - [`sync`]: following the monolith's changes while it still owns product writes.
 
 pub mod app;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod products;
+pub mod sync;
 
 pub use error::Error;
 

@@ -1,0 +1,109 @@
+use std::time::{Duration, Instant};
+
+use banyan_tests::{AppOptions, TestApp, new_client, spawn_app_with, spawn_synced_catalog};
+use serde_json::{Value, json};
+
+/// Polls the catalog service until `path` answers `check`; returns how long it took.
+async fn converges(catalog: &str, path: &str, check: impl Fn(u16, &Value) -> bool) -> Duration {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let r = client.get(format!("{catalog}{path}")).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if check(status, &body) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{path} never converged: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn same_as_monolith(app: &TestApp, catalog: &str, id: i64) -> Duration {
+    let expected: Value = app
+        .get(&format!("/api/products/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    converges(catalog, &format!("/api/products/{id}"), |s, b| {
+        s == 200 && *b == expected
+    })
+    .await
+}
+
+/// Products created, changed (by an admin and by an order taking stock) and deleted in the
+/// monolith show up in the catalog service within 2 s, through its change outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monolith_changes_reach_the_catalog_within_two_seconds() {
+    let app = spawn_app_with(AppOptions::seeded(500)).await;
+    let catalog = spawn_synced_catalog(&app).await;
+    let c = catalog.address.clone();
+    // The seeded catalog arrives through the outbox too.
+    let first = converges(&c, "/api/products?per_page=1", |s, b| {
+        s == 200 && b["total"] == 500
+    })
+    .await;
+    let admin = app.admin_client().await;
+    let mut lags = vec![first];
+
+    let created: Value = app.create_product(&admin, json!({"sku": "SYNC-1", "name": "Synced Kettle", "category": "kitchen", "price_cents": 3000, "stock": 5})).await;
+    let id = created["id"].as_i64().unwrap();
+    lags.push(same_as_monolith(&app, &c, id).await);
+
+    let r = app
+        .send_json(
+            &admin,
+            "PATCH",
+            &format!("/api/products/{id}"),
+            &json!({"price_cents": 2500, "name": "Synced Kettle II"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    lags.push(same_as_monolith(&app, &c, id).await);
+
+    let customer = new_client();
+    app.customer(&customer).await;
+    let r = app
+        .send_json(
+            &customer,
+            "POST",
+            "/api/orders",
+            &json!({"items": [{"product_id": id, "quantity": 2}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    lags.push(
+        converges(&c, &format!("/api/products/{id}"), |_, b| {
+            b["stock"] == 3 && b["sales"] == 2
+        })
+        .await,
+    );
+
+    let r = admin
+        .delete(app.url(&format!("/api/products/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    lags.push(converges(&c, &format!("/api/products/{id}"), |s, _| s == 404).await);
+
+    // Listings and bestsellers follow too (the sync drops the catalog's caches).
+    let a: Value = app
+        .get("/api/products?sort=-sales&per_page=20")
+        .await
+        .json()
+        .await
+        .unwrap();
+    converges(&c, "/api/products?sort=-sales&per_page=20", |_, b| *b == a).await;
+
+    let worst = lags.iter().skip(1).max().unwrap();
+    eprintln!("sync lags: initial {:?}, then {:?}", lags[0], &lags[1..]);
+    assert!(
+        *worst < Duration::from_secs(2),
+        "a change took {worst:?} to reach the catalog"
+    );
+}
