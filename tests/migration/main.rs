@@ -2,4 +2,5 @@
 //! extracted service's own database.
 
 mod backfill;
+mod proxy_move;
 mod sync;
