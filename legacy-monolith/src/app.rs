@@ -73,25 +73,13 @@ pub async fn connect_db(storage: &Storage) -> anyhow::Result<Database> {
 /// Connects everything the API needs.
 pub async fn connect(storage: &Storage, args: &ServeArgs) -> anyhow::Result<ApiContext> {
     let db = connect_db(storage).await?;
-    let (sessions, cache) = match &storage.redis_url {
-        Some(url) => {
-            let conn = session::connect_redis(url).await?;
-            let sessions = SessionStore::open(
-                Some((conn.clone(), storage.redis_key_prefix.clone())),
-                &storage.data_dir,
-            )
-            .await?;
-            let cache = Cache::Redis {
-                conn,
-                prefix: format!("{}monolith:cache:", storage.redis_key_prefix),
-            };
-            (sessions, cache)
-        }
-        None => (
-            SessionStore::open(None, &storage.data_dir).await?,
-            Cache::local(),
-        ),
-    };
+    let (sessions, cache) = session::open_with_cache(
+        storage.redis_url.as_deref(),
+        &storage.redis_key_prefix,
+        &storage.data_dir,
+        "monolith",
+    )
+    .await?;
     tracing::info!(sessions = ?sessions, cache = ?cache, "session store and cache ready");
     Ok(ApiContext {
         db,

@@ -61,6 +61,30 @@ pub fn health_response(checks: &[(&str, bool)]) -> axum::response::Response {
         .into_response()
 }
 
+/// The body of a service's `main`: logging, a runtime, `run`; errors are printed and the
+/// process exits non-zero.
+pub fn run_main<F>(run: F) -> std::process::ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Prints the readiness line (see the module docs).
 pub fn announce(addr: SocketAddr) {
     let mut out = std::io::stdout().lock();

@@ -108,6 +108,33 @@ pub async fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
     Ok(conn)
 }
 
+/// The session store and a read cache for a service, from its configuration: both in Redis
+/// when `redis_url` is set (the cache under `<prefix><namespace>:cache:`), otherwise the
+/// embedded session file under `data_dir` and an in-process cache.
+pub async fn open_with_cache(
+    redis_url: Option<&str>,
+    prefix: &str,
+    data_dir: &Path,
+    namespace: &str,
+) -> anyhow::Result<(SessionStore, crate::cache::Cache)> {
+    Ok(match redis_url {
+        Some(url) => {
+            let conn = connect_redis(url).await?;
+            let sessions =
+                SessionStore::open(Some((conn.clone(), prefix.to_owned())), data_dir).await?;
+            let cache = crate::cache::Cache::Redis {
+                conn,
+                prefix: format!("{prefix}{namespace}:cache:"),
+            };
+            (sessions, cache)
+        }
+        None => (
+            SessionStore::open(None, data_dir).await?,
+            crate::cache::Cache::local(),
+        ),
+    })
+}
+
 impl SessionStore {
     /// Redis when `redis` is given, otherwise `<data_dir>/sessions.db`.
     pub async fn open(

@@ -5,7 +5,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use service_kit::cache::Cache;
 use service_kit::db::{self, Database};
 use service_kit::session::{self, SessionStore};
 use tokio::net::TcpListener;
@@ -84,25 +83,13 @@ pub async fn connect_db(cli: &Cli) -> anyhow::Result<Database> {
 
 pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
     let db = connect_db(cli).await?;
-    let (sessions, cache) = match &cli.redis_url {
-        Some(url) => {
-            let conn = session::connect_redis(url).await?;
-            let sessions = SessionStore::open(
-                Some((conn.clone(), cli.redis_key_prefix.clone())),
-                &cli.data_dir,
-            )
-            .await?;
-            let cache = Cache::Redis {
-                conn,
-                prefix: format!("{}catalog:cache:", cli.redis_key_prefix),
-            };
-            (sessions, cache)
-        }
-        None => (
-            SessionStore::open(None, &cli.data_dir).await?,
-            Cache::local(),
-        ),
-    };
+    let (sessions, cache) = session::open_with_cache(
+        cli.redis_url.as_deref(),
+        &cli.redis_key_prefix,
+        &cli.data_dir,
+        "catalog",
+    )
+    .await?;
     tracing::info!(backend = ?db.backend, sessions = ?sessions, cache = ?cache, "catalog service ready");
     Ok(ApiContext {
         db,

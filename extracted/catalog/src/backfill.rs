@@ -27,6 +27,38 @@ pub struct Report {
     pub written: u64,
 }
 
+/// One multi-row upsert of monolith `rows` into this service's `products`: new rows are
+/// inserted, existing ones overwritten only by a newer source row (`updated_at`), so applying
+/// the same rows twice changes nothing. Shared by the backfill and the continuous sync.
+pub(crate) fn upsert(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<Sql> {
+    let mut insert = Sql::new(
+        "INSERT INTO products (id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at) VALUES ",
+    );
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            insert.push(", ");
+        }
+        insert.push("(");
+        insert.bind(r.try_get::<i64, _>("id")?).push(", ");
+        for col in ["sku", "name", "description", "category"] {
+            insert.bind(r.try_get::<String, _>(col)?).push(", ");
+        }
+        insert.bind(r.try_get::<i64, _>("price_cents")?).push(", ");
+        insert.bind(r.try_get::<String, _>("currency")?).push(", ");
+        for col in ["stock", "sales", "created_at"] {
+            insert.bind(r.try_get::<i64, _>(col)?).push(", ");
+        }
+        insert.bind(r.try_get::<i64, _>("updated_at")?).push(")");
+    }
+    insert.push(
+        " ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, name = excluded.name, description = excluded.description, \
+         category = excluded.category, price_cents = excluded.price_cents, currency = excluded.currency, \
+         stock = excluded.stock, sales = excluded.sales, created_at = excluded.created_at, updated_at = excluded.updated_at \
+         WHERE excluded.updated_at > products.updated_at",
+    );
+    Ok(insert)
+}
+
 /// Copies products from `source` (the monolith's database) into `target`, `batch` rows per
 /// transaction; `progress` is called after each batch with the rows scanned and the total.
 pub async fn run(
@@ -71,31 +103,7 @@ pub async fn run(
         if rows.is_empty() {
             break;
         }
-        let mut insert = Sql::new(
-            "INSERT INTO products (id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at) VALUES ",
-        );
-        for (i, r) in rows.iter().enumerate() {
-            if i > 0 {
-                insert.push(", ");
-            }
-            insert.push("(");
-            insert.bind(r.try_get::<i64, _>("id")?).push(", ");
-            for col in ["sku", "name", "description", "category"] {
-                insert.bind(r.try_get::<String, _>(col)?).push(", ");
-            }
-            insert.bind(r.try_get::<i64, _>("price_cents")?).push(", ");
-            insert.bind(r.try_get::<String, _>("currency")?).push(", ");
-            for col in ["stock", "sales", "created_at"] {
-                insert.bind(r.try_get::<i64, _>(col)?).push(", ");
-            }
-            insert.bind(r.try_get::<i64, _>("updated_at")?).push(")");
-        }
-        insert.push(
-            " ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, name = excluded.name, description = excluded.description, \
-             category = excluded.category, price_cents = excluded.price_cents, currency = excluded.currency, \
-             stock = excluded.stock, sales = excluded.sales, created_at = excluded.created_at, updated_at = excluded.updated_at \
-             WHERE excluded.updated_at > products.updated_at",
-        );
+        let insert = upsert(&rows)?;
         last = rows
             .last()
             .map(|r| r.try_get::<i64, _>("id"))

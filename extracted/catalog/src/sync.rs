@@ -74,26 +74,12 @@ pub async fn round(
 
     let mut tx = target.pool.begin().await?;
     let mut applied = 0;
-    for r in &rows {
-        let mut up = Sql::new(
-            "INSERT INTO products (id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at) VALUES (",
-        );
-        up.bind(r.try_get::<i64, _>("id")?).push(", ");
-        for col in ["sku", "name", "description", "category"] {
-            up.bind(r.try_get::<String, _>(col)?).push(", ");
-        }
-        up.bind(r.try_get::<i64, _>("price_cents")?).push(", ");
-        up.bind(r.try_get::<String, _>("currency")?).push(", ");
-        for col in ["stock", "sales", "created_at"] {
-            up.bind(r.try_get::<i64, _>(col)?).push(", ");
-        }
-        up.bind(r.try_get::<i64, _>("updated_at")?).push(
-            ") ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, name = excluded.name, description = excluded.description, \
-             category = excluded.category, price_cents = excluded.price_cents, currency = excluded.currency, \
-             stock = excluded.stock, sales = excluded.sales, created_at = excluded.created_at, updated_at = excluded.updated_at \
-             WHERE excluded.updated_at > products.updated_at",
-        );
-        applied += up.build().execute(&mut *tx).await?.rows_affected() as usize;
+    if !rows.is_empty() {
+        applied += crate::backfill::upsert(&rows)?
+            .build()
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as usize;
     }
     for gone in ids.difference(&present) {
         let mut del = Sql::new("DELETE FROM products WHERE id = ");
