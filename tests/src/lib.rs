@@ -9,7 +9,13 @@
 //! - `BANYAN_TEST_MYSQL_URL` (e.g. `mysql://root@127.0.0.1:3306`): a fresh database per test,
 //!   dropped afterwards;
 //! - `BANYAN_TEST_REDIS_URL` (e.g. `redis://127.0.0.1:6379`): a fresh key prefix per test,
-//!   deleted afterwards.
+//!   deleted afterwards;
+//! - `BANYAN_TEST_PG_URL` (e.g. `postgres://postgres@127.0.0.1:5432`): a fresh PostgreSQL
+//!   database per test for the extracted services, dropped afterwards.
+//!
+//! Besides the monolith, [`spawn_catalog`] / [`spawn_synced_catalog`] start the catalog service
+//! beside a [`TestApp`] (sharing its session store), [`proxy::spawn_proxy`] starts Banyan, and
+//! [`origin::Origin`] / [`relay::Relay`] play upstreams and flaky links inside the test.
 //!
 //! When a variable is set but its server cannot be reached, the test fails: it never quietly
 //! falls back to embedded storage.
