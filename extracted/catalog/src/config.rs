@@ -20,13 +20,23 @@ pub struct Cli {
     #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key (must match the other services of the stack for sessions)
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "banyan:", global = true)]
+    #[arg(
+        long,
+        env = "REDIS_KEY_PREFIX",
+        default_value = "banyan:",
+        global = true
+    )]
     pub redis_key_prefix: String,
     /// Directory for embedded storage; the embedded session store is shared through it
     #[arg(long, env = "BANYAN_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
     /// Database connections in the pool
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
     pub max_connections: u32,
     /// Address to listen on (port 0 picks a free port; the bound address is printed on stdout)
     #[arg(
