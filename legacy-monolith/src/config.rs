@@ -2,7 +2,6 @@
 //! configured by flags on a laptop and by environment only in a container.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -19,35 +18,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// Where data lives. With neither URL set, everything is embedded under `--data-dir`.
-#[derive(Debug, Clone, Args)]
-pub struct Storage {
-    /// mysql://user:pass@host/db (production) or sqlite://path; default: <data-dir>/monolith.db
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// redis://host:port for sessions and caches; default: embedded store under <data-dir>
-    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key this process writes (several stacks can share one Redis)
-    #[arg(
-        long,
-        env = "REDIS_KEY_PREFIX",
-        default_value = "banyan:",
-        global = true
-    )]
-    pub redis_key_prefix: String,
-    /// Directory for embedded storage (SQLite files); shared by every process of the stack
-    #[arg(long, env = "BANYAN_DATA_DIR", default_value = "data", global = true)]
-    pub data_dir: PathBuf,
-    /// Database connections in the pool
-    #[arg(
-        long,
-        env = "DATABASE_MAX_CONNECTIONS",
-        default_value_t = 16,
-        global = true
-    )]
-    pub max_connections: u32,
-}
+/// Where data lives (shared by every service; see [`service_kit::config::StorageArgs`]).
+pub type Storage = service_kit::config::StorageArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -14,6 +14,7 @@
 //! - [`validate`]: field-by-field validation that reports every bad field at once (422).
 //! - [`session`]: the session store shared by every process (Redis, or an embedded SQLite file).
 //! - [`cache`]: a TTL cache (Redis, or in-process) for the read caches the seeds ask for.
+//! - [`config`]: the storage options every service's command line shares.
 //! - [`db`]: connecting to MySQL/MariaDB, PostgreSQL or the embedded SQLite default by URL.
 //! - [`telemetry`]: logging setup, request ids, one access-log line per request.
 //! - [`server`]: serving a router on a listener until a shutdown signal, and readiness output.
@@ -23,6 +24,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod config;
 pub mod contract;
 pub mod db;
 pub mod error;

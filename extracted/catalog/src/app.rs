@@ -65,11 +65,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 
 /// Opens (and migrates) this service's own database.
 pub async fn connect_db(cli: &Cli) -> anyhow::Result<Database> {
-    let url = match &cli.database_url {
+    let url = match &cli.storage.database_url {
         Some(url) => url.clone(),
-        None => db::embedded_url(&cli.data_dir, "catalog")?,
+        None => db::embedded_url(&cli.storage.data_dir, "catalog")?,
     };
-    let db = Database::connect(&url, cli.max_connections).await?;
+    let db = Database::connect(&url, cli.storage.max_connections).await?;
     match db.backend {
         db::Backend::Postgres => crate::POSTGRES_MIGRATIONS.run(&db.pool).await,
         db::Backend::Sqlite => crate::SQLITE_MIGRATIONS.run(&db.pool).await,
@@ -84,9 +84,9 @@ pub async fn connect_db(cli: &Cli) -> anyhow::Result<Database> {
 pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
     let db = connect_db(cli).await?;
     let (sessions, cache) = session::open_with_cache(
-        cli.redis_url.as_deref(),
-        &cli.redis_key_prefix,
-        &cli.data_dir,
+        cli.storage.redis_url.as_deref(),
+        &cli.storage.redis_key_prefix,
+        &cli.storage.data_dir,
         "catalog",
     )
     .await?;

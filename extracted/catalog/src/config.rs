@@ -1,7 +1,6 @@
 //! Command line and environment (each option either way, so containers need no flags).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -13,31 +12,8 @@ use clap::{Parser, Subcommand};
     about = "The catalog service (products and categories)"
 )]
 pub struct Cli {
-    /// postgres://user:pass@host/db (production) or sqlite://path; default: <data-dir>/catalog.db
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
-    pub database_url: Option<String>,
-    /// redis://host:port: the shared session store and the read caches; default: embedded
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key (must match the other services of the stack for sessions)
-    #[arg(
-        long,
-        env = "REDIS_KEY_PREFIX",
-        default_value = "banyan:",
-        global = true
-    )]
-    pub redis_key_prefix: String,
-    /// Directory for embedded storage; the embedded session store is shared through it
-    #[arg(long, env = "BANYAN_DATA_DIR", default_value = "data", global = true)]
-    pub data_dir: PathBuf,
-    /// Database connections in the pool
-    #[arg(
-        long,
-        env = "DATABASE_MAX_CONNECTIONS",
-        default_value_t = 16,
-        global = true
-    )]
-    pub max_connections: u32,
+    #[command(flatten)]
+    pub storage: service_kit::config::StorageArgs,
     /// Address to listen on (port 0 picks a free port; the bound address is printed on stdout)
     #[arg(
         long,
