@@ -230,8 +230,8 @@ impl TestApp {
 /// fresh Redis key prefix when the environment names those servers.
 pub struct TestStorage {
     pub data_dir: tempfile::TempDir,
-    pub mysql: Option<MysqlDatabase>,
-    pub postgres: Option<PostgresDatabase>,
+    pub mysql: Option<TestDatabase>,
+    pub postgres: Option<TestDatabase>,
     pub redis: Option<RedisPrefix>,
 }
 
@@ -242,7 +242,7 @@ impl TestStorage {
             .tempdir()
             .expect("creating a temporary data directory");
         let mysql = match std::env::var("BANYAN_TEST_MYSQL_URL") {
-            Ok(url) if !url.is_empty() => Some(MysqlDatabase::create(&url).await),
+            Ok(url) if !url.is_empty() => Some(TestDatabase::create(ServerKind::MySql, &url).await),
             _ => None,
         };
         let redis = match std::env::var("BANYAN_TEST_REDIS_URL") {
@@ -250,7 +250,9 @@ impl TestStorage {
             _ => None,
         };
         let postgres = match std::env::var("BANYAN_TEST_PG_URL") {
-            Ok(url) if !url.is_empty() => Some(PostgresDatabase::create(&url).await),
+            Ok(url) if !url.is_empty() => {
+                Some(TestDatabase::create(ServerKind::Postgres, &url).await)
+            }
             _ => None,
         };
         Self {
@@ -319,31 +321,89 @@ impl TestStorage {
     }
 }
 
-/// A database created for one test on a real MySQL/MariaDB server, dropped on drop.
-pub struct MysqlDatabase {
+/// Which kind of real server a [`TestDatabase`] lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    MySql,
+    Postgres,
+}
+
+impl ServerKind {
+    fn variable(self) -> &'static str {
+        match self {
+            ServerKind::MySql => "BANYAN_TEST_MYSQL_URL",
+            ServerKind::Postgres => "BANYAN_TEST_PG_URL",
+        }
+    }
+
+    fn create_sql(self, name: &str) -> String {
+        match self {
+            ServerKind::MySql => {
+                format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            }
+            ServerKind::Postgres => format!("CREATE DATABASE \"{name}\""),
+        }
+    }
+
+    fn drop_sql(self, name: &str) -> String {
+        match self {
+            ServerKind::MySql => format!("DROP DATABASE IF EXISTS `{name}`"),
+            ServerKind::Postgres => format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        }
+    }
+
+    /// Runs one administrative statement on the server (not in any test database).
+    async fn admin(self, server_url: &str, sql: String) -> Result<(), String> {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql);
+        match self {
+            ServerKind::MySql => {
+                let mut conn = sqlx::MySqlConnection::connect(server_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            ServerKind::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&format!("{server_url}/postgres"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A database created for one test on a real MySQL/MariaDB or PostgreSQL server, dropped on
+/// drop.
+pub struct TestDatabase {
+    pub kind: ServerKind,
     pub server_url: String,
     pub name: String,
     pub url: String,
 }
 
-impl MysqlDatabase {
-    async fn create(server_url: &str) -> Self {
-        use sqlx::Connection;
+impl TestDatabase {
+    async fn create(kind: ServerKind, server_url: &str) -> Self {
         let server_url = server_url.trim_end_matches('/').to_owned();
         let name = format!("banyan_test_{}", random_hex(6));
-        let mut conn = sqlx::MySqlConnection::connect(&server_url)
+        kind.admin(&server_url, kind.create_sql(&name))
             .await
             .unwrap_or_else(|e| {
-                panic!("BANYAN_TEST_MYSQL_URL is set but the server is unreachable: {e}")
+                panic!(
+                    "{} is set but creating a test database there failed: {e}",
+                    kind.variable()
+                )
             });
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        )))
-        .execute(&mut conn)
-        .await
-        .expect("creating the test database");
         let url = format!("{server_url}/{name}");
         Self {
+            kind,
             server_url,
             name,
             url,
@@ -351,80 +411,20 @@ impl MysqlDatabase {
     }
 }
 
-impl Drop for MysqlDatabase {
+impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        let (kind, server_url, sql) = (
+            self.kind,
+            self.server_url.clone(),
+            self.kind.drop_sql(&self.name),
+        );
         // Drop runs outside any runtime we could borrow; use a short-lived one on a thread.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::MySqlConnection::connect(&server_url).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS `{name}`"
-                )))
-                .execute(&mut conn)
-                .await
-                .ok()
-            })
-        })
-        .join();
-    }
-}
-
-/// A database created for one test on a real PostgreSQL server, dropped on drop.
-pub struct PostgresDatabase {
-    pub server_url: String,
-    pub name: String,
-    pub url: String,
-}
-
-impl PostgresDatabase {
-    async fn create(server_url: &str) -> Self {
-        use sqlx::Connection;
-        let server_url = server_url.trim_end_matches('/').to_owned();
-        let name = format!("banyan_test_{}", random_hex(6));
-        let mut conn = sqlx::PgConnection::connect(&format!("{server_url}/postgres"))
-            .await
-            .unwrap_or_else(|e| {
-                panic!("BANYAN_TEST_PG_URL is set but the server is unreachable: {e}")
-            });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .expect("creating the test database");
-        let url = format!("{server_url}/{name}");
-        Self {
-            server_url,
-            name,
-            url,
-        }
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        let (server_url, name) = (self.server_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&format!("{server_url}/postgres"))
-                    .await
-                    .ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await
-                .ok()
-            })
+            rt.block_on(kind.admin(&server_url, sql)).ok()
         })
         .join();
     }
