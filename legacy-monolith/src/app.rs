@@ -180,7 +180,7 @@ fn demo_admin(data_dir: &Path) -> anyhow::Result<(String, std::path::PathBuf)> {
     std::fs::create_dir_all(data_dir)?;
     let file = data_dir.join("admin-password");
     if !file.exists() {
-        let password = auth::random_password();
+        let password = service_kit::password::random_password();
         write_private(&file, &password)?;
     }
     Ok(("admin@example.com".to_owned(), file))

@@ -1,16 +1,10 @@
 //! Users and sessions: register, login, logout, me; and the extractors that tell handlers who
 //! is calling.
 //!
-//! Passwords are hashed with argon2 on the blocking pool (a hash takes tens of milliseconds and
-//! must not stall the async workers). Login answers the same 401 for an unknown email and a wrong
-//! password, and spends the same hashing work on both, so neither the message nor the timing
-//! tells which emails are registered.
-
-use std::sync::OnceLock;
-
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+//! Validation, messages and password hashing are shared with the auth service
+//! ([`service_kit::contract::auth`], [`service_kit::password`]). Login answers the same 401 for
+//! an unknown email and a wrong password, and spends the same hashing work on both, so neither
+//! the message nor the timing tells which emails are registered.
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::request::Parts;
@@ -18,11 +12,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rand::Rng;
-use serde::Serialize;
 use service_kit::ErrorResponse;
 use service_kit::clock;
+use service_kit::contract::auth::{self as contract, Login, Registration, User, email_problem};
 use service_kit::extract::JsonObject;
+use service_kit::password;
 use service_kit::session::{self, Session};
 use sqlx::Row;
 
@@ -37,26 +31,14 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/auth/me", get(me))
 }
 
-/// A user as the API shows it (never with the password hash).
-#[derive(Debug, Serialize)]
-pub struct User {
-    pub id: i64,
-    pub email: String,
-    pub name: String,
-    pub role: String,
-    pub created_at: String,
-}
-
-impl User {
-    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self> {
-        Ok(User {
-            id: row.try_get("id")?,
-            email: row.try_get("email")?,
-            name: row.try_get("name")?,
-            role: row.try_get("role")?,
-            created_at: clock::rfc3339(row.try_get("created_at")?),
-        })
-    }
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        created_at: clock::rfc3339(row.try_get("created_at")?),
+    })
 }
 
 /// The caller's session; rejects with 401 when there is none.
@@ -107,86 +89,21 @@ impl FromRequestParts<ApiContext> for MaybeUser {
     }
 }
 
-/// Checks the shape of an email address: one `@`, a non-empty local part, a dotted domain,
-/// no whitespace. Deliverability is not our business.
-pub fn email_problem(email: &str) -> Option<&'static str> {
-    if email.len() > 254 {
-        return Some("must be at most 254 characters long");
-    }
-    let Some((local, domain)) = email.split_once('@') else {
-        return Some("must be an email address");
-    };
-    let ok = !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(char::is_whitespace);
-    (!ok).then_some("must be an email address")
-}
-
-async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Error::Hashing(e.to_string()))
-    })
-    .await?
-}
-
-async fn verify_password(password: String, hash: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| Error::Hashing(e.to_string()))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await?
-}
-
-/// A hash nobody's password matches, verified against for unknown emails so that login takes
-/// as long for them as for a wrong password.
-async fn decoy_hash() -> Result<String> {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    if let Some(h) = DECOY.get() {
-        return Ok(h.clone());
-    }
-    let h = hash_password(random_password()).await?;
-    Ok(DECOY.get_or_init(|| h).clone())
-}
-
-/// 24 random characters, for generated demo credentials.
-pub fn random_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::rngs::OsRng;
-    (0..24)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
 async fn user_by_id(ctx: &ApiContext, id: i64) -> Result<Option<User>> {
     let row = sqlx::query("SELECT id, email, name, role, created_at FROM users WHERE id = ?")
         .bind(id)
         .fetch_optional(&ctx.db.pool)
         .await?;
-    row.as_ref().map(User::from_row).transpose()
+    row.as_ref().map(user_from_row).transpose()
 }
 
 async fn register(State(ctx): State<ApiContext>, body: JsonObject) -> Result<Response> {
-    let mut f = body.fields();
-    f.reject_unknown(&["email", "password", "name"], &[]);
-    let email = f.string("email", 3..=254).map(|e| e.to_lowercase());
-    if let Some(problem) = email.as_deref().and_then(email_problem) {
-        f.fail("email", problem);
-    }
-    let password = f.string("password", 8..=128);
-    let name = f.string("name", 1..=100);
-    f.finish()?;
-    let (email, password, name) = (email.unwrap(), password.unwrap(), name.unwrap());
-
-    let hash = hash_password(password).await?;
+    let Registration {
+        email,
+        password,
+        name,
+    } = Registration::parse(&body)?;
+    let hash = password::hash(password).await?;
     let now = clock::now_ms();
     let mut conn = ctx.db.pool.acquire().await?;
     let inserted = sqlx::query(
@@ -201,7 +118,7 @@ async fn register(State(ctx): State<ApiContext>, body: JsonObject) -> Result<Res
     let id = match inserted {
         Ok(r) => service_kit::db::inserted_id(&r, &mut conn).await?,
         Err(e) if service_kit::db::is_unique_violation(&e) => {
-            return Err(Error::conflict("email is already registered"));
+            return Err(contract::email_taken().into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -213,12 +130,7 @@ async fn register(State(ctx): State<ApiContext>, body: JsonObject) -> Result<Res
 }
 
 async fn login(State(ctx): State<ApiContext>, body: JsonObject) -> Result<Response> {
-    let mut f = body.fields();
-    f.reject_unknown(&["email", "password"], &[]);
-    let email = f.string("email", 1..=254).map(|e| e.to_lowercase());
-    let password = f.string("password", 1..=1024);
-    f.finish()?;
-    let (email, password) = (email.unwrap(), password.unwrap());
+    let Login { email, password } = Login::parse(&body)?;
 
     let row = sqlx::query(
         "SELECT id, email, name, role, created_at, password_hash FROM users WHERE email = ?",
@@ -229,16 +141,16 @@ async fn login(State(ctx): State<ApiContext>, body: JsonObject) -> Result<Respon
     let (user, valid) = match row {
         Some(row) => {
             let hash: String = row.try_get("password_hash")?;
-            let valid = verify_password(password, hash).await?;
-            (Some(User::from_row(&row)?), valid)
+            let valid = password::verify(password, hash).await?;
+            (Some(user_from_row(&row)?), valid)
         }
         None => {
-            verify_password(password, decoy_hash().await?).await?;
+            password::verify_decoy(password).await?;
             (None, false)
         }
     };
     let Some(user) = user.filter(|_| valid) else {
-        return Err(ErrorResponse::unauthorized_with("invalid email or password").into());
+        return Err(contract::bad_credentials().into());
     };
     let sid = ctx
         .sessions
@@ -289,9 +201,7 @@ pub async fn ensure_admin(ctx: &ApiContext, email: &str, password: &str) -> anyh
     if !(12..=128).contains(&n) {
         anyhow::bail!("BANYAN_ADMIN_PASSWORD must be 12 to 128 characters long");
     }
-    let hash = hash_password(password.to_owned())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = password::hash(password.to_owned()).await?;
     let updated = sqlx::query("UPDATE users SET password_hash = ?, role = 'admin' WHERE email = ?")
         .bind(&hash)
         .bind(&email)
@@ -314,26 +224,4 @@ pub async fn ensure_admin(ctx: &ApiContext, email: &str, password: &str) -> anyh
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn email_shapes() {
-        assert_eq!(email_problem("a@b.co"), None);
-        assert!(email_problem("ab.co").is_some());
-        assert!(email_problem("@b.co").is_some());
-        assert!(email_problem("a@bco").is_some());
-        assert!(email_problem("a@b@c.co").is_some());
-        assert!(email_problem("a b@c.co").is_some());
-    }
-
-    #[test]
-    fn generated_passwords_are_long_and_differ() {
-        let a = random_password();
-        assert_eq!(a.len(), 24);
-        assert_ne!(a, random_password());
-    }
 }

@@ -17,10 +17,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("session store: {0}")]
     Sessions(#[from] SessionError),
-    #[error("password hashing: {0}")]
-    Hashing(String),
-    #[error("background task: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Password(#[from] service_kit::password::PasswordError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

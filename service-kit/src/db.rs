@@ -134,12 +134,14 @@ pub async fn inserted_id(
 ///
 /// `QueryBuilder<Any>` writes `?`, which PostgreSQL rejects; `$N` is understood by PostgreSQL
 /// and by SQLite (sqlx binds `$N` by number there too), so services that run on both write
-/// their dynamic SQL with this. Values only ever travel as bound arguments.
+/// their dynamic SQL with this. MySQL knows only `?`: code that may talk to the monolith's
+/// MySQL database starts with [`Sql::for_backend`]. Values only ever travel as bound arguments.
 #[derive(Default)]
 pub struct Sql {
     text: String,
     args: sqlx::any::AnyArguments,
     count: usize,
+    question_marks: bool,
 }
 
 impl Sql {
@@ -147,6 +149,14 @@ impl Sql {
         Self {
             text: start.to_owned(),
             ..Self::default()
+        }
+    }
+
+    /// Like [`Sql::new`], with the placeholders `backend` understands (`?` for MySQL).
+    pub fn for_backend(backend: Backend, start: &str) -> Self {
+        Self {
+            question_marks: backend == Backend::MySql,
+            ..Self::new(start)
         }
     }
 
@@ -163,8 +173,12 @@ impl Sql {
     {
         use sqlx::Arguments;
         self.count += 1;
-        self.text.push('$');
-        self.text.push_str(&self.count.to_string());
+        if self.question_marks {
+            self.text.push('?');
+        } else {
+            self.text.push('$');
+            self.text.push_str(&self.count.to_string());
+        }
         self.args
             .add(value)
             .expect("encoding a bound value cannot fail for the types we bind");
@@ -201,6 +215,9 @@ mod tests {
         let mut q = Sql::new("SELECT * FROM t WHERE a = ");
         q.bind(1_i64).push(" AND b = ").bind("x".to_owned());
         assert_eq!(q.sql(), "SELECT * FROM t WHERE a = $1 AND b = $2");
+        let mut q = Sql::for_backend(Backend::MySql, "SELECT * FROM t WHERE a = ");
+        q.bind(1_i64).push(" AND b = ").bind("x".to_owned());
+        assert_eq!(q.sql(), "SELECT * FROM t WHERE a = ? AND b = ?");
     }
 
     #[tokio::test]

@@ -16,8 +16,10 @@
 //! - [`cache`]: a TTL cache (Redis, or in-process) for the read caches the seeds ask for.
 //! - [`config`]: the storage options every service's command line shares.
 //! - [`db`]: connecting to MySQL/MariaDB, PostgreSQL or the embedded SQLite default by URL.
+//! - [`outbox`]: following another database's changes through an outbox (sync and handoff).
 //! - [`telemetry`]: logging setup, request ids, one access-log line per request.
 //! - [`server`]: serving a router on a listener until a shutdown signal, and readiness output.
+//! - [`password`]: argon2 password hashes in the one format every user store shares.
 //! - [`openapi`]: the contract document, served by every process.
 //! - [`contract`]: shapes, rules and messages of the catalog API that every implementation shares.
 //! - [`clock`]: timestamps as stored (Unix milliseconds) and as shown (RFC 3339 UTC).
@@ -30,6 +32,8 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod outbox;
+pub mod password;
 pub mod server;
 pub mod session;
 pub mod telemetry;

@@ -1,25 +1,10 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banyan_tests::{AppOptions, TestApp, new_client, spawn_app_with, spawn_synced_catalog};
 use serde_json::{Value, json};
 
-/// Polls the catalog service until `path` answers `check`; returns how long it took.
 async fn converges(catalog: &str, path: &str, check: impl Fn(u16, &Value) -> bool) -> Duration {
-    let client = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        let r = client.get(format!("{catalog}{path}")).send().await.unwrap();
-        let status = r.status().as_u16();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        if check(status, &body) {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{path} never converged: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    banyan_tests::converges(&format!("{catalog}{path}"), check).await
 }
 
 async fn same_as_monolith(app: &TestApp, catalog: &str, id: i64) -> Duration {

@@ -492,3 +492,23 @@ pub async fn spawn_synced_catalog(app: &TestApp) -> ServiceProcess {
     ));
     ServiceProcess::start("catalog-service", &["--listen", "127.0.0.1:0"], &env).await
 }
+
+/// Polls `GET url` until the answer satisfies `check`; returns how long that took. Fails after
+/// 10 s (the sync targets are far below that; the figure is what tests report).
+pub async fn converges(url: &str, check: impl Fn(u16, &Value) -> bool) -> Duration {
+    let client = Client::new();
+    let start = std::time::Instant::now();
+    loop {
+        let r = client.get(url).send().await.expect("GET failed");
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if check(status, &body) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{url} never converged: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

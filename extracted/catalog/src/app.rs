@@ -54,8 +54,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         let source = Database::connect(from, 4)
             .await
             .context("connecting to the monolith's database for sync")?;
-        tracing::info!("syncing products from the monolith");
-        tokio::spawn(crate::sync::run(source, ctx.db.clone(), ctx.cache.clone()));
+        tracing::info!("syncing products with the monolith (both directions)");
+        tokio::spawn(crate::sync::run(
+            source.clone(),
+            ctx.db.clone(),
+            ctx.cache.clone(),
+        ));
+        tokio::spawn(crate::handoff::run(ctx.db.clone(), source));
     }
     let listener = TcpListener::bind(cli.listen)
         .await

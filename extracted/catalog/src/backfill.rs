@@ -27,10 +27,19 @@ pub struct Report {
     pub written: u64,
 }
 
-/// One multi-row upsert of monolith `rows` into this service's `products`: new rows are
-/// inserted, existing ones overwritten only by a newer source row (`updated_at`), so applying
-/// the same rows twice changes nothing. Shared by the backfill and the continuous sync.
-pub(crate) fn upsert(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<Sql> {
+/// One multi-row upsert of monolith `rows` into this service's `products`, by field ownership:
+/// - stock and sales always take the monolith's values: orders, which live there, own them;
+/// - the descriptive fields and the price take the monolith's values only from a newer row
+///   (`updated_at`), so a write made here is never undone by an older copy.
+///
+/// With `written_back = Some(position)` (the continuous sync), a product with a write of this
+/// service's own after that handoff position (not yet in the monolith) keeps its fields too:
+/// they are newer than the monolith's whatever its `updated_at` says (an order bumps it). The
+/// check runs inside the statement, against this database's latest state.
+///
+/// Rows that would not change are left alone, so applying the same rows twice writes nothing.
+/// Shared by the backfill and the continuous sync.
+pub(crate) fn upsert(rows: &[sqlx::any::AnyRow], written_back: Option<i64>) -> anyhow::Result<Sql> {
     let mut insert = Sql::new(
         "INSERT INTO products (id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at) VALUES ",
     );
@@ -50,13 +59,45 @@ pub(crate) fn upsert(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<Sql> {
         }
         insert.bind(r.try_get::<i64, _>("updated_at")?).push(")");
     }
-    insert.push(
-        " ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, name = excluded.name, description = excluded.description, \
-         category = excluded.category, price_cents = excluded.price_cents, currency = excluded.currency, \
-         stock = excluded.stock, sales = excluded.sales, created_at = excluded.created_at, updated_at = excluded.updated_at \
-         WHERE excluded.updated_at > products.updated_at",
-    );
+    let mut newer = String::from("excluded.updated_at > products.updated_at");
+    if let Some(position) = written_back {
+        // A number we computed, not client input.
+        newer.push_str(&format!(
+            " AND NOT EXISTS (SELECT 1 FROM product_outbox o WHERE o.product_id = products.id AND o.seq > {position})"
+        ));
+    }
+    insert.push(" ON CONFLICT (id) DO UPDATE SET stock = excluded.stock, sales = excluded.sales");
+    for col in [
+        "sku",
+        "name",
+        "description",
+        "category",
+        "price_cents",
+        "currency",
+        "created_at",
+        "updated_at",
+    ] {
+        insert.push(&format!(
+            ", {col} = CASE WHEN {newer} THEN excluded.{col} ELSE products.{col} END"
+        ));
+    }
+    insert.push(&format!(
+        " WHERE ({newer}) OR excluded.stock <> products.stock OR excluded.sales <> products.sales"
+    ));
     Ok(insert)
+}
+
+/// Moves PostgreSQL's id sequence past the copied ids, so products created here never reuse a
+/// monolith id (SQLite picks `MAX(id) + 1` by itself).
+pub(crate) async fn advance_id_sequence(db: &Database) -> Result<(), sqlx::Error> {
+    if db.backend == Backend::Postgres {
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('products', 'id'), GREATEST((SELECT MAX(id) FROM products), 1))",
+        )
+        .execute(&db.pool)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Copies products from `source` (the monolith's database) into `target`, `batch` rows per
@@ -103,7 +144,7 @@ pub async fn run(
         if rows.is_empty() {
             break;
         }
-        let insert = upsert(&rows)?;
+        let insert = upsert(&rows, None)?;
         last = rows
             .last()
             .map(|r| r.try_get::<i64, _>("id"))
@@ -131,12 +172,7 @@ pub async fn run(
         report.written += written;
         progress(report.scanned, total);
     }
-    if target.backend == Backend::Postgres {
-        // New products created here must not reuse the monolith's ids.
-        sqlx::query("SELECT setval(pg_get_serial_sequence('products', 'id'), GREATEST((SELECT MAX(id) FROM products), 1))")
-            .execute(&target.pool)
-            .await?;
-    }
+    advance_id_sequence(target).await?;
     tracing::info!(
         scanned = report.scanned,
         written = report.written,

@@ -13,7 +13,9 @@
 //! - [`cache`]: generation-keyed read caches that never outlive this service's last write.
 //! - [`products`]: the endpoints.
 //! - [`backfill`]: copying the monolith's products here (idempotent, resumable).
-//! - [`sync`]: following the monolith's changes while it still owns product writes.
+//! - [`sync`]: following the monolith's changes (all of them while it owns product writes; stock
+//!   and sales, which orders own, always).
+//! - [`handoff`]: writing this service's own product writes back into the monolith's database.
 
 pub mod app;
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod backfill;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod handoff;
 pub mod products;
 pub mod sync;
 

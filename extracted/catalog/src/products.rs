@@ -187,11 +187,14 @@ async fn create(
     sql.bind(input.currency.unwrap_or_default()).push(", ");
     sql.bind(input.stock.unwrap_or_default()).push(", 0, ");
     sql.bind(now).push(", ").bind(now).push(") RETURNING id");
+    let mut tx = ctx.db.pool.begin().await?;
     let id: i64 = sql
         .build_scalar()
-        .fetch_one(&ctx.db.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(write_error)?;
+    crate::handoff::record(&mut tx, id, input.stock).await?;
+    tx.commit().await?;
     ctx.cache.invalidate().await;
     let product = load_product(&ctx, id)
         .await?
@@ -241,14 +244,13 @@ async fn update(
         sql.push(&format!(", {column} = ")).bind(value);
     }
     sql.push(" WHERE id = ").bind(id);
-    let updated = sql
-        .build()
-        .execute(&ctx.db.pool)
-        .await
-        .map_err(write_error)?;
+    let mut tx = ctx.db.pool.begin().await?;
+    let updated = sql.build().execute(&mut *tx).await.map_err(write_error)?;
     if updated.rows_affected() == 0 {
         return Err(missing(raw));
     }
+    crate::handoff::record(&mut tx, id, input.stock).await?;
+    tx.commit().await?;
     ctx.cache.invalidate().await;
     load_product(ctx, id)
         .await?
@@ -264,9 +266,12 @@ async fn remove(
     let id = parse_id(&raw).ok_or_else(|| missing(&raw))?;
     let mut sql = Sql::new("DELETE FROM products WHERE id = ");
     sql.bind(id);
-    if sql.build().execute(&ctx.db.pool).await?.rows_affected() == 0 {
+    let mut tx = ctx.db.pool.begin().await?;
+    if sql.build().execute(&mut *tx).await?.rows_affected() == 0 {
         return Err(missing(&raw));
     }
+    crate::handoff::record(&mut tx, id, None).await?;
+    tx.commit().await?;
     ctx.cache.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }

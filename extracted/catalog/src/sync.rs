@@ -1,72 +1,47 @@
-//! Continuous sync: keep this service's products current with the monolith's while the
-//! monolith still owns product writes.
+//! Continuous sync: keep this service's products current with the monolith's database.
 //!
 //! The monolith's database records every change to `products` in `product_changes` (triggers,
-//! so every writer is captured: the API, orders taking stock, hand-written SQL). This loop reads
-//! that outbox after its checkpoint every [`POLL`], re-reads the *current* rows of the changed
-//! products, upserts them here (only when the source row is newer, the same rule as the
-//! backfill) or deletes the ones that are gone, bumps the cache generation, and advances the
-//! checkpoint, all in one transaction here per round.
+//! so every writer is captured: the API, orders taking stock, hand-written SQL, and the handoff
+//! writing this service's changes back). Each round follows that outbox
+//! ([`service_kit::outbox`]), re-reads the *current* rows of the changed products, applies them
+//! here by field ownership ([`crate::backfill::upsert`]: stock and sales from the monolith,
+//! descriptive fields and price only from a newer row), deletes the ones that are gone, and
+//! advances the checkpoint, in one transaction here.
 //!
-//! Auto-increment sequence numbers are assigned at insert but become visible at commit, so a
-//! lower number can appear after a higher one. The checkpoint therefore never passes a gap
-//! younger than [`GAP_PATIENCE`]; a gap older than that is a rolled-back transaction. Applying
-//! a change twice is harmless (it re-reads the current row), so waiting costs nothing but lag.
+//! A product with a change of its own still waiting in the handoff outbox (not yet written back
+//! to the monolith) takes only stock and sales, and is not deleted: its other fields here are
+//! newer than the monolith's, whatever the monolith's `updated_at` says (an order bumps it too).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use service_kit::db::{Database, Sql};
-use sqlx::{Any, QueryBuilder, Row};
+use service_kit::outbox::{self, Follower, Outbox};
+use sqlx::Row;
 
 use crate::cache::ReadCache;
 
 pub const CHECKPOINT: &str = "sync:products";
-pub const POLL: Duration = Duration::from_millis(200);
-pub const GAP_PATIENCE: Duration = Duration::from_secs(5);
-const BATCH: i64 = 1000;
+pub const MONOLITH_OUTBOX: Outbox = Outbox {
+    table: "product_changes",
+    key: "product_id",
+};
+pub(crate) const PRODUCT_COLUMNS: &str = "id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at";
 
 /// One round: returns how many product rows were applied.
 pub async fn round(
     source: &Database,
     target: &Database,
     cache: &ReadCache,
-    gaps: &mut GapTracker,
+    follower: &mut Follower,
 ) -> anyhow::Result<usize> {
-    let mut q = Sql::new("SELECT position FROM sync_state WHERE name = ");
-    q.bind(CHECKPOINT.to_owned());
-    let checkpoint: i64 = q
-        .build_scalar()
-        .fetch_optional(&target.pool)
-        .await?
-        .unwrap_or(0);
-    let changes = sqlx::query(
-        "SELECT seq, product_id FROM product_changes WHERE seq > ? ORDER BY seq LIMIT ?",
-    )
-    .bind(checkpoint)
-    .bind(BATCH)
-    .fetch_all(&source.pool)
-    .await?;
-    if changes.is_empty() {
+    let checkpoint = outbox::checkpoint(target, CHECKPOINT).await?;
+    let Some(changes) = follower.next(source, checkpoint).await? else {
         return Ok(0);
-    }
-    let mut seqs = Vec::with_capacity(changes.len());
-    let mut ids = BTreeSet::new();
-    for c in &changes {
-        seqs.push(c.try_get::<i64, _>("seq")?);
-        ids.insert(c.try_get::<i64, _>("product_id")?);
-    }
-    let safe = gaps.safe_position(checkpoint, &seqs, Instant::now());
-
-    let mut read = QueryBuilder::<Any>::new(
-        "SELECT id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at FROM products WHERE id IN (",
-    );
-    let mut list = read.separated(", ");
-    for id in &ids {
-        list.push_bind(*id);
-    }
-    read.push(")");
-    let rows = read.build().fetch_all(&source.pool).await?;
+    };
+    // Read before the rows: a write-back that lands in between then only makes this round more
+    // careful, and the monolith's trigger brings the product round again.
+    let written_back = outbox::checkpoint(source, crate::handoff::CHECKPOINT).await?;
+    let rows = read_rows(source, &changes.keys, "products").await?;
     let present: BTreeSet<i64> = rows
         .iter()
         .map(|r| r.try_get::<i64, _>("id"))
@@ -75,108 +50,58 @@ pub async fn round(
     let mut tx = target.pool.begin().await?;
     let mut applied = 0;
     if !rows.is_empty() {
-        applied += crate::backfill::upsert(&rows)?
+        applied += crate::backfill::upsert(&rows, Some(written_back))?
             .build()
             .execute(&mut *tx)
             .await?
             .rows_affected() as usize;
     }
-    for gone in ids.difference(&present) {
+    for gone in changes.keys.difference(&present) {
         let mut del = Sql::new("DELETE FROM products WHERE id = ");
-        del.bind(*gone);
+        del.bind(*gone).push(
+            " AND NOT EXISTS (SELECT 1 FROM product_outbox o WHERE o.product_id = products.id AND o.seq > ",
+        );
+        del.bind(written_back).push(")");
         applied += del.build().execute(&mut *tx).await?.rows_affected() as usize;
     }
-    if safe > checkpoint {
-        let mut cp = Sql::new("INSERT INTO sync_state (name, position, updated_at) VALUES (");
-        cp.bind(CHECKPOINT.to_owned())
-            .push(", ")
-            .bind(safe)
-            .push(", ")
-            .bind(service_kit::clock::now_ms())
-            .push(") ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at");
-        cp.build().execute(&mut *tx).await?;
+    if changes.advance_to > checkpoint {
+        outbox::save_checkpoint(&mut tx, target.backend, CHECKPOINT, changes.advance_to).await?;
     }
     tx.commit().await?;
     if applied > 0 {
+        crate::backfill::advance_id_sequence(target).await?;
         cache.invalidate().await;
     }
     Ok(applied)
 }
 
-/// Decides how far the checkpoint may advance over sequence numbers with holes in them.
-#[derive(Debug, Default)]
-pub struct GapTracker {
-    /// Missing sequence number -> when it was first seen missing.
-    first_seen: std::collections::HashMap<i64, Instant>,
-}
-
-impl GapTracker {
-    /// The highest position such that every number up to it was seen, or is a gap older than
-    /// [`GAP_PATIENCE`].
-    pub fn safe_position(&mut self, checkpoint: i64, seqs: &[i64], now: Instant) -> i64 {
-        let mut safe = checkpoint;
-        let mut expected = checkpoint + 1;
-        let mut blocked = false;
-        for &s in seqs {
-            while expected < s {
-                let seen = *self.first_seen.entry(expected).or_insert(now);
-                if now.duration_since(seen) < GAP_PATIENCE {
-                    blocked = true;
-                }
-                if !blocked {
-                    safe = expected;
-                }
-                expected += 1;
-            }
-            if !blocked {
-                safe = s;
-            }
-            expected = s + 1;
+/// The current rows of `ids` in `table` of `db` (which may be the monolith's MySQL database).
+pub(crate) async fn read_rows(
+    db: &Database,
+    ids: &BTreeSet<i64>,
+    table: &str,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let mut q = Sql::for_backend(
+        db.backend,
+        &format!("SELECT {PRODUCT_COLUMNS} FROM {table} WHERE id IN ("),
+    );
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
         }
-        self.first_seen.retain(|&seq, _| seq > safe);
-        safe
+        q.bind(*id);
     }
+    q.push(")");
+    q.build().fetch_all(&db.pool).await
 }
 
-/// Runs rounds until the process stops; errors are logged and retried.
+/// Follows the monolith's outbox until the process stops.
 pub async fn run(source: Database, target: Database, cache: ReadCache) {
-    let mut gaps = GapTracker::default();
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut follower = Follower::new(MONOLITH_OUTBOX);
+    let mut tick = outbox::ticker();
     loop {
         tick.tick().await;
-        match round(&source, &target, &cache, &mut gaps).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(applied = n, "synced product changes from the monolith"),
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "product sync round failed; retrying")
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_checkpoint_waits_at_young_gaps_and_passes_old_ones() {
-        let mut g = GapTracker::default();
-        let t0 = Instant::now();
-        assert_eq!(g.safe_position(0, &[1, 2, 3], t0), 3);
-        // 5 is missing: stop at 4 until the gap is old.
-        assert_eq!(g.safe_position(3, &[4, 6, 7], t0), 4);
-        assert_eq!(g.safe_position(4, &[6, 7], t0 + Duration::from_secs(1)), 4);
-        assert_eq!(
-            g.safe_position(4, &[5, 6, 7], t0 + Duration::from_secs(1)),
-            7,
-            "the late commit arrived"
-        );
-        assert_eq!(g.safe_position(7, &[9], t0), 7);
-        assert_eq!(
-            g.safe_position(7, &[9], t0 + GAP_PATIENCE),
-            9,
-            "an old gap is a rollback"
-        );
+        let result = round(&source, &target, &cache, &mut follower).await;
+        outbox::log_round("products from the monolith", result);
     }
 }

@@ -1,0 +1,105 @@
+//! Startup, the shared context, the router, and serving.
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use service_kit::db::{self, Database};
+use service_kit::session::{self, SessionStore};
+use tokio::net::TcpListener;
+
+use crate::config::Cli;
+
+/// The paths this service owns (for its OpenAPI document).
+pub const PATHS: &[&str] = &["/api/auth"];
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub db: Database,
+    pub sessions: SessionStore,
+    pub cookie_secure: bool,
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    let ctx = connect(&cli).await?;
+    if let Some(from) = &cli.sync_from {
+        let monolith = Database::connect(from, 4)
+            .await
+            .context("connecting to the monolith's database for sync")?;
+        tracing::info!("syncing users with the monolith (both directions)");
+        tokio::spawn(crate::sync::run(ctx.db.clone(), monolith));
+    }
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    run(listener, ctx, service_kit::server::shutdown_signal()).await
+}
+
+/// Opens (and migrates) this service's own database.
+pub async fn connect_db(cli: &Cli) -> anyhow::Result<Database> {
+    let url = match &cli.storage.database_url {
+        Some(url) => url.clone(),
+        None => db::embedded_url(&cli.storage.data_dir, "auth")?,
+    };
+    let db = Database::connect(&url, cli.storage.max_connections).await?;
+    match db.backend {
+        db::Backend::Postgres => crate::POSTGRES_MIGRATIONS.run(&db.pool).await,
+        db::Backend::Sqlite => crate::SQLITE_MIGRATIONS.run(&db.pool).await,
+        db::Backend::MySql => {
+            anyhow::bail!("the auth service runs on PostgreSQL or SQLite, not MySQL")
+        }
+    }
+    .context("running database migrations")?;
+    Ok(db)
+}
+
+pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
+    let db = connect_db(cli).await?;
+    let redis = match &cli.storage.redis_url {
+        Some(url) => Some((
+            session::connect_redis(url).await?,
+            cli.storage.redis_key_prefix.clone(),
+        )),
+        None => None,
+    };
+    let sessions = SessionStore::open(redis, &cli.storage.data_dir).await?;
+    tracing::info!(backend = ?db.backend, sessions = ?sessions, "auth service ready");
+    Ok(ApiContext {
+        db,
+        sessions,
+        cookie_secure: cli.cookie_secure,
+    })
+}
+
+pub fn router(ctx: ApiContext) -> Router {
+    let api = Router::new()
+        .route("/health", get(health))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    service_kit::openapi::document(PATHS),
+                )
+            }),
+        )
+        .merge(crate::users::router())
+        .with_state(ctx);
+    service_kit::server::with_common_layers(api)
+}
+
+pub async fn run(
+    listener: TcpListener,
+    ctx: ApiContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    service_kit::server::serve(listener, router(ctx), shutdown)
+        .await
+        .context("serving")
+}
+
+async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
+    let (database, sessions) = tokio::join!(ctx.db.ping(), ctx.sessions.ping());
+    service_kit::server::health_response(&[("database", database), ("sessions", sessions)])
+}

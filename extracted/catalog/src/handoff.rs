@@ -1,0 +1,174 @@
+//! The handoff: once product writes are routed to this service, its changes flow back into the
+//! monolith's database, so the parts still living there (orders) see current prices and stock.
+//!
+//! Who owns what (see the README's operator guide):
+//! - existence, the descriptive fields and the price belong to whoever takes product writes: the
+//!   monolith until the write routes move here, this service afterwards;
+//! - stock and sales belong to orders, which stay in the monolith. An admin may still *set* a
+//!   stock level through this service; that explicit value is carried back, and otherwise the
+//!   monolith's stock always wins.
+//!
+//! Every API write here appends to `product_outbox` in the same transaction ([`record`]). This
+//! loop follows that outbox ([`service_kit::outbox`]), re-reads the current rows here, and writes
+//! them into the monolith's `products`, committing its checkpoint in the monolith's own
+//! `sync_state` in the same transaction, so a change is written back exactly once. Those writes
+//! fire the monolith's change triggers, and the forward sync ([`crate::sync`]) reads them back
+//! as no-ops: copies are equal, and nothing but an API write appends to this outbox, so the two
+//! directions never chase each other.
+//!
+//! Both directions run whenever the service is started with `--sync-from`: ownership moves by
+//! editing the route table alone, and so does moving it back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use service_kit::db::{Backend, Database, Sql};
+use service_kit::outbox::{self, Follower, Outbox};
+use sqlx::Row;
+
+/// The checkpoint's name in the monolith's `sync_state`.
+pub const CHECKPOINT: &str = "handoff:catalog-products";
+pub const OUTBOX: Outbox = Outbox {
+    table: "product_outbox",
+    key: "product_id",
+};
+
+/// Records an API write of product `id` (with the stock an admin set explicitly, if any), on the
+/// transaction that made it.
+pub async fn record(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+    stock: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    let mut q = Sql::new("INSERT INTO product_outbox (product_id, stock) VALUES (");
+    q.bind(id).push(", ").bind(stock).push(")");
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// One round: writes this service's changes after the checkpoint back into the monolith.
+/// Returns how many products were written.
+pub async fn round(
+    own: &Database,
+    monolith: &Database,
+    follower: &mut Follower,
+) -> anyhow::Result<usize> {
+    let checkpoint = outbox::checkpoint(monolith, CHECKPOINT).await?;
+    let Some(changes) = follower.next(own, checkpoint).await? else {
+        return Ok(0);
+    };
+    // The stock each product was explicitly set to, latest first wins.
+    let mut q = Sql::new("SELECT product_id, stock FROM product_outbox WHERE seq > ");
+    q.bind(checkpoint)
+        .push(" AND seq <= ")
+        .bind(changes.last_seq)
+        .push(" AND stock IS NOT NULL ORDER BY seq");
+    let mut set_stock = BTreeMap::new();
+    for r in q.build().fetch_all(&own.pool).await? {
+        set_stock.insert(
+            r.try_get::<i64, _>("product_id")?,
+            r.try_get::<i64, _>("stock")?,
+        );
+    }
+    let rows = crate::sync::read_rows(own, &changes.keys, "products").await?;
+
+    let mut tx = monolith.pool.begin().await?;
+    let mut existing = Sql::for_backend(monolith.backend, "SELECT id FROM products WHERE id IN (");
+    for (i, id) in changes.keys.iter().enumerate() {
+        if i > 0 {
+            existing.push(", ");
+        }
+        existing.bind(*id);
+    }
+    existing.push(")");
+    let existing: BTreeSet<i64> = existing
+        .build_scalar::<i64>()
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    let mut written = 0;
+    let mut present = BTreeSet::new();
+    for r in &rows {
+        let id: i64 = r.try_get("id")?;
+        present.insert(id);
+        let q = if existing.contains(&id) {
+            update_statement(monolith.backend, r, set_stock.get(&id).copied())?
+        } else {
+            insert_statement(monolith.backend, r)?
+        };
+        match q.build().execute(&mut *tx).await {
+            Ok(_) => written += 1,
+            Err(e) if service_kit::db::is_unique_violation(&e) => {
+                // Someone wrote the same sku into the monolith directly: a person must decide.
+                tracing::error!(product_id = id, error = %e, "handoff: product conflicts with a row in the monolith; skipped");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for gone in changes.keys.difference(&present) {
+        let mut del = Sql::for_backend(monolith.backend, "DELETE FROM products WHERE id = ");
+        del.bind(*gone);
+        written += del.build().execute(&mut *tx).await?.rows_affected() as usize;
+    }
+    if changes.advance_to > checkpoint {
+        outbox::save_checkpoint(&mut tx, monolith.backend, CHECKPOINT, changes.advance_to).await?;
+    }
+    tx.commit().await?;
+    Ok(written)
+}
+
+const OWNED_TEXT: [&str; 4] = ["sku", "name", "description", "category"];
+
+fn update_statement(
+    backend: Backend,
+    r: &sqlx::any::AnyRow,
+    stock: Option<i64>,
+) -> anyhow::Result<Sql> {
+    let mut q = Sql::for_backend(backend, "UPDATE products SET price_cents = ");
+    q.bind(r.try_get::<i64, _>("price_cents")?);
+    q.push(", currency = ")
+        .bind(r.try_get::<String, _>("currency")?);
+    for col in OWNED_TEXT {
+        q.push(&format!(", {col} = "))
+            .bind(r.try_get::<String, _>(col)?);
+    }
+    q.push(", updated_at = ")
+        .bind(r.try_get::<i64, _>("updated_at")?);
+    if let Some(stock) = stock {
+        q.push(", stock = ").bind(stock);
+    }
+    q.push(" WHERE id = ").bind(r.try_get::<i64, _>("id")?);
+    Ok(q)
+}
+
+fn insert_statement(backend: Backend, r: &sqlx::any::AnyRow) -> anyhow::Result<Sql> {
+    let mut q = Sql::for_backend(
+        backend,
+        &format!(
+            "INSERT INTO products ({}) VALUES (",
+            crate::sync::PRODUCT_COLUMNS
+        ),
+    );
+    q.bind(r.try_get::<i64, _>("id")?);
+    for col in OWNED_TEXT {
+        q.push(", ").bind(r.try_get::<String, _>(col)?);
+    }
+    q.push(", ").bind(r.try_get::<i64, _>("price_cents")?);
+    q.push(", ").bind(r.try_get::<String, _>("currency")?);
+    for col in ["stock", "sales", "created_at", "updated_at"] {
+        q.push(", ").bind(r.try_get::<i64, _>(col)?);
+    }
+    q.push(")");
+    Ok(q)
+}
+
+/// Writes this service's changes back until the process stops.
+pub async fn run(own: Database, monolith: Database) {
+    let mut follower = Follower::new(OUTBOX);
+    let mut tick = outbox::ticker();
+    loop {
+        tick.tick().await;
+        let result = round(&own, &monolith, &mut follower).await;
+        outbox::log_round("products back to the monolith", result);
+    }
+}

@@ -1,0 +1,215 @@
+//! Following another database's changes through an outbox table.
+//!
+//! During a migration the same data lives in two databases: the monolith's and an extracted
+//! service's. Whoever owns the writes appends the id of every row it changes to an outbox
+//! (`product_changes`, `user_changes` in the monolith, filled by triggers; a service's own outbox
+//! written in the same transaction as the change). The other side follows that outbox: it reads
+//! the ids after its checkpoint, re-reads the *current* rows, applies them, and advances the
+//! checkpoint. Applying a change twice is harmless because the current row is what gets copied,
+//! so delivery is at least once and the checkpoint may lag without harm.
+//!
+//! Auto-increment sequence numbers are handed out at insert but become visible at commit, so a
+//! lower number can appear after a higher one. The checkpoint therefore never passes a gap
+//! younger than [`GAP_PATIENCE`]; a gap older than that is a rolled-back transaction.
+//!
+//! Checkpoints live in a `sync_state (name, position, updated_at)` table of the database the
+//! changes are applied to, written in the same transaction as the changes themselves.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+
+use crate::db::{Backend, Database, Sql};
+
+/// How often followers look for new changes.
+pub const POLL: Duration = Duration::from_millis(200);
+/// How long a hole in the sequence is waited for before it counts as a rollback.
+pub const GAP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// An outbox table: `seq` (ascending, assigned at insert) and the changed row's id.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox {
+    pub table: &'static str,
+    pub key: &'static str,
+}
+
+/// One batch of changes: the ids changed (each once), and how far the checkpoint may move once
+/// they are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub keys: BTreeSet<i64>,
+    /// The highest sequence number seen in this batch (for callers that read extra columns).
+    pub last_seq: i64,
+    pub advance_to: i64,
+}
+
+/// Reads an outbox batch by batch, never moving past a young gap.
+#[derive(Debug)]
+pub struct Follower {
+    outbox: Outbox,
+    batch: i64,
+    gaps: GapTracker,
+}
+
+impl Follower {
+    pub fn new(outbox: Outbox) -> Self {
+        Self {
+            outbox,
+            batch: 1000,
+            gaps: GapTracker::default(),
+        }
+    }
+
+    /// The changes after `checkpoint` in `source`'s outbox, or `None` when there are none.
+    pub async fn next(
+        &mut self,
+        source: &Database,
+        checkpoint: i64,
+    ) -> Result<Option<Changes>, sqlx::Error> {
+        let mut q = Sql::for_backend(
+            source.backend,
+            &format!(
+                "SELECT seq, {} AS k FROM {} WHERE seq > ",
+                self.outbox.key, self.outbox.table
+            ),
+        );
+        q.bind(checkpoint)
+            .push(" ORDER BY seq LIMIT ")
+            .bind(self.batch);
+        let rows = q.build().fetch_all(&source.pool).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut keys = BTreeSet::new();
+        for r in &rows {
+            seqs.push(r.try_get::<i64, _>("seq")?);
+            keys.insert(r.try_get::<i64, _>("k")?);
+        }
+        let last_seq = *seqs.last().unwrap_or(&checkpoint);
+        let advance_to = self.gaps.safe_position(checkpoint, &seqs, Instant::now());
+        Ok(Some(Changes {
+            keys,
+            last_seq,
+            advance_to,
+        }))
+    }
+}
+
+/// The position saved under `name` in `db`'s `sync_state` (0 when none).
+pub async fn checkpoint(db: &Database, name: &str) -> Result<i64, sqlx::Error> {
+    let mut q = Sql::for_backend(db.backend, "SELECT position FROM sync_state WHERE name = ");
+    q.bind(name.to_owned());
+    Ok(q.build_scalar()
+        .fetch_optional(&db.pool)
+        .await?
+        .unwrap_or(0))
+}
+
+/// Saves `position` under `name` on `conn` (pass the transaction that applied the changes).
+pub async fn save_checkpoint(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    name: &str,
+    position: i64,
+) -> Result<(), sqlx::Error> {
+    let mut q = Sql::for_backend(
+        backend,
+        "INSERT INTO sync_state (name, position, updated_at) VALUES (",
+    );
+    q.bind(name.to_owned())
+        .push(", ")
+        .bind(position)
+        .push(", ")
+        .bind(crate::clock::now_ms())
+        .push(")");
+    q.push(match backend {
+        Backend::MySql => {
+            " ON DUPLICATE KEY UPDATE position = VALUES(position), updated_at = VALUES(updated_at)"
+        }
+        _ => {
+            " ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
+        }
+    });
+    q.build().execute(conn).await?;
+    Ok(())
+}
+
+/// Decides how far a checkpoint may advance over sequence numbers with holes in them.
+#[derive(Debug, Default)]
+pub struct GapTracker {
+    /// Missing sequence number -> when it was first seen missing.
+    first_seen: HashMap<i64, Instant>,
+}
+
+impl GapTracker {
+    /// The highest position such that every number up to it was seen, or is a gap older than
+    /// [`GAP_PATIENCE`].
+    pub fn safe_position(&mut self, checkpoint: i64, seqs: &[i64], now: Instant) -> i64 {
+        let mut safe = checkpoint;
+        let mut expected = checkpoint + 1;
+        let mut blocked = false;
+        for &s in seqs {
+            while expected < s {
+                let seen = *self.first_seen.entry(expected).or_insert(now);
+                if now.duration_since(seen) < GAP_PATIENCE {
+                    blocked = true;
+                }
+                if !blocked {
+                    safe = expected;
+                }
+                expected += 1;
+            }
+            if !blocked {
+                safe = s;
+            }
+            expected = s + 1;
+        }
+        self.first_seen.retain(|&seq, _| seq > safe);
+        safe
+    }
+}
+
+/// The pace of a follower's rounds: every [`POLL`], never bunching up after a slow round.
+pub fn ticker() -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Logs how a round went. Errors are logged and the follower carries on: a database that is
+/// briefly away must not end the sync.
+pub fn log_round(what: &'static str, result: anyhow::Result<usize>) {
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(applied = n, what, "applied changes"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), what, "sync round failed; retrying"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpoint_waits_at_young_gaps_and_passes_old_ones() {
+        let mut g = GapTracker::default();
+        let t0 = Instant::now();
+        assert_eq!(g.safe_position(0, &[1, 2, 3], t0), 3);
+        // 5 is missing: stop at 4 until the gap is old.
+        assert_eq!(g.safe_position(3, &[4, 6, 7], t0), 4);
+        assert_eq!(g.safe_position(4, &[6, 7], t0 + Duration::from_secs(1)), 4);
+        assert_eq!(
+            g.safe_position(4, &[5, 6, 7], t0 + Duration::from_secs(1)),
+            7,
+            "the late commit arrived"
+        );
+        assert_eq!(g.safe_position(7, &[9], t0), 7);
+        assert_eq!(
+            g.safe_position(7, &[9], t0 + GAP_PATIENCE),
+            9,
+            "an old gap is a rollback"
+        );
+    }
+}
