@@ -6,6 +6,7 @@
 //! server timestamps), which are compared for *presence and type* only. Expected statuses are
 //! also asserted, so two implementations that are wrong the same way still fail.
 
+mod auth;
 mod products;
 
 use reqwest::Client;
@@ -115,4 +116,52 @@ pub fn normalize(mut o: Observed) -> Observed {
         format!("{head}/<id>")
     });
     o
+}
+
+/// Sends one exchange to both targets; asserts the expected status on each and that the
+/// normalized responses are identical. Returns the monolith's raw response.
+pub async fn both(
+    targets: &[Target; 2],
+    who: Who,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    expect: u16,
+) -> Observed {
+    both_typed(targets, who, method, path, body, "application/json", expect).await
+}
+
+pub async fn both_typed(
+    targets: &[Target; 2],
+    who: Who,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    content_type: &str,
+    expect: u16,
+) -> Observed {
+    let a = targets[0].call(who, method, path, body, content_type).await;
+    let b = targets[1].call(who, method, path, body, content_type).await;
+    assert_eq!(
+        a.status, expect,
+        "{} {method} {path}: {:?}",
+        targets[0].name, a.body
+    );
+    assert_eq!(
+        b.status, expect,
+        "{} {method} {path}: {:?}",
+        targets[1].name, b.body
+    );
+    let raw = Observed {
+        status: a.status,
+        location: a.location.clone(),
+        body: a.body.clone(),
+    };
+    let (na, nb) = (normalize(a), normalize(b));
+    assert_eq!(
+        na, nb,
+        "{method} {path}: {} and {} answered differently",
+        targets[0].name, targets[1].name
+    );
+    raw
 }

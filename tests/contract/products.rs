@@ -3,55 +3,7 @@
 use banyan_tests::{new_client, spawn_app, spawn_catalog};
 use serde_json::json;
 
-use crate::{Observed, Target, Who, normalize};
-
-/// Sends one exchange to both targets; asserts the expected status on each and that the
-/// normalized responses are identical. Returns the monolith's raw response.
-async fn both(
-    targets: &[Target; 2],
-    who: Who,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    expect: u16,
-) -> Observed {
-    both_typed(targets, who, method, path, body, "application/json", expect).await
-}
-
-async fn both_typed(
-    targets: &[Target; 2],
-    who: Who,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    content_type: &str,
-    expect: u16,
-) -> Observed {
-    let a = targets[0].call(who, method, path, body, content_type).await;
-    let b = targets[1].call(who, method, path, body, content_type).await;
-    assert_eq!(
-        a.status, expect,
-        "{} {method} {path}: {:?}",
-        targets[0].name, a.body
-    );
-    assert_eq!(
-        b.status, expect,
-        "{} {method} {path}: {:?}",
-        targets[1].name, b.body
-    );
-    let raw = Observed {
-        status: a.status,
-        location: a.location.clone(),
-        body: a.body.clone(),
-    };
-    let (na, nb) = (normalize(a), normalize(b));
-    assert_eq!(
-        na, nb,
-        "{method} {path}: {} and {} answered differently",
-        targets[0].name, targets[1].name
-    );
-    raw
-}
+use crate::{Target, Who, both, both_typed};
 
 async fn targets(
     app: &banyan_tests::TestApp,

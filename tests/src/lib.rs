@@ -121,6 +121,23 @@ pub async fn spawn_catalog(app: &TestApp) -> ServiceProcess {
     .await
 }
 
+/// Starts the auth service beside `app` on its own database, sharing the session store and
+/// syncing users with the monolith (both ways).
+pub async fn spawn_synced_auth(app: &TestApp) -> ServiceProcess {
+    let mut env = app.storage.service_env_for("auth").await;
+    env.push((
+        "MONOLITH_DATABASE_URL".into(),
+        app.storage.monolith_database_url(),
+    ));
+    ServiceProcess::start("auth-service", &["--listen", "127.0.0.1:0"], &env).await
+}
+
+/// Starts the auth service on its own (empty) database, sharing `app`'s session store.
+pub async fn spawn_auth(app: &TestApp) -> ServiceProcess {
+    let env = app.storage.service_env_for("auth").await;
+    ServiceProcess::start("auth-service", &["--listen", "127.0.0.1:0"], &env).await
+}
+
 /// An HTTP client with its own cookie jar and a timeout, so a hung server fails the test.
 pub fn new_client() -> Client {
     Client::builder()
@@ -233,6 +250,8 @@ pub struct TestStorage {
     pub mysql: Option<TestDatabase>,
     pub postgres: Option<TestDatabase>,
     pub redis: Option<RedisPrefix>,
+    /// PostgreSQL databases of the other extracted services (each service has its own).
+    pub more_postgres: std::sync::Mutex<Vec<TestDatabase>>,
 }
 
 impl TestStorage {
@@ -260,6 +279,7 @@ impl TestStorage {
             mysql,
             postgres,
             redis,
+            more_postgres: Default::default(),
         }
     }
 
@@ -284,6 +304,21 @@ impl TestStorage {
             .collect();
         if let Some(pg) = &self.postgres {
             env.push(("DATABASE_URL".into(), pg.url.clone()));
+        }
+        env
+    }
+
+    /// Environment for the extracted service `name`: like [`service_env`](Self::service_env)
+    /// (which is the catalog's), but on a PostgreSQL database of its own.
+    pub async fn service_env_for(&self, name: &str) -> Vec<(String, String)> {
+        let mut env = self.service_env();
+        if name != "catalog"
+            && let Some(pg) = &self.postgres
+        {
+            let db = TestDatabase::create(ServerKind::Postgres, &pg.server_url).await;
+            env.retain(|(k, _)| k != "DATABASE_URL");
+            env.push(("DATABASE_URL".into(), db.url.clone()));
+            self.more_postgres.lock().unwrap().push(db);
         }
         env
     }
