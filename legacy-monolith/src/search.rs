@@ -8,7 +8,7 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use service_kit::contract::search::{Hit, SearchQuery, SearchResult, round_score};
 use service_kit::extract::QueryParams;
 use sqlx::{Any, QueryBuilder, Row};
 
@@ -17,42 +17,6 @@ use crate::error::Result;
 
 pub fn router() -> Router<ApiContext> {
     Router::new().route("/api/search", get(search))
-}
-
-#[derive(Debug, Serialize)]
-struct SearchResult {
-    query: String,
-    total: i64,
-    hits: Vec<Hit>,
-}
-
-#[derive(Debug, Serialize)]
-struct Hit {
-    id: i64,
-    name: String,
-    category: String,
-    price_cents: i64,
-    score: f64,
-}
-
-const MAX_TERMS: usize = 8;
-
-/// Lower-cased words of the query (letters and digits), deduplicated, at most [`MAX_TERMS`].
-pub fn terms(q: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for word in q
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let word = word.to_lowercase();
-        if !out.contains(&word) {
-            out.push(word);
-        }
-        if out.len() == MAX_TERMS {
-            break;
-        }
-    }
-    out
 }
 
 /// `%word%` with LIKE's wildcards escaped (`!` is the escape character: it means the same in
@@ -86,17 +50,12 @@ fn push_match(qb: &mut QueryBuilder<Any>, terms: &[String]) {
 }
 
 async fn search(State(ctx): State<ApiContext>, query: QueryParams) -> Result<Json<SearchResult>> {
-    let mut p = query.params();
-    let q = p.opt_string("q", 200);
-    let category = p.opt_string("category", 100);
-    let limit = p.int("limit", 1..=100, 20);
-    let words = q.as_deref().map(terms).unwrap_or_default();
-    match &q {
-        None => p.fail("q", "is required"),
-        Some(_) if words.is_empty() => p.fail("q", "must contain a letter or a digit"),
-        Some(_) => {}
-    }
-    p.finish()?;
+    let SearchQuery {
+        q,
+        terms: words,
+        category,
+        limit,
+    } = SearchQuery::parse(query)?;
 
     let mut count = QueryBuilder::<Any>::new("SELECT COUNT(*) FROM products WHERE ");
     push_match(&mut count, &words);
@@ -133,12 +92,12 @@ async fn search(State(ctx): State<ApiContext>, query: QueryParams) -> Result<Jso
                 name: r.try_get("name")?,
                 category: r.try_get("category")?,
                 price_cents: r.try_get("price_cents")?,
-                score: (raw as f64 / best * 1000.0).round() / 1000.0,
+                score: round_score(raw as f64 / best),
             })
         })
         .collect::<Result<_>>()?;
     Ok(Json(SearchResult {
-        query: q.unwrap_or_default(),
+        query: q,
         total,
         hits,
     }))
@@ -149,12 +108,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_and_patterns() {
-        assert_eq!(
-            terms("  Wireless, HEADphones wireless!"),
-            vec!["wireless", "headphones"]
-        );
-        assert!(terms("%%% ___").is_empty());
+    fn like_patterns() {
         assert_eq!(like_pattern("50%_off!"), "%50!%!_off!!%");
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod products;
+pub mod search;
 
 use serde::{Deserialize, Serialize};
 

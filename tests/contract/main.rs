@@ -8,6 +8,7 @@
 
 mod auth;
 mod products;
+mod search;
 
 use reqwest::Client;
 use serde_json::Value;

@@ -92,3 +92,92 @@ async fn monolith_changes_reach_the_catalog_within_two_seconds() {
         "a change took {worst:?} to reach the catalog"
     );
 }
+
+/// Products created, changed and deleted in the monolith are found (and no longer found) by the
+/// search service within 2 s; a restart rebuilds the index from the service's own database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monolith_changes_reach_search_within_two_seconds() {
+    let app = spawn_app_with(AppOptions::seeded(300)).await;
+    let mut search = banyan_tests::spawn_synced_search(&app).await;
+    let s = search.address.clone();
+    let admin = app.admin_client().await;
+    let found = |q: &str| format!("{s}/api/search?q={q}");
+    let mut lags = Vec::new();
+
+    let created: Value = app
+        .create_product(&admin, json!({"sku": "FIND-1", "name": "Zeppelin Lantern", "category": "home", "price_cents": 4200, "stock": 1}))
+        .await;
+    let id = created["id"].as_i64().unwrap();
+    lags.push(
+        banyan_tests::converges(&found("zeppelin"), |_, b| {
+            b["total"] == 1 && b["hits"][0]["id"] == id
+        })
+        .await,
+    );
+    let r = app
+        .send_json(
+            &admin,
+            "PATCH",
+            &format!("/api/products/{id}"),
+            &json!({"name": "Quixotic Lantern", "price_cents": 4300}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    lags.push(
+        banyan_tests::converges(&found("quixotic"), |_, b| {
+            b["total"] == 1 && b["hits"][0]["price_cents"] == 4300
+        })
+        .await,
+    );
+    assert_eq!(
+        reqwest::get(found("zeppelin"))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["total"],
+        0,
+        "the old name is gone from the index"
+    );
+    let r = admin
+        .delete(app.url(&format!("/api/products/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    lags.push(banyan_tests::converges(&found("quixotic"), |_, b| b["total"] == 0).await);
+    eprintln!("search lags: {lags:?}");
+    let worst = lags.iter().max().unwrap();
+    assert!(
+        *worst < Duration::from_secs(2),
+        "a change took {worst:?} to reach search"
+    );
+
+    // The seeded products are all there, and survive a restart (the index is rebuilt from the
+    // service's own table before it serves).
+    let total = |b: &Value| b["total"].as_i64().unwrap_or(-1);
+    let first: Value = app.get("/api/products/1").await.json().await.unwrap();
+    let word = first["name"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_lowercase();
+    let all_kitchen = format!("/api/search?q={word}&limit=5");
+    let before: Value = reqwest::get(format!("{s}{all_kitchen}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(total(&before) > 0, "{before}");
+    search.restart().await;
+    let after: Value = reqwest::get(format!("{}{all_kitchen}", search.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(total(&after), total(&before));
+}

@@ -132,6 +132,17 @@ pub async fn spawn_synced_auth(app: &TestApp) -> ServiceProcess {
     ServiceProcess::start("auth-service", &["--listen", "127.0.0.1:0"], &env).await
 }
 
+/// Starts the search service beside `app` on its own database, following the monolith's
+/// products.
+pub async fn spawn_synced_search(app: &TestApp) -> ServiceProcess {
+    let mut env = app.storage.service_env_for("search").await;
+    env.push((
+        "MONOLITH_DATABASE_URL".into(),
+        app.storage.monolith_database_url(),
+    ));
+    ServiceProcess::start("search-service", &["--listen", "127.0.0.1:0"], &env).await
+}
+
 /// Starts the auth service on its own (empty) database, sharing `app`'s session store.
 pub async fn spawn_auth(app: &TestApp) -> ServiceProcess {
     let env = app.storage.service_env_for("auth").await;

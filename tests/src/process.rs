@@ -133,6 +133,9 @@ pub struct ServiceProcess {
     pub address: String,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// How it was started, for [`restart`](Self::restart).
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 fn pump(
@@ -163,6 +166,14 @@ impl ServiceProcess {
         Self::start_checked(name, args, env, |address| format!("{address}/health")).await
     }
 
+    /// Kills the process and starts it again with the same arguments and environment (on the
+    /// same storage; the address may change).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        *self = Self::start(&self.name, &args, &self.env).await;
+    }
+
     /// Like [`start`](Self::start), with the readiness URL derived from the announced address.
     pub async fn start_checked(
         name: &str,
@@ -185,6 +196,8 @@ impl ServiceProcess {
             address: String::new(),
             child: Some(child),
             log,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env.to_vec(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let address = loop {

@@ -1,0 +1,96 @@
+//! Startup, the shared context, the router, and serving.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use service_kit::db::{self, Database};
+use tokio::net::TcpListener;
+
+use crate::config::Cli;
+use crate::index::SearchIndex;
+
+/// The paths this service owns (for its OpenAPI document).
+pub const PATHS: &[&str] = &["/api/search"];
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub db: Database,
+    pub index: Arc<SearchIndex>,
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    let ctx = connect(&cli).await?;
+    if let Some(from) = &cli.sync_from {
+        let monolith = Database::connect(from, 4)
+            .await
+            .context("connecting to the monolith's database for sync")?;
+        tracing::info!("following the monolith's products");
+        tokio::spawn(crate::sync::run(
+            ctx.db.clone(),
+            monolith,
+            ctx.index.clone(),
+        ));
+    }
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    run(listener, ctx, service_kit::server::shutdown_signal()).await
+}
+
+/// Opens (and migrates) this service's database and builds the index from it.
+pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
+    let url = match &cli.storage.database_url {
+        Some(url) => url.clone(),
+        None => db::embedded_url(&cli.storage.data_dir, "search")?,
+    };
+    let db = Database::connect(&url, cli.storage.max_connections).await?;
+    match db.backend {
+        db::Backend::Postgres => crate::POSTGRES_MIGRATIONS.run(&db.pool).await,
+        db::Backend::Sqlite => crate::SQLITE_MIGRATIONS.run(&db.pool).await,
+        db::Backend::MySql => {
+            anyhow::bail!("the search service runs on PostgreSQL or SQLite, not MySQL")
+        }
+    }
+    .context("running database migrations")?;
+    let index = Arc::new(SearchIndex::new().context("creating the index")?);
+    let started = std::time::Instant::now();
+    let loaded = crate::sync::load_index(&db, &index).await?;
+    tracing::info!(backend = ?db.backend, documents = loaded, elapsed_ms = started.elapsed().as_millis() as u64, "search service ready");
+    Ok(ApiContext { db, index })
+}
+
+pub fn router(ctx: ApiContext) -> Router {
+    let api = Router::new()
+        .route("/health", get(health))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    service_kit::openapi::document(PATHS),
+                )
+            }),
+        )
+        .merge(crate::search::router())
+        .with_state(ctx);
+    service_kit::server::with_common_layers(api)
+}
+
+pub async fn run(
+    listener: TcpListener,
+    ctx: ApiContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    service_kit::server::serve(listener, router(ctx), shutdown)
+        .await
+        .context("serving")
+}
+
+async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
+    let database = ctx.db.ping().await;
+    service_kit::server::health_response(&[("database", database)])
+}
