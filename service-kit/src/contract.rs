@@ -6,6 +6,7 @@
 //! contract lives here (what a valid request is, what the answer looks like, what an error
 //! says); how an implementation stores and finds its data stays in that implementation.
 
+pub mod analytics;
 pub mod auth;
 pub mod products;
 pub mod search;

@@ -27,10 +27,12 @@ pub const POLL: Duration = Duration::from_millis(200);
 /// How long a hole in the sequence is waited for before it counts as a rollback.
 pub const GAP_PATIENCE: Duration = Duration::from_secs(5);
 
-/// An outbox table: `seq` (ascending, assigned at insert) and the changed row's id.
+/// An outbox table: a sequence column (ascending, assigned at insert) and the changed row's id.
+/// An append-only table is its own outbox (sequence and key are both its id).
 #[derive(Debug, Clone, Copy)]
 pub struct Outbox {
     pub table: &'static str,
+    pub seq: &'static str,
     pub key: &'static str,
 }
 
@@ -70,12 +72,14 @@ impl Follower {
         let mut q = Sql::for_backend(
             source.backend,
             &format!(
-                "SELECT seq, {} AS k FROM {} WHERE seq > ",
-                self.outbox.key, self.outbox.table
+                "SELECT {seq} AS seq, {key} AS k FROM {table} WHERE {seq} > ",
+                seq = self.outbox.seq,
+                key = self.outbox.key,
+                table = self.outbox.table
             ),
         );
         q.bind(checkpoint)
-            .push(" ORDER BY seq LIMIT ")
+            .push(&format!(" ORDER BY {} LIMIT ", self.outbox.seq))
             .bind(self.batch);
         let rows = q.build().fetch_all(&source.pool).await?;
         if rows.is_empty() {

@@ -6,6 +6,7 @@
 //! server timestamps), which are compared for *presence and type* only. Expected statuses are
 //! also asserted, so two implementations that are wrong the same way still fail.
 
+mod analytics;
 mod auth;
 mod products;
 mod search;

@@ -181,3 +181,34 @@ async fn monolith_changes_reach_search_within_two_seconds() {
         .unwrap();
     assert_eq!(total(&after), total(&before));
 }
+
+/// Events recorded by the monolith, before the analytics service starts and while it runs,
+/// reach it (once each), so its summary covers the monolith's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monolith_events_reach_analytics() {
+    let app = banyan_tests::spawn_app().await;
+    for p in [1, 1, 2] {
+        let event = json!({"type": "view", "product_id": p});
+        let r = app.post_json("/api/analytics/events", &event).await;
+        assert_eq!(r.status(), 202);
+    }
+    let analytics = banyan_tests::spawn_synced_analytics(&app).await;
+    for p in [2, 3] {
+        let event = json!({"type": "view", "product_id": p});
+        let r = app.post_json("/api/analytics/events", &event).await;
+        assert_eq!(r.status(), 202);
+    }
+    let summary = format!("{}/api/analytics/summary?window=1h", analytics.address);
+    let lag = banyan_tests::converges(&summary, |_, b| b["counts"]["view"] == 5).await;
+    eprintln!("events copied within {lag:?}");
+    let mut mine: Value = reqwest::get(&summary).await.unwrap().json().await.unwrap();
+    let mut theirs: Value = app
+        .get("/api/analytics/summary?window=1h")
+        .await
+        .json()
+        .await
+        .unwrap();
+    mine.as_object_mut().unwrap().remove("since");
+    theirs.as_object_mut().unwrap().remove("since");
+    assert_eq!(mine, theirs);
+}

@@ -143,6 +143,22 @@ pub async fn spawn_synced_search(app: &TestApp) -> ServiceProcess {
     ServiceProcess::start("search-service", &["--listen", "127.0.0.1:0"], &env).await
 }
 
+/// Starts the analytics service beside `app` on its own database, copying the monolith's events.
+pub async fn spawn_synced_analytics(app: &TestApp) -> ServiceProcess {
+    let mut env = app.storage.service_env_for("analytics").await;
+    env.push((
+        "MONOLITH_DATABASE_URL".into(),
+        app.storage.monolith_database_url(),
+    ));
+    ServiceProcess::start("analytics-service", &["--listen", "127.0.0.1:0"], &env).await
+}
+
+/// Starts the analytics service on its own (empty) database, sharing `app`'s session store.
+pub async fn spawn_analytics(app: &TestApp) -> ServiceProcess {
+    let env = app.storage.service_env_for("analytics").await;
+    ServiceProcess::start("analytics-service", &["--listen", "127.0.0.1:0"], &env).await
+}
+
 /// Starts the auth service on its own (empty) database, sharing `app`'s session store.
 pub async fn spawn_auth(app: &TestApp) -> ServiceProcess {
     let env = app.storage.service_env_for("auth").await;

@@ -27,10 +27,12 @@ pub const FORWARD: &str = "sync:users";
 pub const HANDOFF: &str = "handoff:auth-users";
 const MONOLITH_OUTBOX: Outbox = Outbox {
     table: "user_changes",
+    seq: "seq",
     key: "user_id",
 };
 const OWN_OUTBOX: Outbox = Outbox {
     table: "user_outbox",
+    seq: "seq",
     key: "user_id",
 };
 const COLUMNS: &str = "id, email, name, password_hash, role, created_at";

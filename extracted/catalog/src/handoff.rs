@@ -29,6 +29,7 @@ use sqlx::Row;
 pub const CHECKPOINT: &str = "handoff:catalog-products";
 pub const OUTBOX: Outbox = Outbox {
     table: "product_outbox",
+    seq: "seq",
     key: "product_id",
 };
 

@@ -23,6 +23,7 @@ use crate::cache::ReadCache;
 pub const CHECKPOINT: &str = "sync:products";
 pub const MONOLITH_OUTBOX: Outbox = Outbox {
     table: "product_changes",
+    seq: "seq",
     key: "product_id",
 };
 pub(crate) const PRODUCT_COLUMNS: &str = "id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at";

@@ -23,6 +23,7 @@ pub const BACKFILL: &str = "backfill:documents";
 pub const FORWARD: &str = "sync:documents";
 const MONOLITH_OUTBOX: Outbox = Outbox {
     table: "product_changes",
+    seq: "seq",
     key: "product_id",
 };
 const BATCH: i64 = 1000;
