@@ -108,7 +108,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
                         )
                     });
                     println!(
-                        "  {:<24} {:<8} {:<28} -> {}{split}",
+                        "  {:<24} {:<21} {:<28} -> {}{split}",
                         r.id, methods, r.path, r.upstream
                     );
                 }

@@ -59,6 +59,9 @@ fn every_service_matches_its_binary() {
         "legacy-monolith",
         "catalog-backfill",
         "catalog-service",
+        "auth-service",
+        "search-service",
+        "analytics-service",
         "proxy",
     ] {
         assert!(!s[needed].is_null(), "service {needed} missing");
@@ -69,6 +72,9 @@ fn every_service_matches_its_binary() {
         "redis",
         "legacy-monolith",
         "catalog-service",
+        "auth-service",
+        "search-service",
+        "analytics-service",
     ] {
         assert!(
             !s[infra]["healthcheck"].is_null(),
@@ -86,10 +92,19 @@ fn every_service_matches_its_binary() {
         "catalog-service",
         &["backfill", "--help"],
     );
+    for name in ["auth-service", "search-service", "analytics-service"] {
+        check_service(&s[name], name, &["--help"]);
+    }
     check_service(&s["proxy"], "banyan", &["run", "--help"]);
 
     // Health checks probe the port each service listens on.
-    for (name, port) in [("legacy-monolith", "3000"), ("catalog-service", "4001")] {
+    for (name, port) in [
+        ("legacy-monolith", "3000"),
+        ("catalog-service", "4001"),
+        ("auth-service", "4002"),
+        ("search-service", "4003"),
+        ("analytics-service", "4004"),
+    ] {
         let listen = s[name]["environment"]["LISTEN_ADDR"].as_str().unwrap();
         assert!(
             listen.ends_with(&format!(":{port}")),
@@ -108,16 +123,33 @@ fn every_service_matches_its_binary() {
             .unwrap()
             .starts_with("mysql://")
     );
-    assert!(
-        s["catalog-service"]["environment"]["DATABASE_URL"]
-            .as_str()
-            .unwrap()
-            .starts_with("postgres://")
-    );
-    assert_eq!(
-        s["catalog-service"]["environment"]["MONOLITH_DATABASE_URL"],
-        s["legacy-monolith"]["environment"]["DATABASE_URL"]
-    );
+    // Each extracted service on a PostgreSQL database of its own (created by the init script),
+    // following the monolith's database.
+    let init = repo_file("deploy/postgres-init.sql");
+    let mut databases = std::collections::BTreeSet::new();
+    for name in [
+        "catalog-service",
+        "auth-service",
+        "search-service",
+        "analytics-service",
+    ] {
+        let env = &s[name]["environment"];
+        let url = env["DATABASE_URL"].as_str().unwrap();
+        assert!(url.starts_with("postgres://"), "{name}: {url}");
+        let db = url.rsplit('/').next().unwrap();
+        assert!(
+            db == "banyan" || init.contains(&format!("CREATE DATABASE {db} ")),
+            "{name}: database {db} is never created"
+        );
+        assert!(
+            databases.insert(db.to_owned()),
+            "{name} shares database {db}"
+        );
+        assert_eq!(
+            env["MONOLITH_DATABASE_URL"], s["legacy-monolith"]["environment"]["DATABASE_URL"],
+            "{name}"
+        );
+    }
     // No secret is written into the file.
     let password = s["legacy-monolith"]["environment"]["BANYAN_ADMIN_PASSWORD"]
         .as_str()
@@ -152,15 +184,21 @@ fn only_the_proxy_is_published_and_its_table_is_valid() {
         table.contains("admin  = \"127.0.0.1:9901\""),
         "the admin API stays on loopback"
     );
-    for upstream in ["legacy-monolith:3000", "catalog-service:4001"] {
+    let mut local = table.clone();
+    for (upstream, port) in [
+        ("legacy-monolith", 3000),
+        ("catalog-service", 4001),
+        ("auth-service", 4002),
+        ("search-service", 4003),
+        ("analytics-service", 4004),
+    ] {
+        let addr = format!("{upstream}:{port}");
         assert!(
-            table.contains(upstream),
-            "{upstream} missing from the compose table"
+            table.contains(&addr),
+            "{addr} missing from the compose table"
         );
+        local = local.replace(&addr, &format!("127.0.0.1:{port}"));
     }
-    let local = table
-        .replace("legacy-monolith:3000", "127.0.0.1:3000")
-        .replace("catalog-service:4001", "127.0.0.1:4001");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.toml");
     std::fs::write(&file, local).unwrap();
