@@ -23,8 +23,16 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`), `LOG_FORMAT=json`
 /// switches to JSON lines. Safe to call twice (the second call does nothing).
+///
+/// The search engine (tantivy) logs every index commit and segment merge at info; those say
+/// nothing an operator acts on, so they are kept to warnings unless `RUST_LOG` names tantivy.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("tantivy"))
+        && let Ok(quiet) = "tantivy=warn".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
