@@ -30,6 +30,7 @@ pub struct ApiContext {
 #[derive(Debug, Default)]
 pub struct Settings {
     pub cookie_secure: bool,
+    pub outbox_prune_interval: Duration,
 }
 
 /// The process entry point after argument parsing.
@@ -87,6 +88,7 @@ pub async fn connect(storage: &Storage, args: &ServeArgs) -> anyhow::Result<ApiC
         cache,
         settings: Arc::new(Settings {
             cookie_secure: args.cookie_secure,
+            outbox_prune_interval: Duration::from_secs(args.outbox_prune_interval),
         }),
     })
 }
@@ -124,8 +126,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let purge = tokio::spawn(purge_sessions(ctx.sessions.clone()));
+    let prune = tokio::spawn(prune_outboxes(
+        ctx.db.clone(),
+        ctx.settings.outbox_prune_interval,
+    ));
     let result = service_kit::server::serve(listener, router(ctx), shutdown).await;
     purge.abort();
+    prune.abort();
     result.context("serving")
 }
 
@@ -137,6 +144,37 @@ async fn purge_sessions(sessions: SessionStore) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired sessions removed"),
             Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        }
+    }
+}
+
+/// The change outboxes the extracted services follow, trimmed to what some registered consumer
+/// still needs ([`service_kit::outbox::prune`]).
+async fn prune_outboxes(db: service_kit::db::Database, every: Duration) {
+    use service_kit::outbox::{Outbox, prune};
+    const OUTBOXES: [Outbox; 2] = [
+        Outbox {
+            table: "product_changes",
+            seq: "seq",
+            key: "product_id",
+        },
+        Outbox {
+            table: "user_changes",
+            seq: "seq",
+            key: "user_id",
+        },
+    ];
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        for outbox in &OUTBOXES {
+            match prune(&db, outbox).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, table = outbox.table, "change outbox trimmed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, table = outbox.table, "trimming a change outbox failed")
+                }
+            }
         }
     }
 }

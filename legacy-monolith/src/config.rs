@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Mark the session cookie `Secure` (set when clients reach the stack over HTTPS)
     #[arg(long, env = "COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
+    /// Seconds between trims of the change outboxes the extracted services follow
+    #[arg(long, env = "OUTBOX_PRUNE_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub outbox_prune_interval: u64,
 }
 
 impl Default for ServeArgs {
@@ -54,6 +57,7 @@ impl Default for ServeArgs {
             admin_email: None,
             admin_password: None,
             cookie_secure: false,
+            outbox_prune_interval: 60,
         }
     }
 }

@@ -110,6 +110,30 @@ impl Database {
     }
 }
 
+/// Opens an extracted service's own database: `DATABASE_URL`, or `<data-dir>/<name>.db`
+/// embedded; PostgreSQL or SQLite (never MySQL, which is the monolith's), migrated.
+pub async fn open_service_db(
+    storage: &crate::config::StorageArgs,
+    name: &str,
+    postgres: &Migrator,
+    sqlite: &Migrator,
+) -> anyhow::Result<Database> {
+    let url = match &storage.database_url {
+        Some(url) => url.clone(),
+        None => embedded_url(&storage.data_dir, name)?,
+    };
+    let db = Database::connect(&url, storage.max_connections).await?;
+    match db.backend {
+        Backend::Postgres => postgres.run(&db.pool).await,
+        Backend::Sqlite => sqlite.run(&db.pool).await,
+        Backend::MySql => {
+            anyhow::bail!("the {name} service runs on PostgreSQL or SQLite, not MySQL")
+        }
+    }
+    .context("running database migrations")?;
+    Ok(db)
+}
+
 /// True when a database error is a unique-constraint violation (a duplicate sku or email).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)

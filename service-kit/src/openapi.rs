@@ -48,6 +48,22 @@ pub fn operations(prefixes: &[&str]) -> Vec<(String, String)> {
     ops
 }
 
+/// `GET /openapi.json` serving [`document`] for `prefixes`: the route every extracted service
+/// mounts, so each one publishes exactly the part of the contract it implements.
+pub fn route<S: Clone + Send + Sync + 'static>(
+    prefixes: &'static [&'static str],
+) -> axum::Router<S> {
+    axum::Router::new().route(
+        "/openapi.json",
+        axum::routing::get(move || async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                document(prefixes),
+            )
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

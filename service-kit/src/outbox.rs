@@ -14,6 +14,13 @@
 //!
 //! Checkpoints live in a `sync_state (name, position, updated_at)` table of the database the
 //! changes are applied to, written in the same transaction as the changes themselves.
+//!
+//! Retention: an outbox must not grow forever, and must not lose a change a follower has not
+//! applied. Each follower reports its position into the *source's* `sync_state` as
+//! `consumer:<outbox table>:<name>` ([`report_consumed`]), registering before it starts copying;
+//! the owner of the outbox deletes what every registered consumer has passed ([`prune`]). A
+//! consumer that is gone for good holds pruning back until its row is deleted (the README says
+//! how).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -140,6 +147,65 @@ pub async fn save_checkpoint(
     Ok(())
 }
 
+fn consumer_name(outbox: &Outbox, consumer: &str) -> String {
+    format!("consumer:{}:{consumer}", outbox.table)
+}
+
+/// Records in `source` (the outbox's database) that `consumer` has applied `outbox` up to
+/// `position`. Called once before a consumer starts copying (with its current checkpoint, so
+/// nothing it still needs is pruned meanwhile) and after every round that advanced.
+pub async fn report_consumed(
+    source: &Database,
+    outbox: &Outbox,
+    consumer: &str,
+    position: i64,
+) -> Result<(), sqlx::Error> {
+    let mut conn = source.pool.acquire().await?;
+    save_checkpoint(
+        &mut conn,
+        source.backend,
+        &consumer_name(outbox, consumer),
+        position,
+    )
+    .await
+}
+
+/// Deletes the entries of `outbox` in `db` that every registered consumer has applied, in
+/// chunks (short transactions next to live writers). Returns how many were deleted; with no
+/// consumer registered, nothing is.
+pub async fn prune(db: &Database, outbox: &Outbox) -> Result<u64, sqlx::Error> {
+    const CHUNK: i64 = 10_000;
+    let mut q = Sql::for_backend(
+        db.backend,
+        "SELECT MIN(position) FROM sync_state WHERE name LIKE ",
+    );
+    q.bind(format!("consumer:{}:%", outbox.table));
+    let Some(upto) = q.build_scalar::<Option<i64>>().fetch_one(&db.pool).await? else {
+        return Ok(0);
+    };
+    let lowest: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT MIN({}) FROM {}",
+        outbox.seq, outbox.table
+    )))
+    .fetch_one(&db.pool)
+    .await?;
+    let mut from = lowest.unwrap_or(upto + 1);
+    let mut deleted = 0;
+    while from <= upto {
+        let to = (from + CHUNK - 1).min(upto);
+        let mut del = Sql::for_backend(
+            db.backend,
+            &format!("DELETE FROM {} WHERE {} >= ", outbox.table, outbox.seq),
+        );
+        del.bind(from)
+            .push(&format!(" AND {} <= ", outbox.seq))
+            .bind(to);
+        deleted += del.build().execute(&db.pool).await?.rows_affected();
+        from = to + 1;
+    }
+    Ok(deleted)
+}
+
 /// Decides how far a checkpoint may advance over sequence numbers with holes in them.
 #[derive(Debug, Default)]
 pub struct GapTracker {
@@ -195,6 +261,56 @@ pub fn log_round(what: &'static str, result: anyhow::Result<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pruning_keeps_what_any_consumer_still_needs() {
+        let dir = tempfile_dir();
+        let db = Database::connect(&crate::db::embedded_url(&dir, "outbox").unwrap(), 1)
+            .await
+            .unwrap();
+        for ddl in [
+            "CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, item INTEGER NOT NULL)",
+            "CREATE TABLE sync_state (name TEXT PRIMARY KEY, position INTEGER NOT NULL, updated_at INTEGER NOT NULL)",
+        ] {
+            sqlx::query(ddl).execute(&db.pool).await.unwrap();
+        }
+        for i in 0..25_000 {
+            sqlx::query("INSERT INTO changes (item) VALUES ($1)")
+                .bind(i % 7_i64)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        let outbox = Outbox {
+            table: "changes",
+            seq: "seq",
+            key: "item",
+        };
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM changes")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(prune(&db, &outbox).await.unwrap(), 0, "no consumer yet");
+        report_consumed(&db, &outbox, "fast", 24_000).await.unwrap();
+        report_consumed(&db, &outbox, "slow", 12_345).await.unwrap();
+        assert_eq!(prune(&db, &outbox).await.unwrap(), 12_345);
+        assert_eq!(count().await, 25_000 - 12_345);
+        report_consumed(&db, &outbox, "slow", 25_000).await.unwrap();
+        assert_eq!(prune(&db, &outbox).await.unwrap(), 24_000 - 12_345);
+        assert_eq!(count().await, 1_000, "the fast one's tail stays");
+        // A follower still reads what is left, from its checkpoint.
+        let mut f = Follower::new(outbox);
+        let c = f.next(&db, 24_000).await.unwrap().unwrap();
+        assert_eq!(c.last_seq, 25_000);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let n: u64 = rand::random();
+        std::env::temp_dir().join(format!("banyan-outbox-{n:x}"))
+    }
 
     #[test]
     fn the_checkpoint_waits_at_young_gaps_and_passes_old_ones() {

@@ -135,6 +135,16 @@ pub async fn open_with_cache(
     })
 }
 
+/// The session store a service's storage options name: Redis when `REDIS_URL` is set, else the
+/// embedded file every process of the stack shares.
+pub async fn open_from(storage: &crate::config::StorageArgs) -> anyhow::Result<SessionStore> {
+    let redis = match &storage.redis_url {
+        Some(url) => Some((connect_redis(url).await?, storage.redis_key_prefix.clone())),
+        None => None,
+    };
+    SessionStore::open(redis, &storage.data_dir).await
+}
+
 impl SessionStore {
     /// Redis when `redis` is given, otherwise `<data_dir>/sessions.db`.
     pub async fn open(

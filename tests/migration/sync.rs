@@ -85,6 +85,36 @@ async fn monolith_changes_reach_the_catalog_within_two_seconds() {
         .unwrap();
     converges(&c, "/api/products?sort=-sales&per_page=20", |_, b| *b == a).await;
 
+    // The monolith trims what the catalog (its one registered consumer here) has applied.
+    let monolith = service_kit::db::Database::connect(&app.storage.monolith_database_url(), 1)
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM product_changes")
+            .fetch_one(&monolith.pool)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{left} outbox rows never trimmed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let position: i64 = sqlx::query_scalar(
+        "SELECT position FROM sync_state WHERE name = 'consumer:product_changes:catalog'",
+    )
+    .fetch_one(&monolith.pool)
+    .await
+    .unwrap();
+    assert!(
+        position >= 504,
+        "the catalog reported its position: {position}"
+    );
+
     let worst = lags.iter().skip(1).max().unwrap();
     eprintln!("sync lags: initial {:?}, then {:?}", lags[0], &lags[1..]);
     assert!(

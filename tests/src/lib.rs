@@ -86,6 +86,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     }
     env.push(("BANYAN_ADMIN_EMAIL".into(), admin_email.clone()));
     env.push(("BANYAN_ADMIN_PASSWORD".into(), admin_password.clone()));
+    // Trim change outboxes every second, so every sync test also runs against pruning.
+    env.push(("OUTBOX_PRUNE_INTERVAL".into(), "1".into()));
     if let Some(n) = options.seed_products {
         process::run_to_completion(
             "legacy-monolith",

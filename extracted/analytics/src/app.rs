@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use service_kit::db::{self, Database};
+use service_kit::db::Database;
 use service_kit::session::{self, SessionStore};
 
 use crate::ingest::Ingestor;
@@ -44,34 +44,20 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 
 /// Opens (and migrates) this service's own database.
 pub async fn connect_db(cli: &Cli) -> anyhow::Result<Database> {
-    let url = match &cli.storage.database_url {
-        Some(url) => url.clone(),
-        None => db::embedded_url(&cli.storage.data_dir, "analytics")?,
-    };
-    let db = Database::connect(&url, cli.storage.max_connections).await?;
-    match db.backend {
-        db::Backend::Postgres => crate::POSTGRES_MIGRATIONS.run(&db.pool).await,
-        db::Backend::Sqlite => crate::SQLITE_MIGRATIONS.run(&db.pool).await,
-        db::Backend::MySql => {
-            anyhow::bail!("the analytics service runs on PostgreSQL or SQLite, not MySQL")
-        }
-    }
-    .context("running database migrations")?;
-    Ok(db)
+    service_kit::db::open_service_db(
+        &cli.storage,
+        "analytics",
+        &crate::POSTGRES_MIGRATIONS,
+        &crate::SQLITE_MIGRATIONS,
+    )
+    .await
 }
 
 /// The context, and the event writer's task (which ends once every context clone is gone and
 /// the queue is drained).
 pub async fn connect(cli: &Cli) -> anyhow::Result<(ApiContext, tokio::task::JoinHandle<()>)> {
     let db = connect_db(cli).await?;
-    let redis = match &cli.storage.redis_url {
-        Some(url) => Some((
-            session::connect_redis(url).await?,
-            cli.storage.redis_key_prefix.clone(),
-        )),
-        None => None,
-    };
-    let sessions = SessionStore::open(redis, &cli.storage.data_dir).await?;
+    let sessions = session::open_from(&cli.storage).await?;
     tracing::info!(backend = ?db.backend, sessions = ?sessions, "analytics service ready");
     let (ingestor, writer) = Ingestor::new(db.clone(), cli.queue as usize);
     Ok((
@@ -87,15 +73,7 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<(ApiContext, tokio::task::Join
 pub fn router(ctx: ApiContext) -> Router {
     let api = Router::new()
         .route("/health", get(health))
-        .route(
-            "/openapi.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    service_kit::openapi::document(PATHS),
-                )
-            }),
-        )
+        .merge(service_kit::openapi::route(PATHS))
         .merge(crate::events::router())
         .with_state(ctx);
     service_kit::server::with_common_layers(api)

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use service_kit::db::{self, Database};
+use service_kit::db::Database;
 use service_kit::session::{self, SessionStore};
 use tokio::net::TcpListener;
 
@@ -38,32 +38,18 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 
 /// Opens (and migrates) this service's own database.
 pub async fn connect_db(cli: &Cli) -> anyhow::Result<Database> {
-    let url = match &cli.storage.database_url {
-        Some(url) => url.clone(),
-        None => db::embedded_url(&cli.storage.data_dir, "auth")?,
-    };
-    let db = Database::connect(&url, cli.storage.max_connections).await?;
-    match db.backend {
-        db::Backend::Postgres => crate::POSTGRES_MIGRATIONS.run(&db.pool).await,
-        db::Backend::Sqlite => crate::SQLITE_MIGRATIONS.run(&db.pool).await,
-        db::Backend::MySql => {
-            anyhow::bail!("the auth service runs on PostgreSQL or SQLite, not MySQL")
-        }
-    }
-    .context("running database migrations")?;
-    Ok(db)
+    service_kit::db::open_service_db(
+        &cli.storage,
+        "auth",
+        &crate::POSTGRES_MIGRATIONS,
+        &crate::SQLITE_MIGRATIONS,
+    )
+    .await
 }
 
 pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
     let db = connect_db(cli).await?;
-    let redis = match &cli.storage.redis_url {
-        Some(url) => Some((
-            session::connect_redis(url).await?,
-            cli.storage.redis_key_prefix.clone(),
-        )),
-        None => None,
-    };
-    let sessions = SessionStore::open(redis, &cli.storage.data_dir).await?;
+    let sessions = session::open_from(&cli.storage).await?;
     tracing::info!(backend = ?db.backend, sessions = ?sessions, "auth service ready");
     Ok(ApiContext {
         db,
@@ -75,15 +61,7 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
 pub fn router(ctx: ApiContext) -> Router {
     let api = Router::new()
         .route("/health", get(health))
-        .route(
-            "/openapi.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    service_kit::openapi::document(PATHS),
-                )
-            }),
-        )
+        .merge(service_kit::openapi::route(PATHS))
         .merge(crate::users::router())
         .with_state(ctx);
     service_kit::server::with_common_layers(api)

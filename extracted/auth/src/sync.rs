@@ -222,6 +222,9 @@ pub async fn forward(
         outbox::save_checkpoint(&mut tx, own.backend, FORWARD, changes.advance_to).await?;
     }
     tx.commit().await?;
+    if changes.advance_to > checkpoint {
+        outbox::report_consumed(monolith, &MONOLITH_OUTBOX, "auth", changes.advance_to).await?;
+    }
     if written > 0 {
         advance_id_sequence(own).await?;
     }
@@ -267,6 +270,9 @@ pub async fn handoff(
         outbox::save_checkpoint(&mut tx, monolith.backend, HANDOFF, changes.advance_to).await?;
     }
     tx.commit().await?;
+    let mut trim = Sql::new("DELETE FROM user_outbox WHERE seq <= ");
+    trim.bind(changes.advance_to);
+    trim.build().execute(&own.pool).await?;
     Ok(written)
 }
 
@@ -275,6 +281,17 @@ pub async fn run(own: Database, monolith: Database) {
     let mut tick = outbox::ticker();
     loop {
         tick.tick().await;
+        // Registered first: changes made while copying stay in the monolith's outbox.
+        let registered = match outbox::checkpoint(&own, FORWARD).await {
+            Ok(position) => {
+                outbox::report_consumed(&monolith, &MONOLITH_OUTBOX, "auth", position).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = registered {
+            tracing::warn!(error = %e, "registering with the monolith's user outbox failed; retrying");
+            continue;
+        }
         match backfill(&own, &monolith).await {
             Ok(n) => {
                 tracing::info!(written = n, "users backfilled from the monolith");

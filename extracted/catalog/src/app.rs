@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use service_kit::db::{self, Database};
+use service_kit::db::Database;
 use service_kit::session::{self, SessionStore};
 use tokio::net::TcpListener;
 
@@ -34,6 +34,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         let source = Database::connect(from, 4)
             .await
             .context("connecting to the monolith's database")?;
+        // Before copying: the changes made meanwhile must stay in the outbox for the sync.
+        crate::sync::register(&source, &target)
+            .await
+            .context("registering with the monolith's change outbox")?;
         let report = crate::backfill::run(&source, &target, *batch, *restart, |done, total| {
             let pct = if total > 0 {
                 done as f64 * 100.0 / total as f64
@@ -70,20 +74,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 
 /// Opens (and migrates) this service's own database.
 pub async fn connect_db(cli: &Cli) -> anyhow::Result<Database> {
-    let url = match &cli.storage.database_url {
-        Some(url) => url.clone(),
-        None => db::embedded_url(&cli.storage.data_dir, "catalog")?,
-    };
-    let db = Database::connect(&url, cli.storage.max_connections).await?;
-    match db.backend {
-        db::Backend::Postgres => crate::POSTGRES_MIGRATIONS.run(&db.pool).await,
-        db::Backend::Sqlite => crate::SQLITE_MIGRATIONS.run(&db.pool).await,
-        db::Backend::MySql => {
-            anyhow::bail!("the catalog service runs on PostgreSQL or SQLite, not MySQL")
-        }
-    }
-    .context("running database migrations")?;
-    Ok(db)
+    service_kit::db::open_service_db(
+        &cli.storage,
+        "catalog",
+        &crate::POSTGRES_MIGRATIONS,
+        &crate::SQLITE_MIGRATIONS,
+    )
+    .await
 }
 
 pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
@@ -106,15 +103,7 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
 pub fn router(ctx: ApiContext) -> Router {
     let api = Router::new()
         .route("/health", get(health))
-        .route(
-            "/openapi.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    service_kit::openapi::document(PATHS),
-                )
-            }),
-        )
+        .merge(service_kit::openapi::route(PATHS))
         .merge(products::router())
         .with_state(ctx);
     service_kit::server::with_common_layers(api)

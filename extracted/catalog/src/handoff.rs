@@ -115,6 +115,10 @@ pub async fn round(
         outbox::save_checkpoint(&mut tx, monolith.backend, CHECKPOINT, changes.advance_to).await?;
     }
     tx.commit().await?;
+    // What the monolith has is no longer needed here (nor by the forward sync's guard).
+    let mut trim = Sql::new("DELETE FROM product_outbox WHERE seq <= ");
+    trim.bind(changes.advance_to);
+    trim.build().execute(&own.pool).await?;
     Ok(written)
 }
 

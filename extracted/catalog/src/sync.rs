@@ -21,6 +21,8 @@ use sqlx::Row;
 use crate::cache::ReadCache;
 
 pub const CHECKPOINT: &str = "sync:products";
+/// How this service is named among the consumers of the monolith's outbox.
+pub const CONSUMER: &str = "catalog";
 pub const MONOLITH_OUTBOX: Outbox = Outbox {
     table: "product_changes",
     seq: "seq",
@@ -69,6 +71,9 @@ pub async fn round(
         outbox::save_checkpoint(&mut tx, target.backend, CHECKPOINT, changes.advance_to).await?;
     }
     tx.commit().await?;
+    if changes.advance_to > checkpoint {
+        outbox::report_consumed(source, &MONOLITH_OUTBOX, CONSUMER, changes.advance_to).await?;
+    }
     if applied > 0 {
         crate::backfill::advance_id_sequence(target).await?;
         cache.invalidate().await;
@@ -96,10 +101,27 @@ pub(crate) async fn read_rows(
     q.build().fetch_all(&db.pool).await
 }
 
+/// Registers this service as a consumer of the monolith's outbox at its current checkpoint, so
+/// the monolith keeps every change it has not applied yet.
+pub async fn register(source: &Database, target: &Database) -> anyhow::Result<()> {
+    let checkpoint = outbox::checkpoint(target, CHECKPOINT).await?;
+    outbox::report_consumed(source, &MONOLITH_OUTBOX, CONSUMER, checkpoint).await?;
+    Ok(())
+}
+
 /// Follows the monolith's outbox until the process stops.
 pub async fn run(source: Database, target: Database, cache: ReadCache) {
     let mut follower = Follower::new(MONOLITH_OUTBOX);
     let mut tick = outbox::ticker();
+    loop {
+        tick.tick().await;
+        match register(&source, &target).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "registering with the monolith's product outbox failed; retrying")
+            }
+        }
+    }
     loop {
         tick.tick().await;
         let result = round(&source, &target, &cache, &mut follower).await;

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use service_kit::db::{self, Database};
+use service_kit::db::Database;
 use tokio::net::TcpListener;
 
 use crate::config::Cli;
@@ -43,19 +43,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 
 /// Opens (and migrates) this service's database and builds the index from it.
 pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
-    let url = match &cli.storage.database_url {
-        Some(url) => url.clone(),
-        None => db::embedded_url(&cli.storage.data_dir, "search")?,
-    };
-    let db = Database::connect(&url, cli.storage.max_connections).await?;
-    match db.backend {
-        db::Backend::Postgres => crate::POSTGRES_MIGRATIONS.run(&db.pool).await,
-        db::Backend::Sqlite => crate::SQLITE_MIGRATIONS.run(&db.pool).await,
-        db::Backend::MySql => {
-            anyhow::bail!("the search service runs on PostgreSQL or SQLite, not MySQL")
-        }
-    }
-    .context("running database migrations")?;
+    let db = service_kit::db::open_service_db(
+        &cli.storage,
+        "search",
+        &crate::POSTGRES_MIGRATIONS,
+        &crate::SQLITE_MIGRATIONS,
+    )
+    .await?;
     let index = Arc::new(SearchIndex::new().context("creating the index")?);
     let started = std::time::Instant::now();
     let loaded = crate::sync::load_index(&db, &index).await?;
@@ -66,15 +60,7 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
 pub fn router(ctx: ApiContext) -> Router {
     let api = Router::new()
         .route("/health", get(health))
-        .route(
-            "/openapi.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    service_kit::openapi::document(PATHS),
-                )
-            }),
-        )
+        .merge(service_kit::openapi::route(PATHS))
         .merge(crate::search::router())
         .with_state(ctx);
     service_kit::server::with_common_layers(api)

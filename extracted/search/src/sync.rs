@@ -187,6 +187,9 @@ pub async fn forward(
         outbox::save_checkpoint(&mut tx, own.backend, FORWARD, changes.advance_to).await?;
     }
     tx.commit().await?;
+    if changes.advance_to > checkpoint {
+        outbox::report_consumed(monolith, &MONOLITH_OUTBOX, "search", changes.advance_to).await?;
+    }
     let applied = docs.len() + gone.len();
     apply_to_index(index, docs.into_iter().map(|(d, _)| d).collect(), gone).await?;
     Ok(applied)
@@ -197,6 +200,17 @@ pub async fn run(own: Database, monolith: Database, index: Arc<SearchIndex>) {
     let mut tick = outbox::ticker();
     loop {
         tick.tick().await;
+        // Registered first: changes made while copying stay in the monolith's outbox.
+        let registered = match outbox::checkpoint(&own, FORWARD).await {
+            Ok(position) => {
+                outbox::report_consumed(&monolith, &MONOLITH_OUTBOX, "search", position).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = registered {
+            tracing::warn!(error = %e, "registering with the monolith's product outbox failed; retrying");
+            continue;
+        }
         match backfill(&own, &monolith, &index).await {
             Ok(n) => {
                 tracing::info!(copied = n, "products backfilled from the monolith");
