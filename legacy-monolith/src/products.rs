@@ -185,8 +185,8 @@ async fn create(
     let now = clock::now_ms();
     let mut conn = ctx.db.pool.acquire().await?;
     let result = sqlx::query(
-        "INSERT INTO products (sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        "INSERT INTO products (sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at, edited_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
     )
     .bind(input.sku)
     .bind(input.name)
@@ -195,6 +195,7 @@ async fn create(
     .bind(input.price_cents)
     .bind(input.currency)
     .bind(input.stock)
+    .bind(now)
     .bind(now)
     .bind(now)
     .execute(&mut *conn)
@@ -237,8 +238,9 @@ async fn patch(
 }
 
 async fn update(ctx: &ApiContext, id: i64, input: ProductInput) -> Result<Json<Product>> {
+    let now = clock::now_ms();
     let mut qb = QueryBuilder::<Any>::new("UPDATE products SET updated_at = ");
-    qb.push_bind(clock::now_ms());
+    qb.push_bind(now).push(", edited_at = ").push_bind(now);
     for (column, value) in input.text_columns() {
         qb.push(format!(", {column} = ")).push_bind(value);
     }

@@ -271,7 +271,7 @@ pub async fn seed_products(db: &Database, count: u32, seed: u64) -> anyhow::Resu
         let n = BATCH.min(count - index);
         let batch: Vec<Generated> = (index..index + n).map(|i| generate(&mut rng, i)).collect();
         let mut qb = QueryBuilder::<Any>::new(
-            "INSERT INTO products (sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at) ",
+            "INSERT INTO products (sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at, edited_at) ",
         );
         qb.push_values(batch, |mut b, g| {
             b.push_bind(g.sku)
@@ -282,6 +282,7 @@ pub async fn seed_products(db: &Database, count: u32, seed: u64) -> anyhow::Resu
                 .push_bind("USD")
                 .push_bind(g.stock)
                 .push_bind(g.sales)
+                .push_bind(g.created_at)
                 .push_bind(g.created_at)
                 .push_bind(g.created_at);
         });

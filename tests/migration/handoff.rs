@@ -35,6 +35,12 @@ async fn catalog_writes_reach_the_monolith_and_its_orders() {
         .await,
     );
 
+    let before: Value = app
+        .get(&format!("/api/products/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     // An order in the monolith pays the new price and takes the new stock...
     let customer = new_client();
     app.customer(&customer).await;
@@ -59,12 +65,6 @@ async fn catalog_writes_reach_the_monolith_and_its_orders() {
         .await;
     assert_eq!(short.status(), 409, "only 5 left");
     // ...and what the order did to stock and sales reaches the catalog, its fields intact.
-    let before: Value = reqwest::get(format!("{c}/api/products/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     lags.push(
         converges(&format!("{c}/api/products/{id}"), |_, b| {
             b["stock"] == 5

@@ -29,20 +29,19 @@ pub struct Report {
 
 /// One multi-row upsert of monolith `rows` into this service's `products`, by field ownership:
 /// - stock and sales always take the monolith's values: orders, which live there, own them;
-/// - the descriptive fields and the price take the monolith's values only from a newer row
-///   (`updated_at`), so a write made here is never undone by an older copy.
-///
-/// With `written_back = Some(position)` (the continuous sync), a product with a write of this
-/// service's own after that handoff position (not yet in the monolith) keeps its fields too:
-/// they are newer than the monolith's whatever its `updated_at` says (an order bumps it). The
-/// check runs inside the statement, against this database's latest state.
+/// - the product's own fields (the descriptive ones and the price) take the monolith's values
+///   only from a newer *edit* (`edited_at`; orders bump `updated_at` but not `edited_at`), so
+///   an edit made here is never undone by an older one made there, whichever side writes back
+///   first. The same rule runs the other way in [`crate::handoff`], so both sides converge on
+///   the latest edit.
 ///
 /// Rows that would not change are left alone, so applying the same rows twice writes nothing.
 /// Shared by the backfill and the continuous sync.
-pub(crate) fn upsert(rows: &[sqlx::any::AnyRow], written_back: Option<i64>) -> anyhow::Result<Sql> {
-    let mut insert = Sql::new(
-        "INSERT INTO products (id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at) VALUES ",
-    );
+pub(crate) fn upsert(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<Sql> {
+    let mut insert = Sql::new(&format!(
+        "INSERT INTO products ({}) VALUES ",
+        crate::sync::PRODUCT_COLUMNS
+    ));
     for (i, r) in rows.iter().enumerate() {
         if i > 0 {
             insert.push(", ");
@@ -54,18 +53,12 @@ pub(crate) fn upsert(rows: &[sqlx::any::AnyRow], written_back: Option<i64>) -> a
         }
         insert.bind(r.try_get::<i64, _>("price_cents")?).push(", ");
         insert.bind(r.try_get::<String, _>("currency")?).push(", ");
-        for col in ["stock", "sales", "created_at"] {
+        for col in ["stock", "sales", "created_at", "updated_at"] {
             insert.bind(r.try_get::<i64, _>(col)?).push(", ");
         }
-        insert.bind(r.try_get::<i64, _>("updated_at")?).push(")");
+        insert.bind(r.try_get::<i64, _>("edited_at")?).push(")");
     }
-    let mut newer = String::from("excluded.updated_at > products.updated_at");
-    if let Some(position) = written_back {
-        // A number we computed, not client input.
-        newer.push_str(&format!(
-            " AND NOT EXISTS (SELECT 1 FROM product_outbox o WHERE o.product_id = products.id AND o.seq > {position})"
-        ));
-    }
+    let edited = "excluded.edited_at > products.edited_at";
     insert.push(" ON CONFLICT (id) DO UPDATE SET stock = excluded.stock, sales = excluded.sales");
     for col in [
         "sku",
@@ -75,14 +68,18 @@ pub(crate) fn upsert(rows: &[sqlx::any::AnyRow], written_back: Option<i64>) -> a
         "price_cents",
         "currency",
         "created_at",
-        "updated_at",
+        "edited_at",
     ] {
         insert.push(&format!(
-            ", {col} = CASE WHEN {newer} THEN excluded.{col} ELSE products.{col} END"
+            ", {col} = CASE WHEN {edited} THEN excluded.{col} ELSE products.{col} END"
         ));
     }
+    insert.push(
+        ", updated_at = CASE WHEN excluded.updated_at > products.updated_at THEN excluded.updated_at ELSE products.updated_at END",
+    );
     insert.push(&format!(
-        " WHERE ({newer}) OR excluded.stock <> products.stock OR excluded.sales <> products.sales"
+        " WHERE {edited} OR excluded.stock <> products.stock OR excluded.sales <> products.sales \
+         OR excluded.updated_at > products.updated_at"
     ));
     Ok(insert)
 }
@@ -132,10 +129,10 @@ pub async fn run(
     }
     let started = Instant::now();
     loop {
-        let rows = sqlx::query(
-            "SELECT id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at \
-             FROM products WHERE id > ? ORDER BY id LIMIT ?",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM products WHERE id > ? ORDER BY id LIMIT ?",
+            crate::sync::PRODUCT_COLUMNS
+        )))
         .bind(last)
         .bind(batch)
         .fetch_all(&source.pool)
@@ -144,7 +141,7 @@ pub async fn run(
         if rows.is_empty() {
             break;
         }
-        let insert = upsert(&rows, None)?;
+        let insert = upsert(&rows)?;
         last = rows
             .last()
             .map(|r| r.try_get::<i64, _>("id"))

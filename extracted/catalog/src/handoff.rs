@@ -10,7 +10,8 @@
 //!
 //! Every API write here appends to `product_outbox` in the same transaction ([`record`]). This
 //! loop follows that outbox ([`service_kit::outbox`]), re-reads the current rows here, and writes
-//! them into the monolith's `products`, committing its checkpoint in the monolith's own
+//! them into the monolith's `products` where they are the newer edit (`edited_at`: when writes
+//! move back and forth, the last edit wins on both sides, whichever direction delivers first), committing its checkpoint in the monolith's own
 //! `sync_state` in the same transaction, so a change is written back exactly once. Those writes
 //! fire the monolith's change triggers, and the forward sync ([`crate::sync`]) reads them back
 //! as no-ops: copies are equal, and nothing but an API write appends to this outbox, so the two
@@ -129,6 +130,9 @@ fn update_statement(
     r: &sqlx::any::AnyRow,
     stock: Option<i64>,
 ) -> anyhow::Result<Sql> {
+    // Only over an older edit: a newer one made in the monolith (writes moved back meanwhile)
+    // wins, and the forward sync brings it here.
+    let edited_at: i64 = r.try_get("edited_at")?;
     let mut q = Sql::for_backend(backend, "UPDATE products SET price_cents = ");
     q.bind(r.try_get::<i64, _>("price_cents")?);
     q.push(", currency = ")
@@ -137,12 +141,19 @@ fn update_statement(
         q.push(&format!(", {col} = "))
             .bind(r.try_get::<String, _>(col)?);
     }
-    q.push(", updated_at = ")
-        .bind(r.try_get::<i64, _>("updated_at")?);
+    q.push(", edited_at = ").bind(edited_at);
+    // `updated_at` only moves forward (an order may have bumped it past this edit).
+    let updated_at: i64 = r.try_get("updated_at")?;
+    q.push(", updated_at = CASE WHEN updated_at < ")
+        .bind(updated_at)
+        .push(" THEN ")
+        .bind(updated_at)
+        .push(" ELSE updated_at END");
     if let Some(stock) = stock {
         q.push(", stock = ").bind(stock);
     }
     q.push(" WHERE id = ").bind(r.try_get::<i64, _>("id")?);
+    q.push(" AND edited_at < ").bind(edited_at);
     Ok(q)
 }
 
@@ -160,7 +171,7 @@ fn insert_statement(backend: Backend, r: &sqlx::any::AnyRow) -> anyhow::Result<S
     }
     q.push(", ").bind(r.try_get::<i64, _>("price_cents")?);
     q.push(", ").bind(r.try_get::<String, _>("currency")?);
-    for col in ["stock", "sales", "created_at", "updated_at"] {
+    for col in ["stock", "sales", "created_at", "updated_at", "edited_at"] {
         q.push(", ").bind(r.try_get::<i64, _>(col)?);
     }
     q.push(")");

@@ -177,7 +177,7 @@ async fn create(
     let input = ProductInput::parse(&body, false)?;
     let now = clock::now_ms();
     let mut sql = Sql::new(
-        "INSERT INTO products (sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at) VALUES (",
+        "INSERT INTO products (sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at, edited_at) VALUES (",
     );
     sql.bind(input.sku.unwrap_or_default()).push(", ");
     sql.bind(input.name.unwrap_or_default()).push(", ");
@@ -186,7 +186,8 @@ async fn create(
     sql.bind(input.price_cents.unwrap_or_default()).push(", ");
     sql.bind(input.currency.unwrap_or_default()).push(", ");
     sql.bind(input.stock.unwrap_or_default()).push(", 0, ");
-    sql.bind(now).push(", ").bind(now).push(") RETURNING id");
+    sql.bind(now).push(", ").bind(now).push(", ").bind(now);
+    sql.push(") RETURNING id");
     let mut tx = ctx.db.pool.begin().await?;
     let id: i64 = sql
         .build_scalar()
@@ -235,8 +236,9 @@ async fn update(
     raw: &str,
     input: ProductInput,
 ) -> Result<Json<Product>> {
+    let now = clock::now_ms();
     let mut sql = Sql::new("UPDATE products SET updated_at = ");
-    sql.bind(clock::now_ms());
+    sql.bind(now).push(", edited_at = ").bind(now);
     for (column, value) in input.text_columns() {
         sql.push(&format!(", {column} = ")).bind(value);
     }

@@ -5,12 +5,9 @@
 //! writing this service's changes back). Each round follows that outbox
 //! ([`service_kit::outbox`]), re-reads the *current* rows of the changed products, applies them
 //! here by field ownership ([`crate::backfill::upsert`]: stock and sales from the monolith,
-//! descriptive fields and price only from a newer row), deletes the ones that are gone, and
-//! advances the checkpoint, in one transaction here.
-//!
-//! A product with a change of its own still waiting in the handoff outbox (not yet written back
-//! to the monolith) takes only stock and sales, and is not deleted: its other fields here are
-//! newer than the monolith's, whatever the monolith's `updated_at` says (an order bumps it too).
+//! the product's own fields only from a newer edit), deletes the ones that are gone (unless
+//! this service has a write of that product still to hand back), and advances the checkpoint,
+//! in one transaction here.
 
 use std::collections::BTreeSet;
 
@@ -28,7 +25,7 @@ pub const MONOLITH_OUTBOX: Outbox = Outbox {
     seq: "seq",
     key: "product_id",
 };
-pub(crate) const PRODUCT_COLUMNS: &str = "id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at";
+pub(crate) const PRODUCT_COLUMNS: &str = "id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at, edited_at";
 
 /// One round: returns how many product rows were applied.
 pub async fn round(
@@ -41,9 +38,6 @@ pub async fn round(
     let Some(changes) = follower.next(source, checkpoint).await? else {
         return Ok(0);
     };
-    // Read before the rows: a write-back that lands in between then only makes this round more
-    // careful, and the monolith's trigger brings the product round again.
-    let written_back = outbox::checkpoint(source, crate::handoff::CHECKPOINT).await?;
     let rows = read_rows(source, &changes.keys, "products").await?;
     let present: BTreeSet<i64> = rows
         .iter()
@@ -53,7 +47,7 @@ pub async fn round(
     let mut tx = target.pool.begin().await?;
     let mut applied = 0;
     if !rows.is_empty() {
-        applied += crate::backfill::upsert(&rows, Some(written_back))?
+        applied += crate::backfill::upsert(&rows)?
             .build()
             .execute(&mut *tx)
             .await?
@@ -62,9 +56,8 @@ pub async fn round(
     for gone in changes.keys.difference(&present) {
         let mut del = Sql::new("DELETE FROM products WHERE id = ");
         del.bind(*gone).push(
-            " AND NOT EXISTS (SELECT 1 FROM product_outbox o WHERE o.product_id = products.id AND o.seq > ",
+            " AND NOT EXISTS (SELECT 1 FROM product_outbox o WHERE o.product_id = products.id)",
         );
-        del.bind(written_back).push(")");
         applied += del.build().execute(&mut *tx).await?.rows_affected() as usize;
     }
     if changes.advance_to > checkpoint {
