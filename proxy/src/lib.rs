@@ -14,6 +14,7 @@
 //! - [`reload`]: the live table, swapped atomically on file change, poll or SIGHUP.
 //! - [`forward`]: the Pingora `ProxyHttp` phases: routing, headers, retries, error answers.
 //! - [`admin`], [`metrics`]: what operators see.
+//! - [`shadow`]: shadow traffic; so far the response comparison (issue 5).
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.
 
 pub mod admin;
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod reload;
 pub mod route_table;
 pub mod server;
+pub mod shadow;
 pub mod split;
 pub mod upstream;

@@ -1,0 +1,312 @@
+//! Comparing a candidate's JSON answer with the primary's, field by field.
+//!
+//! A difference is reported at its concrete path (`/hits/3/score`) and at its template, the
+//! path with array positions replaced by `*` (`/hits/*/score`): results are counted per
+//! template, so a thousand hits differing in `score` are one finding, not a thousand.
+//!
+//! A route's [`Rules`] say what does not count:
+//! - `ignore`: paths whose values may differ freely (`/items/*/updated_at`); `*` stands for
+//!   any one key or array position;
+//! - `unordered`: arrays compared as multisets (each element of one matched to an equal element
+//!   of the other), for answers whose order is not part of the contract;
+//! - `tolerance`: numbers at a path that may differ by up to an absolute amount.
+
+use serde_json::Value;
+
+/// A path pattern: segments separated by `/`, `*` matching any one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern(Vec<String>);
+
+impl PathPattern {
+    /// Parses `/a/*/b`. The empty pattern `/` is the whole body.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let Some(rest) = s.strip_prefix('/') else {
+            return Err(format!("path {s:?} must start with /"));
+        };
+        if rest.is_empty() {
+            return Ok(Self(Vec::new()));
+        }
+        let segs: Vec<String> = rest.split('/').map(str::to_owned).collect();
+        if segs.iter().any(String::is_empty) {
+            return Err(format!("path {s:?} has an empty segment"));
+        }
+        Ok(Self(segs))
+    }
+
+    fn matches(&self, path: &[String]) -> bool {
+        self.0.len() == path.len() && self.0.iter().zip(path).all(|(p, s)| p == "*" || p == s)
+    }
+}
+
+/// What a route allows to differ.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub ignore: Vec<PathPattern>,
+    pub unordered: Vec<PathPattern>,
+    pub tolerance: Vec<(PathPattern, f64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffKind {
+    /// Present in the primary's answer only.
+    Missing,
+    /// Present in the candidate's answer only.
+    Extra,
+    /// Different JSON types.
+    Type,
+    /// Same type, different value.
+    Value,
+    /// An element of an unordered array with no equal element on the other side.
+    Unmatched,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// JSON-pointer style, with array positions (`/hits/3/score`).
+    pub path: String,
+    /// The same with positions as `*` (`/hits/*/score`): what results are counted by.
+    pub template: String,
+    pub kind: DiffKind,
+}
+
+/// The differences between `primary` and `candidate` under `rules`, in document order.
+pub fn compare(primary: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut path = Vec::new();
+    let mut template = Vec::new();
+    walk(
+        primary,
+        candidate,
+        rules,
+        &mut path,
+        &mut template,
+        &mut out,
+    );
+    out
+}
+
+fn render(segs: &[String]) -> String {
+    if segs.is_empty() {
+        return "/".to_owned();
+    }
+    let mut s = String::new();
+    for seg in segs {
+        s.push('/');
+        s.push_str(seg);
+    }
+    s
+}
+
+fn push(out: &mut Vec<Difference>, path: &[String], template: &[String], kind: DiffKind) {
+    out.push(Difference {
+        path: render(path),
+        template: render(template),
+        kind,
+    });
+}
+
+fn walk(
+    a: &Value,
+    b: &Value,
+    rules: &Rules,
+    path: &mut Vec<String>,
+    template: &mut Vec<String>,
+    out: &mut Vec<Difference>,
+) {
+    if rules.ignore.iter().any(|p| p.matches(path)) {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                path.push(k.clone());
+                template.push(k.clone());
+                match y.get(k) {
+                    Some(vb) => walk(va, vb, rules, path, template, out),
+                    None if !rules.ignore.iter().any(|p| p.matches(path)) => {
+                        push(out, path, template, DiffKind::Missing)
+                    }
+                    None => {}
+                }
+                path.pop();
+                template.pop();
+            }
+            for k in y.keys().filter(|k| !x.contains_key(*k)) {
+                path.push(k.clone());
+                template.push(k.clone());
+                if !rules.ignore.iter().any(|p| p.matches(path)) {
+                    push(out, path, template, DiffKind::Extra);
+                }
+                path.pop();
+                template.pop();
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if rules.unordered.iter().any(|p| p.matches(path)) => {
+            // Multiset matching: each primary element takes the first unused equal candidate.
+            let mut used = vec![false; y.len()];
+            template.push("*".to_owned());
+            for (i, va) in x.iter().enumerate() {
+                path.push(i.to_string());
+                let found = y.iter().enumerate().position(|(j, vb)| {
+                    !used[j] && {
+                        let mut probe = Vec::new();
+                        walk(
+                            va,
+                            vb,
+                            rules,
+                            &mut path.clone(),
+                            &mut template.clone(),
+                            &mut probe,
+                        );
+                        probe.is_empty()
+                    }
+                });
+                match found {
+                    Some(j) => used[j] = true,
+                    None => push(out, path, template, DiffKind::Unmatched),
+                }
+                path.pop();
+            }
+            for (j, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
+                path.push(j.to_string());
+                push(out, path, template, DiffKind::Extra);
+                path.pop();
+            }
+            template.pop();
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            template.push("*".to_owned());
+            for i in 0..x.len().max(y.len()) {
+                path.push(i.to_string());
+                match (x.get(i), y.get(i)) {
+                    (Some(va), Some(vb)) => walk(va, vb, rules, path, template, out),
+                    (Some(_), None) => push(out, path, template, DiffKind::Missing),
+                    (None, Some(_)) => push(out, path, template, DiffKind::Extra),
+                    (None, None) => {}
+                }
+                path.pop();
+            }
+            template.pop();
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            let equal = x == y
+                || match (x.as_f64(), y.as_f64()) {
+                    (Some(fx), Some(fy)) => rules
+                        .tolerance
+                        .iter()
+                        .any(|(p, tol)| p.matches(path) && (fx - fy).abs() <= *tol),
+                    _ => false,
+                };
+            if !equal {
+                push(out, path, template, DiffKind::Value);
+            }
+        }
+        _ if std::mem::discriminant(a) != std::mem::discriminant(b) => {
+            push(out, path, template, DiffKind::Type)
+        }
+        _ if a != b => push(out, path, template, DiffKind::Value),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rules(ignore: &[&str], unordered: &[&str], tolerance: &[(&str, f64)]) -> Rules {
+        let p = |s: &&str| PathPattern::parse(s).unwrap();
+        Rules {
+            ignore: ignore.iter().map(p).collect(),
+            unordered: unordered.iter().map(p).collect(),
+            tolerance: tolerance
+                .iter()
+                .map(|(s, t)| (PathPattern::parse(s).unwrap(), *t))
+                .collect(),
+        }
+    }
+
+    fn found(d: &[Difference]) -> Vec<(&str, &str, DiffKind)> {
+        d.iter()
+            .map(|d| (d.path.as_str(), d.template.as_str(), d.kind))
+            .collect()
+    }
+
+    #[test]
+    fn equal_answers_have_no_differences() {
+        let v = json!({"a": [1, {"b": null}], "c": "x"});
+        assert!(compare(&v, &v, &Rules::default()).is_empty());
+    }
+
+    #[test]
+    fn differences_are_located_and_templated() {
+        let a = json!({"items": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], "total": 2, "gone": true});
+        let b = json!({"items": [{"id": 1, "name": "a"}, {"id": 2, "name": "B"}], "total": "2", "new": 1});
+        assert_eq!(
+            found(&compare(&a, &b, &Rules::default())),
+            vec![
+                ("/gone", "/gone", DiffKind::Missing),
+                ("/items/1/name", "/items/*/name", DiffKind::Value),
+                ("/total", "/total", DiffKind::Type),
+                ("/new", "/new", DiffKind::Extra),
+            ]
+        );
+    }
+
+    #[test]
+    fn ignored_paths_do_not_count() {
+        let a = json!({"items": [{"id": 1, "updated_at": "x"}], "at": 1});
+        let b = json!({"items": [{"id": 1, "updated_at": "y"}]});
+        let r = rules(&["/items/*/updated_at", "/at"], &[], &[]);
+        assert!(compare(&a, &b, &r).is_empty());
+        let d = compare(&a, &b, &rules(&["/items/*/updated_at"], &[], &[]));
+        assert_eq!(found(&d), vec![("/at", "/at", DiffKind::Missing)]);
+    }
+
+    #[test]
+    fn unordered_arrays_match_as_multisets() {
+        let r = rules(&["/hits/*/score"], &["/hits"], &[]);
+        let a =
+            json!({"hits": [{"id": 1, "score": 3}, {"id": 2, "score": 2}, {"id": 2, "score": 1}]});
+        let b =
+            json!({"hits": [{"id": 2, "score": 9}, {"id": 1, "score": 8}, {"id": 2, "score": 7}]});
+        assert!(compare(&a, &b, &r).is_empty());
+        let c = json!({"hits": [{"id": 2}, {"id": 1}, {"id": 3}]});
+        assert_eq!(
+            found(&compare(&a, &c, &r)),
+            vec![
+                ("/hits/2", "/hits/*", DiffKind::Unmatched),
+                ("/hits/2", "/hits/*", DiffKind::Extra),
+            ]
+        );
+        // Without the rule, order matters.
+        assert!(!compare(&a, &b, &rules(&["/hits/*/score"], &[], &[])).is_empty());
+    }
+
+    #[test]
+    fn numbers_within_tolerance_are_equal() {
+        let r = rules(&[], &[], &[("/price", 0.5)]);
+        assert!(compare(&json!({"price": 10.0}), &json!({"price": 10.4}), &r).is_empty());
+        assert_eq!(
+            compare(&json!({"price": 10}), &json!({"price": 11}), &r).len(),
+            1
+        );
+        assert!(
+            compare(&json!(1), &json!(1.0), &Rules::default()).len() == 1,
+            "1 and 1.0 differ as JSON"
+        );
+    }
+
+    #[test]
+    fn patterns_are_checked() {
+        assert!(PathPattern::parse("items").is_err());
+        assert!(PathPattern::parse("/a//b").is_err());
+        assert_eq!(PathPattern::parse("/").unwrap(), PathPattern(vec![]));
+        let r = rules(&["/"], &[], &[]);
+        assert!(
+            compare(&json!(1), &json!("x"), &r).is_empty(),
+            "/ ignores the whole body"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Shadow traffic: a copy of live requests sent to a candidate upstream, its answers compared
+//! with the primary's (issue 5).
+//!
+//! Built so far: [`compare`], the field-by-field comparison of two responses under a route's
+//! rules. Mirroring requests off the client's path, noise learning, the result store and its
+//! reports come next; the route table does not accept `shadow` yet.
+
+pub mod compare;
