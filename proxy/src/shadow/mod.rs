@@ -2,7 +2,9 @@
 //! with the primary's (issue 5).
 //!
 //! Built so far: [`compare`], the field-by-field comparison of two responses under a route's
-//! rules. Mirroring requests off the client's path, noise learning, the result store and its
-//! reports come next; the route table does not accept `shadow` yet.
+//! rules, and [`noise`], which learns from two primaries which fields are noise. Mirroring
+//! requests off the client's path, the result store and its reports come next; the route table
+//! does not accept `shadow` yet.
 
 pub mod compare;
+pub mod noise;
