@@ -2,9 +2,10 @@
 //! with the primary's (issue 5).
 //!
 //! Built so far: [`compare`], the field-by-field comparison of two responses under a route's
-//! rules, and [`noise`], which learns from two primaries which fields are noise. Mirroring
-//! requests off the client's path, the result store and its reports come next; the route table
-//! does not accept `shadow` yet.
+//! rules; [`noise`], which learns from two primaries which fields are noise; [`redact`], which
+//! keeps credentials out of stored samples. Mirroring requests off the client's path, the
+//! result store and its reports come next; the route table does not accept `shadow` yet.
 
 pub mod compare;
 pub mod noise;
+pub mod redact;

@@ -1,0 +1,126 @@
+//! Redaction of what a stored mismatch sample must never hold: credentials in headers and
+//! secret-looking fields in JSON bodies. Samples are shown in the admin API, in reports and
+//! possibly shared through Redis, so they are redacted before they are stored, not when shown.
+
+use serde_json::Value;
+
+pub const REDACTED: &str = "[redacted]";
+
+/// Headers whose values are credentials.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+    "x-csrf-token",
+];
+
+/// Substrings of JSON field names (lower-cased) whose values are treated as secrets.
+const SECRET_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "sid",
+    "session",
+    "cookie",
+    "authorization",
+    "credit_card",
+    "card_number",
+    "cvv",
+];
+
+/// True when a header's value must not be stored.
+pub fn is_secret_header(name: &str) -> bool {
+    SECRET_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+fn is_secret_field(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    // `sid` only as a whole word, so `side` or `considered` are kept.
+    SECRET_FIELDS.iter().any(|s| {
+        if *s == "sid" {
+            n == "sid" || n.ends_with("_sid") || n.starts_with("sid_")
+        } else {
+            n.contains(s)
+        }
+    })
+}
+
+/// Replaces the value of every secret-looking field, at any depth.
+pub fn redact_json(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if is_secret_field(k) {
+                    *val = Value::String(REDACTED.to_owned());
+                } else {
+                    redact_json(val);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+/// Headers as stored in a sample: secrets replaced, names lower-cased.
+pub fn redact_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .map(|(k, v)| {
+            let value = if is_secret_header(k) { REDACTED } else { v };
+            (k.to_ascii_lowercase(), value.to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_replaced_at_any_depth() {
+        let mut v = json!({
+            "user": {"email": "a@b.co", "password": "hunter2", "session_id": "abc"},
+            "items": [{"access_token": "t", "side": "left"}],
+            "sid": "s", "considered": true, "Api_Key": "k"
+        });
+        redact_json(&mut v);
+        assert_eq!(
+            v,
+            json!({
+                "user": {"email": "a@b.co", "password": REDACTED, "session_id": REDACTED},
+                "items": [{"access_token": REDACTED, "side": "left"}],
+                "sid": REDACTED, "considered": true, "Api_Key": REDACTED
+            })
+        );
+    }
+
+    #[test]
+    fn credential_headers_are_replaced() {
+        let h = redact_headers([
+            ("Cookie", "sid=abc"),
+            ("Set-Cookie", "sid=def; HttpOnly"),
+            ("Authorization", "Bearer x"),
+            ("Content-Type", "application/json"),
+        ]);
+        assert_eq!(
+            h,
+            vec![
+                ("cookie".to_owned(), REDACTED.to_owned()),
+                ("set-cookie".to_owned(), REDACTED.to_owned()),
+                ("authorization".to_owned(), REDACTED.to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ]
+        );
+    }
+}
