@@ -62,6 +62,7 @@ pub struct RouteSection {
     pub headers: BTreeMap<Spanned<String>, Spanned<String>>,
     pub upstream: Spanned<String>,
     pub split: Option<Spanned<SplitSection>>,
+    pub shadow: Option<Spanned<ShadowSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,4 +71,25 @@ pub struct SplitSection {
     pub to: Spanned<String>,
     pub percent: Spanned<f64>,
     pub sticky: Option<Spanned<String>>,
+}
+
+/// `[route.shadow]`: a copy of sampled requests goes to `to`, and its answers are compared.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSection {
+    pub to: Spanned<String>,
+    pub percent: Spanned<f64>,
+    /// Mirror POST/PUT/PATCH/DELETE too (off by default: the candidate would write twice).
+    pub writes: Option<bool>,
+    /// Noise learning: the same request also goes to this (old-code) upstream.
+    pub second_primary: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_in_flight: Option<Spanned<i64>>,
+    pub max_request_body: Option<Spanned<String>>,
+    pub max_response_body: Option<Spanned<String>>,
+    /// Response headers compared (besides the status and the body).
+    pub headers: Option<Vec<Spanned<String>>>,
+    pub ignore: Option<Vec<Spanned<String>>>,
+    pub unordered: Option<Vec<Spanned<String>>>,
+    pub tolerance: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
 }

@@ -10,8 +10,14 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use toml::Spanned;
 
-use super::file::{FileConfig, HealthSection, RouteSection, SplitSection, UpstreamSection};
+use super::file::{
+    FileConfig, HealthSection, RouteSection, ShadowSection, SplitSection, UpstreamSection,
+};
 use super::model::*;
+use crate::shadow::compare::{PathPattern, Rules};
+
+/// Shadows in flight per route when `max_in_flight` is not set.
+pub const DEFAULT_SHADOW_IN_FLIGHT: usize = 64;
 use crate::route_table::normalize::normalize;
 
 /// One problem, located.
@@ -106,6 +112,27 @@ impl Checker<'_> {
         }
     }
 
+    fn size(&mut self, v: &Option<Spanned<String>>, default: usize, what: &str) -> usize {
+        let Some(v) = v else { return default };
+        match parse_size(v.get_ref()) {
+            Some(n) if n <= 64 * 1024 * 1024 => n,
+            Some(_) => {
+                self.at(v.span(), format!("{what} must be at most 64MiB"));
+                default
+            }
+            None => {
+                self.at(
+                    v.span(),
+                    format!(
+                        "invalid size {:?}: expected a number and a unit, such as 512B, 64KiB or 1MiB",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
     fn address(&mut self, v: &Spanned<String>) -> Option<SocketAddr> {
         let s = v.get_ref();
         if let Ok(a) = s.parse::<SocketAddr>() {
@@ -156,6 +183,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "s" => Some(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs),
         "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+/// `512B`, `64KiB`, `1MiB` (binary units; `KB`/`MB` are refused as ambiguous).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: usize = n.parse().ok()?;
+    match unit {
+        "B" => Some(n),
+        "KiB" => n.checked_mul(1024),
+        "MiB" => n.checked_mul(1024 * 1024),
         _ => None,
     }
 }
@@ -420,6 +460,7 @@ fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> Option<Rout
         c.at(r.upstream.span(), format!("unknown upstream {upstream:?}"));
     }
     let split = r.split.as_ref().map(|s| split(c, s, upstream, &known));
+    let shadow = r.shadow.as_ref().map(|s| shadow(c, s, upstream, &known));
     Some(RouteSpec {
         id: id.clone(),
         path,
@@ -427,7 +468,124 @@ fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> Option<Rout
         headers,
         upstream: upstream.clone(),
         split: split.flatten(),
+        shadow,
     })
+}
+
+fn percent_to_basis_points(c: &mut Checker<'_>, p: &Spanned<f64>) -> u32 {
+    let percent = *p.get_ref();
+    if (0.0..=100.0).contains(&percent) {
+        (percent * 100.0).round() as u32
+    } else {
+        c.at(
+            p.span(),
+            format!("percent must be between 0 and 100, not {percent}"),
+        );
+        0
+    }
+}
+
+fn shadow(
+    c: &mut Checker<'_>,
+    s: &Spanned<ShadowSection>,
+    upstream: &str,
+    known: &dyn Fn(&str) -> bool,
+) -> ShadowSpec {
+    let s = s.get_ref();
+    let to = s.to.get_ref();
+    if !known(to) {
+        c.at(s.to.span(), format!("unknown upstream {to:?}"));
+    } else if to == upstream {
+        c.at(
+            s.to.span(),
+            format!("shadow goes to {to:?}, the route's own upstream: nothing to compare"),
+        );
+    }
+    let basis_points = percent_to_basis_points(c, &s.percent);
+    let writes = s.writes.unwrap_or(false);
+    if let Some(second) = &s.second_primary {
+        let name = second.get_ref();
+        if !known(name) {
+            c.at(second.span(), format!("unknown upstream {name:?}"));
+        } else if name == to {
+            c.at(
+                second.span(),
+                "second_primary must run the old code, not the candidate's",
+            );
+        } else if writes {
+            c.at(
+                second.span(),
+                "second_primary cannot be used with writes = true: every mirrored write would reach the old code twice",
+            );
+        }
+    }
+    let timeout = c.duration(
+        &s.timeout,
+        Duration::from_secs(2),
+        (Duration::from_millis(10), Duration::from_secs(60)),
+        "shadow timeout",
+    );
+    let max_in_flight = match &s.max_in_flight {
+        Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            c.at(n.span(), "max_in_flight must be between 1 and 100000");
+            DEFAULT_SHADOW_IN_FLIGHT
+        }
+        None => DEFAULT_SHADOW_IN_FLIGHT,
+    };
+    let max_request_body = c.size(&s.max_request_body, 64 * 1024, "max_request_body");
+    let max_response_body = c.size(&s.max_response_body, 1024 * 1024, "max_response_body");
+    let mut headers = Vec::new();
+    match &s.headers {
+        None => headers.push(http::header::CONTENT_TYPE),
+        Some(list) => {
+            for h in list {
+                match HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                    Ok(name) => headers.push(name),
+                    Err(_) => c.at(h.span(), format!("invalid header name {:?}", h.get_ref())),
+                }
+            }
+        }
+    }
+    let pattern = |c: &mut Checker<'_>, p: &Spanned<String>| match PathPattern::parse(p.get_ref()) {
+        Ok(pat) => Some(pat),
+        Err(e) => {
+            c.at(p.span(), format!("invalid field path: {e}"));
+            None
+        }
+    };
+    let mut rules = Rules::default();
+    for p in s.ignore.iter().flatten() {
+        rules.ignore.extend(pattern(c, p));
+    }
+    for p in s.unordered.iter().flatten() {
+        rules.unordered.extend(pattern(c, p));
+    }
+    for (p, tol) in s.tolerance.iter().flatten() {
+        if let Some(pat) = pattern(c, p) {
+            let t = *tol.get_ref();
+            if t.is_finite() && t >= 0.0 {
+                rules.tolerance.push((pat, t));
+            } else {
+                c.at(
+                    tol.span(),
+                    format!("tolerance must be a number >= 0, not {t}"),
+                );
+            }
+        }
+    }
+    ShadowSpec {
+        to: to.clone(),
+        basis_points,
+        writes,
+        second_primary: s.second_primary.as_ref().map(|n| n.get_ref().clone()),
+        timeout,
+        max_in_flight,
+        max_request_body,
+        max_response_body,
+        headers,
+        rules,
+    }
 }
 
 fn split(
@@ -446,16 +604,7 @@ fn split(
             format!("split goes to {to:?}, the route's own upstream"),
         );
     }
-    let percent = *s.percent.get_ref();
-    let basis_points = if (0.0..=100.0).contains(&percent) {
-        (percent * 100.0).round() as u32
-    } else {
-        c.at(
-            s.percent.span(),
-            format!("percent must be between 0 and 100, not {percent}"),
-        );
-        0
-    };
+    let basis_points = percent_to_basis_points(c, &s.percent);
     let sticky = match s.sticky.as_ref().map(|k| (k, k.get_ref().as_str())) {
         None => StickyKey::PerRequest,
         Some((_, "client")) => StickyKey::ClientAddr,
@@ -616,6 +765,121 @@ upstream = "legacy"
             "methods = [\"GET\"]\nheaders = { x-beta = \"1\" }\n",
         );
         assert!(parse(&t, "routes.toml").is_ok());
+    }
+
+    const SHADOWED: &str = r#"
+[upstreams.legacy]
+addrs = ["127.0.0.1:3000"]
+
+[upstreams.legacy-b]
+addrs = ["127.0.0.1:3001"]
+
+[upstreams.search]
+addrs = ["127.0.0.1:4003"]
+
+[[route]]
+id = "search"
+path = "/api/search"
+upstream = "legacy"
+
+[route.shadow]
+to = "search"
+percent = 25
+second_primary = "legacy-b"
+timeout = "500ms"
+max_in_flight = 10
+max_request_body = "16KiB"
+max_response_body = "2MiB"
+headers = ["content-type", "cache-control"]
+ignore = ["/took_ms", "/hits/*/score"]
+unordered = ["/hits"]
+tolerance = { "/hits/*/price" = 0.5 }
+"#;
+
+    #[test]
+    fn shadow_section() {
+        let c = parse(SHADOWED, "routes.toml").unwrap();
+        let s = c.routes[0].shadow.as_ref().unwrap();
+        assert_eq!(s.to, "search");
+        assert_eq!(s.basis_points, 2500);
+        assert!(!s.writes, "writes are opt-in");
+        assert_eq!(s.second_primary.as_deref(), Some("legacy-b"));
+        assert_eq!(s.timeout, Duration::from_millis(500));
+        assert_eq!(s.max_in_flight, 10);
+        assert_eq!(
+            (s.max_request_body, s.max_response_body),
+            (16 * 1024, 2 * 1024 * 1024)
+        );
+        assert_eq!(s.headers.len(), 2);
+        assert_eq!(s.rules.ignore.len(), 2);
+        assert_eq!(s.rules.unordered.len(), 1);
+        assert_eq!(s.rules.tolerance[0].1, 0.5);
+        // Defaults.
+        let minimal = SHADOWED
+            .split("timeout =")
+            .next()
+            .unwrap()
+            .replace("second_primary = \"legacy-b\"\n", "");
+        let c = parse(&minimal, "routes.toml").unwrap();
+        let s = c.routes[0].shadow.as_ref().unwrap();
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.max_in_flight, DEFAULT_SHADOW_IN_FLIGHT);
+        assert_eq!(s.headers, vec![http::header::CONTENT_TYPE]);
+        assert_eq!(s.max_request_body, 64 * 1024);
+    }
+
+    #[test]
+    fn shadow_errors_are_located() {
+        let e = errors(&SHADOWED.replace("to = \"search\"", "to = \"serch\""));
+        assert!(
+            e[0].starts_with("routes.toml:17:6: unknown upstream \"serch\""),
+            "{e:?}"
+        );
+        let e = errors(&SHADOWED.replace("to = \"search\"", "to = \"legacy\""));
+        assert!(e[0].contains("the route's own upstream"), "{e:?}");
+        let e = errors(&SHADOWED.replace("percent = 25", "percent = 101"));
+        assert!(
+            e[0].starts_with("routes.toml:18:11: percent must be between 0 and 100"),
+            "{e:?}"
+        );
+        let e = errors(&SHADOWED.replace("percent = 25", "percent = 25\nwrites = true"));
+        assert!(
+            e[0].contains("second_primary cannot be used with writes = true"),
+            "{e:?}"
+        );
+        let e = errors(&SHADOWED.replace("\"16KiB\"", "\"16KB\""));
+        assert!(e[0].contains("invalid size \"16KB\""), "{e:?}");
+        let e = errors(&SHADOWED.replace("\"/took_ms\"", "\"took_ms\""));
+        assert!(
+            e[0].contains("invalid field path: path \"took_ms\" must start with /"),
+            "{e:?}"
+        );
+        let e = errors(&SHADOWED.replace("= 0.5", "= -1"));
+        assert!(e[0].contains("tolerance must be a number >= 0"), "{e:?}");
+        let e = errors(&SHADOWED.replace("max_in_flight = 10", "max_in_flight = 0"));
+        assert!(
+            e[0].contains("max_in_flight must be between 1 and 100000"),
+            "{e:?}"
+        );
+        let e = errors(&SHADOWED.replace("percent = 25", "percent = 25\nmirror_posts = true"));
+        assert!(
+            e[0].starts_with("routes.toml:19:1: unknown field `mirror_posts`"),
+            "{e:?}"
+        );
+        let e = errors(&SHADOWED.replace(
+            "second_primary = \"legacy-b\"",
+            "second_primary = \"search\"",
+        ));
+        assert!(e[0].contains("must run the old code"), "{e:?}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512B"), Some(512));
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("1MB"), None);
+        assert_eq!(parse_size("1024"), None);
     }
 
     #[test]

@@ -65,6 +65,30 @@ pub struct RouteSpec {
     pub headers: Vec<(HeaderName, String)>,
     pub upstream: String,
     pub split: Option<SplitSpec>,
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// A route's shadow: sampled requests are mirrored to `to` and the answers compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowSpec {
+    pub to: String,
+    /// Share of requests mirrored, in hundredths of a percent (0..=10_000).
+    pub basis_points: u32,
+    /// POST/PUT/PATCH/DELETE are mirrored only when true.
+    pub writes: bool,
+    /// Noise learning: the request also goes to this upstream, running the old code.
+    pub second_primary: Option<String>,
+    /// Whole exchange with the candidate (connect, send, read the answer).
+    pub timeout: Duration,
+    /// Shadows in flight for this route; beyond it new ones are dropped and counted.
+    pub max_in_flight: usize,
+    /// Requests with a larger body are not mirrored (counted).
+    pub max_request_body: usize,
+    /// Answers larger than this are not compared (counted).
+    pub max_response_body: usize,
+    /// Response headers compared, besides the status and the body.
+    pub headers: Vec<HeaderName>,
+    pub rules: crate::shadow::compare::Rules,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -39,7 +39,7 @@ impl PathPattern {
 }
 
 /// What a route allows to differ.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rules {
     pub ignore: Vec<PathPattern>,
     pub unordered: Vec<PathPattern>,
