@@ -6,11 +6,17 @@
 //!   request counters.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /healthz`: 200 while the process serves.
+//! - `GET /shadow`: shadow results per route, endpoint and field (JSON; `?route=` to pick one,
+//!   `?samples=true` to include the stored samples, `?local=true` for this instance only when
+//!   results are shared through Redis). `GET /shadow/report`: the same as text, as
+//!   `banyan shadow report` prints it. `DELETE /shadow`: forget all results (shared ones too),
+//!   for instance after changing a route's comparison rules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,11 +24,17 @@ use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
+use crate::shadow::report;
+use crate::shadow::results::{self, Results, Snapshot};
+use crate::shadow::share::Shared;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
+    pub results: Arc<Results>,
+    /// Set once the Redis that results are shared through is connected.
+    pub shared: Arc<std::sync::OnceLock<Shared>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -30,6 +42,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/routes", get(routes))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/shadow", get(shadow).delete(shadow_reset))
+        .route("/shadow/report", get(shadow_report))
         .with_state(state);
     service_kit::server::with_common_layers(api)
 }
@@ -52,6 +66,14 @@ async fn routes(State(s): State<AdminState>) -> Json<Value> {
                     "to": sp.to,
                     "percent": f64::from(sp.basis_points) / 100.0,
                     "sticky": sp.sticky.to_string(),
+                })),
+                "shadow": r.shadow.as_ref().map(|sh| json!({
+                    "to": sh.to,
+                    "percent": f64::from(sh.basis_points) / 100.0,
+                    "writes": sh.writes,
+                    "second_primary": sh.second_primary,
+                    "timeout_ms": sh.timeout.as_millis() as u64,
+                    "max_in_flight": sh.max_in_flight,
                 })),
                 "requests": counters.get(&r.id).cloned().unwrap_or_default(),
             })
@@ -92,4 +114,85 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 
 async fn healthz(State(s): State<AdminState>) -> Json<Value> {
     Json(json!({"status": "ok", "version": s.live.current().version}))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ShadowQuery {
+    route: Option<String>,
+    #[serde(default)]
+    samples: bool,
+    #[serde(default)]
+    local: bool,
+}
+
+/// The results to show: shared ones (every instance, plus what this one has not flushed yet)
+/// when Redis is configured and reachable, else this instance's.
+async fn shadow_snapshot(s: &AdminState, local: bool) -> Result<(&'static str, Snapshot), String> {
+    match s.shared.get() {
+        Some(shared) if !local => {
+            let mut snap = shared
+                .read()
+                .await
+                .map_err(|e| format!("cannot read shared shadow results from Redis: {e}"))?;
+            results::merge(&mut snap, s.results.pending());
+            Ok(("redis", snap))
+        }
+        _ => Ok(("local", s.results.snapshot())),
+    }
+}
+
+async fn shadow(
+    State(s): State<AdminState>,
+    Query(q): Query<ShadowQuery>,
+) -> axum::response::Response {
+    let (source, mut snap) = match shadow_snapshot(&s, q.local).await {
+        Ok(x) => x,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": {"code": "unavailable", "message": e}})),
+            )
+                .into_response();
+        }
+    };
+    if let Some(r) = &q.route {
+        snap.retain(|id, _| id == r);
+    }
+    if !q.samples {
+        for r in snap.values_mut() {
+            r.samples.clear();
+        }
+    }
+    Json(json!({"source": source, "routes": snap})).into_response()
+}
+
+async fn shadow_report(
+    State(s): State<AdminState>,
+    Query(q): Query<ShadowQuery>,
+) -> axum::response::Response {
+    match shadow_snapshot(&s, q.local).await {
+        Ok((_, snap)) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            report::render(&snap, q.route.as_deref()),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
+}
+
+async fn shadow_reset(State(s): State<AdminState>) -> axum::response::Response {
+    s.results.reset();
+    if let Some(shared) = s.shared.get()
+        && let Err(e) = shared.reset().await
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": "unavailable", "message": format!("local results reset; shared ones not: {e}")}})),
+        )
+            .into_response();
+    }
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -1,5 +1,6 @@
 //! The `banyan` command line: `run` serves, `check` validates route tables offline with the same
-//! validation every reload uses.
+//! validation every reload uses, `shadow report` prints shadow comparison results (from a running
+//! proxy's admin API, or straight from the Redis that proxies share them through).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +10,9 @@ use clap::{Parser, Subcommand};
 
 use crate::config;
 use crate::server::{self, Overrides};
+use crate::shadow::report;
+use crate::shadow::results::Snapshot;
+use crate::shadow::share::Shared;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +41,17 @@ pub enum Command {
         /// Seconds requests in flight get to finish after SIGTERM
         #[arg(long, env = "BANYAN_SHUTDOWN_GRACE", default_value_t = 5)]
         shutdown_grace: u64,
+        /// Share shadow results with other instances through this Redis (redis://host:port/db)
+        #[arg(long, env = "BANYAN_SHADOW_REDIS", hide_env_values = true)]
+        shadow_redis: Option<String>,
+        /// Key prefix of shared shadow results
+        #[arg(long, env = "BANYAN_SHADOW_PREFIX", default_value = "banyan:shadow")]
+        shadow_prefix: String,
+    },
+    /// Shadow traffic results
+    Shadow {
+        #[command(subcommand)]
+        command: ShadowCommand,
     },
     /// Validate route tables; prints every problem as file:line:column and exits non-zero
     Check {
@@ -45,15 +60,62 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// Per route: compared, mismatch %, drops and failures, top differing fields with an example
+    Report {
+        /// The admin API of a running proxy
+        #[arg(
+            long,
+            env = "BANYAN_ADMIN_URL",
+            default_value = "http://127.0.0.1:9901"
+        )]
+        admin: String,
+        /// Read the results shared by all proxies straight from this Redis instead
+        #[arg(long, env = "BANYAN_SHADOW_REDIS", hide_env_values = true)]
+        redis: Option<String>,
+        /// Key prefix of shared shadow results (with --redis)
+        #[arg(long, env = "BANYAN_SHADOW_PREFIX", default_value = "banyan:shadow")]
+        prefix: String,
+        /// Only this route
+        #[arg(long)]
+        route: Option<String>,
+        /// Print the results as JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { files } => check(&files),
+        Command::Shadow {
+            command:
+                ShadowCommand::Report {
+                    admin,
+                    redis,
+                    prefix,
+                    route,
+                    json,
+                },
+        } => match shadow_report(&admin, redis.as_deref(), &prefix, route.as_deref(), json) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config,
             listen,
             admin,
             shutdown_grace,
+            shadow_redis,
+            shadow_prefix,
         } => {
             service_kit::telemetry::init();
             match server::run(
@@ -62,6 +124,8 @@ pub fn main() -> ExitCode {
                     listen,
                     admin,
                     shutdown_grace: Some(shutdown_grace),
+                    shadow_redis,
+                    shadow_prefix,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -72,6 +136,57 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn shadow_report(
+    admin: &str,
+    redis: Option<&str>,
+    prefix: &str,
+    route: Option<&str>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut snap: Snapshot = runtime.block_on(async {
+        match redis {
+            Some(url) => {
+                let shared = Shared::connect(url, prefix).await?;
+                shared
+                    .read()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading shadow results from Redis: {e}"))
+            }
+            None => {
+                let url = format!("{}/shadow", admin.trim_end_matches('/'));
+                let resp = reqwest::Client::new()
+                    .get(&url)
+                    .timeout(std::time::Duration::from_secs(10))
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot reach the admin API at {admin}: {e}"))?;
+                let status = resp.status();
+                let body: serde_json::Value = resp
+                    .json()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("unexpected answer from {url}: {e}"))?;
+                if !status.is_success() {
+                    anyhow::bail!("{url} answered {status}: {body}");
+                }
+                Ok(serde_json::from_value(body["routes"].clone())?)
+            }
+        }
+    })?;
+    if let Some(r) = route {
+        snap.retain(|id, _| id == r);
+    }
+    if json {
+        for r in snap.values_mut() {
+            r.samples.clear();
+        }
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&snap)?));
+    }
+    Ok(report::render(&snap, route))
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {
@@ -107,8 +222,19 @@ fn check(files: &[PathBuf]) -> ExitCode {
                             s.sticky
                         )
                     });
+                    let shadow = r.shadow.as_ref().map_or_else(String::new, |s| {
+                        format!(
+                            " (shadow {}% -> {}{}{})",
+                            f64::from(s.basis_points) / 100.0,
+                            s.to,
+                            if s.writes { ", writes too" } else { "" },
+                            s.second_primary
+                                .as_ref()
+                                .map_or_else(String::new, |p| format!(", noise from {p}"))
+                        )
+                    });
                     println!(
-                        "  {:<24} {:<21} {:<28} -> {}{split}",
+                        "  {:<24} {:<21} {:<28} -> {}{split}{shadow}",
                         r.id, methods, r.path, r.upstream
                     );
                 }

@@ -14,7 +14,9 @@
 //! - `fail_to_proxy`: 502/503/504 in the catalog error format.
 //! - `logging`: metrics and one access-log line.
 //!
-//! Bodies stream through in both directions; nothing here buffers them.
+//! Bodies stream through in both directions; nothing here buffers them. A shadowed request
+//! ([`crate::shadow::mirror`]) also hands each body chunk, by reference, to its mirror: the
+//! copy for the candidate and the primary's answer to compare it with.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HOST, VIA};
-use http::{HeaderValue, Uri};
+use http::{HeaderName, HeaderValue, Uri};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -34,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::reload::LiveTable;
 use crate::route_table::RouteTable;
 use crate::route_table::normalize::normalize;
+use crate::shadow::mirror::{MARKER, Mirror, Shadower};
 use crate::split;
 use crate::upstream::{Backend, Pool};
 
@@ -43,6 +46,7 @@ const REQUEST_ID: &str = "x-request-id";
 pub struct Banyan {
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
+    pub shadow: Arc<Shadower>,
 }
 
 /// Per-request state across phases.
@@ -58,6 +62,39 @@ pub struct RequestCtx {
     forward_uri: Option<Uri>,
     /// The path as matched (for the access log; never the query, which may carry secrets).
     path: String,
+    /// Set when this request is shadowed.
+    mirror: Option<Mirror>,
+}
+
+/// The headers Banyan sets on what it forwards, on top of the client's: `X-Forwarded-*` (set,
+/// never trusted from the client: Banyan is the edge), `X-Request-Id`, `Via`. The primary and
+/// a shadow copy get the same.
+fn edge_headers(session: &Session, request_id: &str) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(5);
+    let req = session.req_header();
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet())
+        && let Ok(v) = HeaderValue::from_str(&client.ip().to_string())
+    {
+        out.push((HeaderName::from_static("x-forwarded-for"), v));
+    }
+    out.push((
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    ));
+    if let Some(host) = req.headers.get(HOST) {
+        out.push((HeaderName::from_static("x-forwarded-host"), host.clone()));
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        out.push((HeaderName::from_static(REQUEST_ID), v));
+    }
+    let via = match req.headers.get(VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {VIA_VALUE}")).ok(),
+        None => Some(HeaderValue::from_static(VIA_VALUE)),
+    };
+    if let Some(v) = via {
+        out.push((VIA, v));
+    }
+    out
 }
 
 fn acceptable_request_id(v: &HeaderValue) -> bool {
@@ -123,6 +160,7 @@ impl ProxyHttp for Banyan {
             request_id: String::new(),
             forward_uri: None,
             path: String::new(),
+            mirror: None,
         }
     }
 
@@ -174,6 +212,18 @@ impl ProxyHttp for Banyan {
         ctx.forward_uri = Some(forward.parse().map_err(|_| {
             Error::explain(ErrorType::InvalidHTTPHeader, "unforwardable request target")
         })?);
+        if route.shadow.is_some() {
+            ctx.mirror = Mirror::begin(
+                &self.shadow,
+                &table,
+                index,
+                pool_name,
+                &req.method,
+                &forward,
+                &req.headers,
+                &edge_headers(session, &ctx.request_id),
+            );
+        }
         ctx.path = normalized;
         ctx.route = Some(index);
         ctx.table = Some(table);
@@ -186,6 +236,11 @@ impl ProxyHttp for Banyan {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let pool = ctx.pool.clone().expect("request_filter chose a pool");
+        if !ctx.tried.is_empty()
+            && let Some(m) = &mut ctx.mirror
+        {
+            m.retrying();
+        }
         let Some(backend) = pool.pick(&ctx.tried) else {
             let status = if ctx.tried.is_empty() { 503 } else { 502 };
             return Err(Error::explain(
@@ -214,30 +269,55 @@ impl ProxyHttp for Banyan {
         if let Some(uri) = ctx.forward_uri.clone() {
             upstream.set_uri(uri);
         }
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            upstream.insert_header("x-forwarded-for", client.ip().to_string())?;
-        } else {
-            upstream.remove_header("x-forwarded-for");
+        // Only Banyan may say a request is shadow traffic, and only to a candidate.
+        upstream.remove_header(MARKER);
+        upstream.remove_header("x-forwarded-for");
+        upstream.remove_header("x-forwarded-host");
+        for (name, value) in edge_headers(session, &ctx.request_id) {
+            upstream.insert_header(name, value)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        match session.req_header().headers.get(HOST).cloned() {
-            Some(host) => upstream.insert_header("x-forwarded-host", host)?,
-            None => {
-                upstream.remove_header("x-forwarded-host");
-            }
-        }
-        upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        let via = match session
-            .req_header()
-            .headers
-            .get(VIA)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => format!("{prev}, {VIA_VALUE}"),
-            None => VIA_VALUE.to_owned(),
-        };
-        upstream.insert_header(VIA, via)?;
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(m) = &mut ctx.mirror {
+            m.request_body(body.as_ref(), end_of_stream);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(m) = &mut ctx.mirror {
+            m.response_header(
+                upstream_response.status.as_u16(),
+                &upstream_response.headers,
+            );
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(m) = &mut ctx.mirror {
+            m.response_body(body.as_ref());
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -328,6 +408,9 @@ impl ProxyHttp for Banyan {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(m) = ctx.mirror.take() {
+            m.finish(e.is_none() && status > 0);
+        }
         let route = match (&ctx.table, ctx.route) {
             (Some(t), Some(i)) => t.route(i).id.as_str(),
             _ => "-",

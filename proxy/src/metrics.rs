@@ -2,7 +2,8 @@
 //!
 //! Labels are bounded by the configuration (route ids, upstream names, backend addresses) and
 //! by status *classes*, never by request paths or ids, so cardinality cannot be driven by
-//! clients.
+//! clients. Shadow metrics carry endpoint and field *templates*, whose number per route the
+//! results store caps ([`crate::shadow::results`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct Metrics {
     backend_up: IntGaugeVec,
     upstream_failures: IntCounterVec,
     table_info: IntGaugeVec,
+    shadow_requests: IntCounterVec,
+    shadow_fields: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -80,6 +83,22 @@ impl Metrics {
             &["version"],
         )
         .unwrap();
+        let shadow_requests = IntCounterVec::new(
+            Opts::new(
+                "banyan_shadow_requests_total",
+                "Shadowed requests by route, endpoint template and outcome",
+            ),
+            &["route", "endpoint", "outcome"],
+        )
+        .unwrap();
+        let shadow_fields = IntCounterVec::new(
+            Opts::new(
+                "banyan_shadow_field_differences_total",
+                "Candidate answers that differed at a field template, as mismatch or noise",
+            ),
+            &["route", "endpoint", "field", "class"],
+        )
+        .unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -87,6 +106,8 @@ impl Metrics {
             Box::new(backend_up.clone()),
             Box::new(upstream_failures.clone()),
             Box::new(table_info.clone()),
+            Box::new(shadow_requests.clone()),
+            Box::new(shadow_fields.clone()),
         ] {
             registry.register(c).unwrap();
         }
@@ -101,7 +122,24 @@ impl Metrics {
             backend_up,
             upstream_failures,
             table_info,
+            shadow_requests,
+            shadow_fields,
         }
+    }
+
+    /// One shadowed request's outcome (endpoint templates are capped per route by the results
+    /// store, so clients cannot grow this without bound).
+    pub fn shadow_outcome(&self, route: &str, endpoint: &str, outcome: &str) {
+        self.shadow_requests
+            .with_label_values(&[route, endpoint, outcome])
+            .inc();
+    }
+
+    /// One candidate answer differing at `field` (`class`: mismatch or noise).
+    pub fn shadow_field(&self, route: &str, endpoint: &str, field: &str, class: &str) {
+        self.shadow_fields
+            .with_label_values(&[route, endpoint, field, class])
+            .inc();
     }
 
     pub fn request(&self, route: &str, upstream: &str, status: u16, elapsed: Duration) {

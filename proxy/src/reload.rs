@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{self, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
+use crate::shadow::mirror::Limiters;
 use crate::upstream::Registry;
 
 /// What the admin API reports about reloads.
@@ -56,6 +57,7 @@ pub struct LiveTable {
     path: PathBuf,
     table: ArcSwap<RouteTable>,
     registry: Registry,
+    limiters: Limiters,
     status: Mutex<ReloadStatus>,
     /// Serializes reloads (watcher, poller and SIGHUP may fire together).
     reloading: tokio::sync::Mutex<()>,
@@ -71,14 +73,16 @@ impl LiveTable {
     /// Loads the first table; a bad file here is fatal (there is nothing to keep serving).
     pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Self, ConfigErrors> {
         let registry = Registry::default();
+        let limiters = Limiters::default();
         let text = std::fs::read(path).map_err(|e| read_error(path, e))?;
         let config = config::parse(&String::from_utf8_lossy(&text), &path.display().to_string())?;
-        let table = RouteTable::build(config, version_of(&text), &registry);
+        let table = RouteTable::build(config, version_of(&text), &registry, &limiters);
         metrics.table_loaded(&table);
         Ok(LiveTable {
             path: path.to_owned(),
             table: ArcSwap::from_pointee(table),
             registry,
+            limiters,
             status: Mutex::default(),
             reloading: tokio::sync::Mutex::new(()),
             metrics,
@@ -138,7 +142,7 @@ impl LiveTable {
                 "[proxy] listen, admin and threads apply at the next restart; the routes apply now"
             );
         }
-        let table = RouteTable::build(config, version.clone(), &self.registry);
+        let table = RouteTable::build(config, version.clone(), &self.registry, &self.limiters);
         let in_use: Vec<_> = table
             .pools
             .values()
@@ -147,6 +151,15 @@ impl LiveTable {
         self.metrics.table_loaded(&table);
         self.table.store(Arc::new(table));
         self.registry.retain(&in_use);
+        let live = self.current();
+        let shadowed: Vec<&str> = live
+            .config
+            .routes
+            .iter()
+            .filter(|r| r.shadow.is_some())
+            .map(|r| r.id.as_str())
+            .collect();
+        self.limiters.retain(&shadowed);
         {
             let mut status = self.status.lock().unwrap();
             status.applied += 1;

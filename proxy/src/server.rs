@@ -16,6 +16,9 @@ use crate::admin::{self, AdminState};
 use crate::forward::Banyan;
 use crate::metrics::Metrics;
 use crate::reload::{self, LiveTable};
+use crate::shadow::mirror::Shadower;
+use crate::shadow::results::Results;
+use crate::shadow::share::{self, Shared};
 use crate::upstream::health;
 
 /// Command-line overrides of `[proxy]` settings.
@@ -25,6 +28,9 @@ pub struct Overrides {
     pub admin: Option<SocketAddr>,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: Option<u64>,
+    /// Share shadow results through this Redis (`redis://...`), under `shadow_prefix`.
+    pub shadow_redis: Option<String>,
+    pub shadow_prefix: String,
 }
 
 /// Runs the proxy until SIGTERM (graceful) or SIGINT (fast).
@@ -32,6 +38,10 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let live =
         Arc::new(LiveTable::open(config, metrics.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    if let Some(url) = &overrides.shadow_redis {
+        redis::Client::open(url.as_str())
+            .map_err(|e| anyhow::anyhow!("invalid --shadow-redis URL: {e}"))?;
+    }
     let settings = live.current().config.proxy.clone();
     let listen = overrides.listen.unwrap_or(settings.listen);
     let admin = overrides.admin.unwrap_or(settings.admin);
@@ -45,11 +55,13 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let results = Arc::new(Results::new(metrics.clone()));
     let mut proxy = pingora_proxy::http_proxy_service(
         &server.configuration,
         Banyan {
             live: live.clone(),
             metrics: metrics.clone(),
+            shadow: Arc::new(Shadower::new(results.clone())),
         },
     );
     proxy.add_tcp(&listen.to_string());
@@ -61,6 +73,10 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
             metrics,
             listen,
             admin,
+            results,
+            shadow_redis: overrides
+                .shadow_redis
+                .map(|url| (url, overrides.shadow_prefix)),
         },
     ));
     tracing::info!(%listen, %admin, config = %config.display(), "starting");
@@ -74,6 +90,8 @@ struct Control {
     metrics: Arc<Metrics>,
     listen: SocketAddr,
     admin: SocketAddr,
+    results: Arc<Results>,
+    shadow_redis: Option<(String, String)>,
 }
 
 #[async_trait]
@@ -81,6 +99,15 @@ impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::spawn(reload::keep_current(self.live.clone()));
         tokio::spawn(health::run(self.live.clone(), self.metrics.clone()));
+        let shared = Arc::new(std::sync::OnceLock::<Shared>::new());
+        if let Some((url, prefix)) = self.shadow_redis.clone() {
+            tokio::spawn(connect_shared(
+                url,
+                prefix,
+                self.results.clone(),
+                shared.clone(),
+            ));
+        }
 
         let listener = match tokio::net::TcpListener::bind(self.admin).await {
             Ok(l) => l,
@@ -93,6 +120,8 @@ impl BackgroundService for Control {
         let app = admin::router(AdminState {
             live: self.live.clone(),
             metrics: self.metrics.clone(),
+            results: self.results.clone(),
+            shared,
         });
         let mut admin_shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -109,6 +138,34 @@ impl BackgroundService for Control {
 
         announce_when_ready(self.listen, self.admin).await;
         let _ = shutdown.changed().await;
+    }
+}
+
+/// Connects to the Redis that shadow results are shared through, retrying while it is down
+/// (traffic never waits for it), then flushes this instance's results there every second.
+async fn connect_shared(
+    url: String,
+    prefix: String,
+    results: Arc<Results>,
+    cell: Arc<std::sync::OnceLock<Shared>>,
+) {
+    let mut warned = false;
+    loop {
+        match Shared::connect(&url, &prefix).await {
+            Ok(shared) => {
+                tracing::info!(prefix, "shadow results are shared through Redis");
+                let _ = cell.set(shared.clone());
+                share::keep_flushing(results, shared, Duration::from_secs(1)).await;
+                return;
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "cannot reach the Redis for shadow results; counting locally and retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
     }
 }
 

@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
+use tokio::sync::Semaphore;
+
 use crate::config::{Config, RouteSpec};
+use crate::shadow::mirror::Limiters;
 use crate::upstream::{Pool, Registry};
 use matcher::Matcher;
 
@@ -25,23 +28,45 @@ pub struct RouteTable {
     pub config: Config,
     pub pools: BTreeMap<String, Arc<Pool>>,
     matcher: Matcher,
+    /// Per route: the in-flight bound of its shadow, if it has one.
+    shadow_limits: Vec<Option<Arc<Semaphore>>>,
 }
 
 impl RouteTable {
-    pub fn build(config: Config, version: String, registry: &Registry) -> Self {
+    pub fn build(
+        config: Config,
+        version: String,
+        registry: &Registry,
+        limiters: &Limiters,
+    ) -> Self {
         let pools = config
             .upstreams
             .iter()
             .map(|(name, spec)| (name.clone(), Arc::new(Pool::new(spec.clone(), registry))))
             .collect();
         let matcher = Matcher::build(&config.routes);
+        let shadow_limits = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.shadow
+                    .as_ref()
+                    .map(|s| limiters.get(&r.id, s.max_in_flight))
+            })
+            .collect();
         RouteTable {
             version,
             loaded_at_ms: service_kit::clock::now_ms(),
             config,
             pools,
             matcher,
+            shadow_limits,
         }
+    }
+
+    /// The in-flight bound of route `index`'s shadow (`None`: the route has no shadow).
+    pub fn shadow_limit(&self, index: usize) -> Option<Arc<Semaphore>> {
+        self.shadow_limits[index].clone()
     }
 
     /// The index of the route for a request (normalized path).

@@ -1,13 +1,23 @@
-//! Shadow traffic: a copy of live requests sent to a candidate upstream, its answers compared
-//! with the primary's (issue 5).
+//! Shadow traffic: a copy of live requests goes to a candidate upstream, and its answers are
+//! compared with the primary's, before a route moves.
 //!
-//! Built so far: [`compare`], the field-by-field comparison of two responses under a route's
-//! rules; [`noise`], which learns from two primaries which fields are noise; [`redact`], which
-//! keeps credentials out of stored samples; [`endpoint`], the templates results are counted by.
-//! Mirroring requests off the client's path, the result store and its reports come next; the
-//! route table does not accept `shadow` yet.
+//! - [`mirror`]: the copy, sent off the client's path (sampling, write opt-in, body caps, the
+//!   in-flight bound, the candidate's timeout, the shadow marker header).
+//! - [`answer`] and [`compare`]: status, chosen headers, and JSON bodies field by field under a
+//!   route's rules (ignore, unordered arrays, numeric tolerance); other bodies byte for byte.
+//! - [`noise`]: Diffy's noise learning from a second primary.
+//! - [`endpoint`]: the templates results are counted by (`GET /api/products/{id}`).
+//! - [`results`]: the bounded store of counts, field statistics and samples; [`redact`] keeps
+//!   credentials out of it.
+//! - [`share`]: several proxies adding their results up in Redis.
+//! - [`report`]: what `banyan shadow report` prints.
 
+pub mod answer;
 pub mod compare;
 pub mod endpoint;
+pub mod mirror;
 pub mod noise;
 pub mod redact;
+pub mod report;
+pub mod results;
+pub mod share;

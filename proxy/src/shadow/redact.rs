@@ -81,6 +81,22 @@ pub fn redact_headers<'a>(
         .collect()
 }
 
+/// A request target with the values of secret-looking query parameters replaced
+/// (`/login?token=abc&next=/` becomes `/login?token=[redacted]&next=/`).
+pub fn redact_target(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret_field(k) => format!("{k}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", params.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -103,6 +119,16 @@ mod tests {
                 "sid": REDACTED, "considered": true, "Api_Key": REDACTED
             })
         );
+    }
+
+    #[test]
+    fn secret_query_values_are_replaced() {
+        assert_eq!(
+            redact_target("/login?token=abc&next=/x&api_key=k"),
+            format!("/login?token={REDACTED}&next=/x&api_key={REDACTED}")
+        );
+        assert_eq!(redact_target("/api/search?q=lamp"), "/api/search?q=lamp");
+        assert_eq!(redact_target("/plain"), "/plain");
     }
 
     #[test]
