@@ -6,4 +6,5 @@ mod check;
 mod health;
 mod reload;
 mod routing;
+mod shadow;
 mod split;

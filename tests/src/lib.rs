@@ -27,6 +27,7 @@
 pub mod origin;
 pub mod process;
 pub mod proxy;
+pub mod recorder;
 pub mod relay;
 
 use std::time::Duration;
@@ -501,7 +502,7 @@ pub struct RedisPrefix {
 }
 
 impl RedisPrefix {
-    fn create(url: &str) -> Self {
+    pub fn create(url: &str) -> Self {
         let client =
             redis::Client::open(url).expect("BANYAN_TEST_REDIS_URL is not a valid Redis URL");
         let mut conn = client

@@ -21,6 +21,11 @@ pub struct ProxyApp {
 
 /// Starts the proxy on `routes` (a routes.toml; listen/admin are set on the command line).
 pub async fn spawn_proxy(routes: &str) -> ProxyApp {
+    spawn_proxy_with(routes, &[]).await
+}
+
+/// [`spawn_proxy`] with more command-line arguments (e.g. `--shadow-redis`).
+pub async fn spawn_proxy_with(routes: &str, extra: &[&str]) -> ProxyApp {
     let dir = tempfile::Builder::new()
         .prefix("banyan-proxy-")
         .tempdir()
@@ -29,17 +34,19 @@ pub async fn spawn_proxy(routes: &str) -> ProxyApp {
     std::fs::write(&config, routes).unwrap();
     let (listen, admin) = (free_port(), free_port());
     let admin_url = format!("http://127.0.0.1:{admin}");
-    let args = [
+    let (listen_arg, admin_arg) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{admin}"));
+    let mut args = vec![
         "run",
         "--config",
         config.to_str().unwrap(),
         "--listen",
-        &format!("127.0.0.1:{listen}"),
+        &listen_arg,
         "--admin",
-        &format!("127.0.0.1:{admin}"),
+        &admin_arg,
         "--shutdown-grace",
         "1",
     ];
+    args.extend_from_slice(extra);
     let check = admin_url.clone();
     let process =
         ServiceProcess::start_checked("banyan", &args, &[], move |_| format!("{check}/healthz"))
@@ -82,16 +89,72 @@ impl ProxyApp {
         body["backend"].as_str().unwrap_or_default().to_owned()
     }
 
-    /// `GET /routes` on the admin API.
-    pub async fn routes(&self) -> Value {
+    /// `GET path` on the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> Value {
         self.client
-            .get(format!("{}/routes", self.admin))
+            .get(format!("{}{path}", self.admin))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    /// `GET path` on the admin API, as text.
+    pub async fn admin_text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /routes` on the admin API.
+    pub async fn routes(&self) -> Value {
+        self.admin_json("/routes").await
+    }
+
+    /// `GET /shadow` on the admin API.
+    pub async fn shadow(&self) -> Value {
+        self.admin_json("/shadow").await
+    }
+
+    /// Shadow counters of `route` summed over its endpoints (`compared`, `matched`, ...).
+    pub async fn shadow_totals(&self, route: &str) -> std::collections::BTreeMap<String, u64> {
+        let mut totals = std::collections::BTreeMap::new();
+        let snap = self.shadow().await;
+        if let Some(eps) = snap["routes"][route]["endpoints"].as_object() {
+            for e in eps.values() {
+                for (k, v) in e["counts"].as_object().unwrap() {
+                    *totals.entry(k.clone()).or_default() += v.as_u64().unwrap();
+                }
+            }
+        }
+        totals
+    }
+
+    /// Polls the shadow counters of `route` until `done` holds (30 s at most); returns them.
+    pub async fn wait_shadow(
+        &self,
+        route: &str,
+        done: impl Fn(&std::collections::BTreeMap<String, u64>) -> bool,
+    ) -> std::collections::BTreeMap<String, u64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = self.shadow_totals(route).await;
+            if done(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shadow results of {route} never got there: {t:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Rewrites the file in place (truncate + write, as `echo > file` or many tools do).

@@ -142,37 +142,7 @@ fn walk(
             }
         }
         (Value::Array(x), Value::Array(y)) if rules.unordered.iter().any(|p| p.matches(path)) => {
-            // Multiset matching: each primary element takes the first unused equal candidate.
-            let mut used = vec![false; y.len()];
-            template.push("*".to_owned());
-            for (i, va) in x.iter().enumerate() {
-                path.push(i.to_string());
-                let found = y.iter().enumerate().position(|(j, vb)| {
-                    !used[j] && {
-                        let mut probe = Vec::new();
-                        walk(
-                            va,
-                            vb,
-                            rules,
-                            &mut path.clone(),
-                            &mut template.clone(),
-                            &mut probe,
-                        );
-                        probe.is_empty()
-                    }
-                });
-                match found {
-                    Some(j) => used[j] = true,
-                    None => push(out, path, template, DiffKind::Unmatched),
-                }
-                path.pop();
-            }
-            for (j, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
-                path.push(j.to_string());
-                push(out, path, template, DiffKind::Extra);
-                path.pop();
-            }
-            template.pop();
+            unordered(x, y, rules, path, template, out);
         }
         (Value::Array(x), Value::Array(y)) => {
             template.push("*".to_owned());
@@ -206,6 +176,83 @@ fn walk(
         }
         _ if a != b => push(out, path, template, DiffKind::Value),
         _ => {}
+    }
+}
+
+/// The differences between `a` and `b` at one position, without recording them.
+fn probe(
+    a: &Value,
+    b: &Value,
+    rules: &Rules,
+    path: &[String],
+    template: &[String],
+) -> Vec<Difference> {
+    let mut d = Vec::new();
+    walk(
+        a,
+        b,
+        rules,
+        &mut path.to_vec(),
+        &mut template.to_vec(),
+        &mut d,
+    );
+    d
+}
+
+/// Arrays compared as multisets. Elements with an equal counterpart pair up first. What is left
+/// pairs by resemblance (each leftover primary element with the leftover candidate element it
+/// differs from least, when they share at least one field), so a changed field is reported at
+/// its own path (`/hits/3/price`) instead of as a whole element without a match. Paths use the
+/// primary's positions; what still has no partner is `Unmatched` (primary) or `Extra`.
+fn unordered(
+    x: &[Value],
+    y: &[Value],
+    rules: &Rules,
+    path: &mut Vec<String>,
+    template: &mut Vec<String>,
+    out: &mut Vec<Difference>,
+) {
+    let mut used = vec![false; y.len()];
+    let mut left = Vec::new();
+    template.push("*".to_owned());
+    for (i, va) in x.iter().enumerate() {
+        path.push(i.to_string());
+        let equal =
+            (0..y.len()).find(|&j| !used[j] && probe(va, &y[j], rules, path, template).is_empty());
+        match equal {
+            Some(j) => used[j] = true,
+            None => left.push(i),
+        }
+        path.pop();
+    }
+    for i in left {
+        path.push(i.to_string());
+        let best = (0..y.len())
+            .filter(|&j| !used[j] && shares_a_field(&x[i], &y[j]))
+            .map(|j| (probe(&x[i], &y[j], rules, path, template), j))
+            .min_by_key(|(d, _)| d.len());
+        match best {
+            Some((d, j)) => {
+                used[j] = true;
+                out.extend(d);
+            }
+            None => push(out, path, template, DiffKind::Unmatched),
+        }
+        path.pop();
+    }
+    for (j, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
+        path.push(j.to_string());
+        push(out, path, template, DiffKind::Extra);
+        path.pop();
+    }
+    template.pop();
+}
+
+/// Two objects with at least one key whose values are equal: plausibly the same item changed.
+fn shares_a_field(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => x.iter().any(|(k, v)| y.get(k) == Some(v)),
+        _ => false,
     }
 }
 
@@ -273,12 +320,23 @@ mod tests {
             json!({"hits": [{"id": 2, "score": 9}, {"id": 1, "score": 8}, {"id": 2, "score": 7}]});
         assert!(compare(&a, &b, &r).is_empty());
         let c = json!({"hits": [{"id": 2}, {"id": 1}, {"id": 3}]});
+        // The leftover pair shares no field: one unmatched, one extra.
         assert_eq!(
             found(&compare(&a, &c, &r)),
             vec![
                 ("/hits/2", "/hits/*", DiffKind::Unmatched),
                 ("/hits/2", "/hits/*", DiffKind::Extra),
             ]
+        );
+        // A changed field of an element that moved is reported at its own path (the primary's
+        // position).
+        let p =
+            json!({"hits": [{"id": 1, "price": 5}, {"id": 2, "price": 7}, {"id": 3, "price": 9}]});
+        let q =
+            json!({"hits": [{"id": 3, "price": 9}, {"id": 2, "price": 8}, {"id": 1, "price": 5}]});
+        assert_eq!(
+            found(&compare(&p, &q, &r)),
+            vec![("/hits/1/price", "/hits/*/price", DiffKind::Value)]
         );
         // Without the rule, order matters.
         assert!(!compare(&a, &b, &rules(&["/hits/*/score"], &[], &[])).is_empty());

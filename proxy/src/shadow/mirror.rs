@@ -587,10 +587,24 @@ fn sample(
     noise: &[Difference],
     ep: &str,
 ) -> Sample {
-    let answer = |a: &Answer| SampleAnswer {
-        status: a.status,
-        headers: headers_for_sample(&a.headers),
-        body: body_for_sample(a),
+    let secrets = redact::secrets_of(
+        &copy.target,
+        copy.headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+    );
+    let answer = |a: &Answer| {
+        let mut body = body_for_sample(a);
+        redact::scrub(&mut body, &secrets);
+        let mut headers = headers_for_sample(&a.headers);
+        for (_, v) in &mut headers {
+            redact::scrub_text(v, &secrets);
+        }
+        SampleAnswer {
+            status: a.status,
+            headers,
+            body,
+        }
     };
     let differences = findings
         .iter()

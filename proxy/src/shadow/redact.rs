@@ -97,6 +97,66 @@ pub fn redact_target(target: &str) -> String {
     format!("{path}?{}", params.join("&"))
 }
 
+/// The secret values a request carries: cookie values, credentials in headers, and secret-named
+/// query parameters. An answer may echo them anywhere (a redirect target, an echoed URL, a debug
+/// field), so a stored sample has every occurrence scrubbed with [`scrub`].
+pub fn secrets_of<'a>(
+    target: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((_, query)) = target.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=')
+                && is_secret_field(k)
+            {
+                out.push(v.to_owned());
+            }
+        }
+    }
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("cookie") {
+            for c in value.split(';') {
+                if let Some((_, v)) = c.split_once('=') {
+                    out.push(v.trim().to_owned());
+                }
+            }
+        } else if is_secret_header(name) {
+            out.push(value.to_owned());
+            if let Some((_, credential)) = value.split_once(' ') {
+                out.push(credential.to_owned());
+            }
+        }
+    }
+    // Very short values would scrub innocent text; they are too short to be credentials.
+    out.retain(|s| s.len() >= 6);
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// Replaces every occurrence of every secret in the strings of `v`.
+pub fn scrub(v: &mut Value, secrets: &[String]) {
+    if secrets.is_empty() {
+        return;
+    }
+    match v {
+        Value::String(s) => scrub_text(s, secrets),
+        Value::Object(map) => map.values_mut().for_each(|x| scrub(x, secrets)),
+        Value::Array(items) => items.iter_mut().for_each(|x| scrub(x, secrets)),
+        _ => {}
+    }
+}
+
+/// Replaces every occurrence of every secret in `s`.
+pub fn scrub_text(s: &mut String, secrets: &[String]) {
+    for secret in secrets {
+        if s.contains(secret.as_str()) {
+            *s = s.replace(secret.as_str(), REDACTED);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -129,6 +189,24 @@ mod tests {
         );
         assert_eq!(redact_target("/api/search?q=lamp"), "/api/search?q=lamp");
         assert_eq!(redact_target("/plain"), "/plain");
+    }
+
+    #[test]
+    fn echoed_secrets_are_scrubbed_anywhere() {
+        let secrets = secrets_of(
+            "/x?token=tok-123456&q=lamp",
+            [
+                ("Cookie", "sid=sess-abcdef; theme=dark"),
+                ("Authorization", "Bearer bear-999999"),
+            ],
+        );
+        assert_eq!(secrets.len(), 4, "{secrets:?}");
+        let mut v = json!({"echo": "/x?token=tok-123456", "note": ["hi sess-abcdef", "bear-999999"], "theme": "dark"});
+        scrub(&mut v, &secrets);
+        assert_eq!(
+            v,
+            json!({"echo": format!("/x?token={REDACTED}"), "note": [format!("hi {REDACTED}"), REDACTED], "theme": "dark"})
+        );
     }
 
     #[test]
