@@ -5,4 +5,5 @@
 mod backfill;
 mod handoff;
 mod proxy_move;
+mod shadow;
 mod sync;
