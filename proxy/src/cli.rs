@@ -195,11 +195,13 @@ fn check(files: &[PathBuf]) -> ExitCode {
         match config::load_file(file) {
             Ok(c) => {
                 let splits = c.routes.iter().filter(|r| r.split.is_some()).count();
+                let shadows = c.routes.iter().filter(|r| r.shadow.is_some()).count();
                 println!(
-                    "{}: ok: {} routes ({} split), {} upstreams, listen {}, admin {}",
+                    "{}: ok: {} routes ({} split, {} shadowed), {} upstreams, listen {}, admin {}",
                     file.display(),
                     c.routes.len(),
                     splits,
+                    shadows,
                     c.upstreams.len(),
                     c.proxy.listen,
                     c.proxy.admin

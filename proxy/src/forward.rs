@@ -221,7 +221,7 @@ impl ProxyHttp for Banyan {
                 &req.method,
                 &forward,
                 &req.headers,
-                &edge_headers(session, &ctx.request_id),
+                || edge_headers(session, &ctx.request_id),
             );
         }
         ctx.path = normalized;

@@ -34,6 +34,7 @@ pub mod extract;
 pub mod openapi;
 pub mod outbox;
 pub mod password;
+pub mod priority;
 pub mod server;
 pub mod session;
 pub mod telemetry;

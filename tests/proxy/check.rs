@@ -41,7 +41,7 @@ fn a_good_file_passes_with_a_summary() {
     let (ok, out, _) = check(GOOD);
     assert!(ok);
     assert!(
-        out.contains("routes.toml: ok: 2 routes (1 split), 2 upstreams"),
+        out.contains("routes.toml: ok: 2 routes (1 split, 0 shadowed), 2 upstreams"),
         "{out}"
     );
     assert!(

@@ -365,7 +365,9 @@ async fn differences_are_reported_with_paths_examples_and_redacted_samples() {
     let samples = with_samples["routes"]["items"]["samples"]
         .as_array()
         .unwrap();
-    assert_eq!(samples.len(), 10);
+    // The first mismatch is always sampled (its field had no example yet); later ones at most
+    // every 100 ms per route.
+    assert!((1..=10).contains(&samples.len()), "{}", samples.len());
     let text = serde_json::to_string(samples).unwrap();
     assert!(
         !text.contains("very-secret") && !text.contains("secret1"),
@@ -493,12 +495,20 @@ async fn reloading_shadow_settings_under_load_drops_nothing() {
             .any(|s| s.header.as_deref() == Some(off.as_str())),
         "the candidate got requests sent while the shadow was off"
     );
+    // Shadows are sent after the client's answer, from the shadow thread: wait for them.
     let last = edits.len().to_string();
-    assert!(
-        seen.iter()
-            .any(|s| s.header.as_deref() == Some(last.as_str())),
-        "shadowing resumed after it was turned back on"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !candidate
+        .seen()
+        .iter()
+        .any(|s| s.header.as_deref() == Some(last.as_str()))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shadowing did not resume after it was turned back on"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t = proxy.shadow_totals("load").await;
     assert_eq!(get(&t, "mismatched"), 0, "{t:?}");
     assert!(sent.load(Ordering::Relaxed) >= 300);

@@ -137,13 +137,14 @@ impl ProxyApp {
         totals
     }
 
-    /// Polls the shadow counters of `route` until `done` holds (30 s at most); returns them.
+    /// Polls the shadow counters of `route` until `done` holds (60 s at most: the shadow side
+    /// runs at idle priority, and a test suite on two cores can keep it waiting); returns them.
     pub async fn wait_shadow(
         &self,
         route: &str,
         done: impl Fn(&std::collections::BTreeMap<String, u64>) -> bool,
     ) -> std::collections::BTreeMap<String, u64> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let t = self.shadow_totals(route).await;
             if done(&t) {

@@ -5,18 +5,20 @@
 //!    side. Writes stop here unless the route opted in (counted as `writes_not_mirrored`); then
 //!    the sample is drawn; a declared body over the cap stops it (`too_large`); and a slot of the
 //!    route's in-flight bound is *tried*, never waited for: when none is free the shadow is
-//!    dropped and counted (`dropped_in_flight`). Nothing here can hold up the client.
-//! 2. request body ([`Mirror::request_body`]): chunks are copied (reference-counted `Bytes`, no
-//!    byte copy) while they stream to the primary; past the cap the shadow is abandoned. At the
-//!    end of the body the shadow task is spawned: the candidate (and, for noise learning, the
-//!    second primary) get the request at once, concurrently with the primary.
-//! 3. the primary's answer ([`Mirror::response_header`], [`Mirror::response_body`]): copied up to
-//!    the cap as it streams to the client, and handed to the task when the request ends
-//!    ([`Mirror::finish`]).
+//!    dropped and counted (`dropped_in_flight`).
+//! 2. request body ([`Mirror::request_body`]): chunks are kept (reference-counted `Bytes`, no
+//!    byte copy) while they stream to the primary; past the cap the shadow is abandoned.
+//! 3. the primary's answer ([`Mirror::response_header`], [`Mirror::response_body`]): kept the
+//!    same way, up to the cap, as it streams to the client.
+//! 4. the end of the request ([`Mirror::finish`]): one message to the shadow thread with the
+//!    request copy and the primary's answer. Nothing else crosses over.
 //!
-//! The task has its own timeout for the candidate, holds the in-flight slot until it is done, and
-//! records the outcome in [`super::results`]. The client's response never waits for it: the
-//! only work on the client's path is copying references to body chunks.
+//! Everything else happens on the shadow thread ([`Shadower`]): the candidate (and, for noise
+//! learning, the second primary) get the copy, concurrently, with the route's timeout; the
+//! answers are compared; the outcome is recorded. The client's side never takes a lock the
+//! shadow side holds, never waits on it and never wakes it: the shadow thread collects messages
+//! on a short tick. Events counted on the client's side (drops, caps, writes not mirrored) travel
+//! the same way.
 //!
 //! The copy carries the client's headers (minus hop-by-hop ones), the same `X-Forwarded-*`,
 //! `X-Request-Id` and `Via` the primary gets, and [`MARKER`], so the candidate knows it is
@@ -29,7 +31,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::answer::{self, Answer};
 use super::compare::Difference;
@@ -98,25 +100,113 @@ impl Limiters {
     }
 }
 
-/// The process-wide part of shadowing: the HTTP client candidates are called with, and the
-/// results store.
+/// The process-wide part of shadowing: the HTTP client candidates are called with, the runtime
+/// shadow tasks run on, and the results store.
+///
+/// Shadow tasks run on their own thread, scheduled `SCHED_IDLE` on Linux: it only gets CPU time
+/// no client request wants. On a saturated machine the shadow side slows down, its in-flight
+/// bound fills and further shadows are dropped (and counted) instead of taking CPU from clients.
+/// Where idle scheduling is refused, the thread runs at the lowest normal priority.
 pub struct Shadower {
-    client: reqwest::Client,
+    inbox: std::sync::mpsc::Sender<Message>,
     pub results: Arc<Results>,
+}
+
+/// What the client's side sends the shadow thread.
+enum Message {
+    Event {
+        route: String,
+        endpoint: String,
+        event: Event,
+    },
+    Job(Box<Job>),
+}
+
+/// A request to shadow, complete: the copy, the primary's answer, its in-flight slot.
+struct Job {
+    table: Arc<RouteTable>,
+    route: usize,
+    endpoint: String,
+    copy: Copy,
+    primary: Answer,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How often the shadow thread looks for messages: quickly while they come, backing off to
+/// [`TICK_IDLE`] when none do.
+const TICK_BUSY: Duration = Duration::from_millis(1);
+const TICK_IDLE: Duration = Duration::from_millis(50);
+
+/// Starts the shadow thread: it runs shadow jobs until the process ends.
+fn start_shadow_thread(inbox: std::sync::mpsc::Receiver<Message>, results: Arc<Results>) {
+    std::thread::Builder::new()
+        .name("banyan-shadow".into())
+        .spawn(move || {
+            let lowered = service_kit::priority::lower_current_thread();
+            tracing::debug!(?lowered, "shadow thread priority");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building the shadow runtime");
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .http1_only()
+                .connect_timeout(Duration::from_secs(1))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("building the shadow HTTP client");
+            rt.block_on(drain(inbox, results, client));
+        })
+        .expect("starting the shadow thread");
+}
+
+async fn drain(
+    inbox: std::sync::mpsc::Receiver<Message>,
+    results: Arc<Results>,
+    client: reqwest::Client,
+) {
+    let mut tick = TICK_BUSY;
+    loop {
+        tokio::time::sleep(tick).await;
+        let mut any = false;
+        loop {
+            match inbox.try_recv() {
+                Ok(Message::Event {
+                    route,
+                    endpoint,
+                    event,
+                }) => results.count(&route, &endpoint, event),
+                Ok(Message::Job(job)) => {
+                    tokio::spawn(run(client.clone(), results.clone(), *job));
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            }
+            any = true;
+        }
+        tick = if any {
+            TICK_BUSY
+        } else {
+            (tick * 2).min(TICK_IDLE)
+        };
+    }
 }
 
 impl Shadower {
     pub fn new(results: Arc<Results>) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .http1_only()
-            .connect_timeout(Duration::from_secs(1))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build()
-            .expect("building the shadow HTTP client");
-        Self { client, results }
+        let (inbox, rx) = std::sync::mpsc::channel();
+        start_shadow_thread(rx, results.clone());
+        Self { inbox, results }
+    }
+
+    fn event(&self, route: &str, endpoint: &str, event: Event) {
+        let _ = self.inbox.send(Message::Event {
+            route: route.to_owned(),
+            endpoint: endpoint.to_owned(),
+            event,
+        });
     }
 }
 
@@ -129,12 +219,6 @@ struct Copy {
     body: Bytes,
 }
 
-enum Primary {
-    Answer(Answer),
-    TooLarge,
-    Failed,
-}
-
 #[derive(Debug)]
 enum Failure {
     Timeout,
@@ -142,22 +226,19 @@ enum Failure {
     Error(String),
 }
 
+/// Bodies are *copied* as they pass, not kept by reference: a reference would pin the whole
+/// read buffer it was cut from (kilobytes for a 70-byte answer) and stop Pingora from reusing it.
 enum State {
-    /// Copying the request body.
-    Collecting {
-        permit: OwnedSemaphorePermit,
-        chunks: Vec<Bytes>,
-        len: usize,
-    },
-    /// The task runs; the primary's answer is being copied for it.
-    Fired {
-        tx: oneshot::Sender<Primary>,
+    /// Keeping the request body.
+    Request { body: BytesMut },
+    /// The request body is complete; keeping the primary's answer.
+    Answer {
+        request_body: Bytes,
         status: u16,
         headers: HeaderMap,
-        chunks: Vec<Bytes>,
-        len: usize,
-        too_large: bool,
+        body: BytesMut,
     },
+    /// Abandoned (counted) or handed over.
     Done,
 }
 
@@ -170,6 +251,7 @@ pub struct Mirror {
     method: Method,
     target: String,
     headers: HeaderMap,
+    permit: Option<OwnedSemaphorePermit>,
     state: State,
 }
 
@@ -182,12 +264,15 @@ impl Mirror {
             .expect("a shadowed route")
     }
 
-    fn route_id(&self) -> &str {
-        &self.table.route(self.route).id
+    fn abandon(&mut self, event: Event) {
+        self.state = State::Done;
+        self.permit = None;
+        self.shadower
+            .event(&self.table.route(self.route).id, &self.endpoint, event);
     }
 
     /// Decides whether this request is shadowed (see the module docs, step 1). `served_by` is the
-    /// pool the client's request goes to; `edge` the headers the primary gets on top of the
+    /// pool the client's request goes to; `edge` gives the headers the primary gets on top of the
     /// client's (`X-Forwarded-*`, `X-Request-Id`, `Via`).
     #[allow(clippy::too_many_arguments)]
     pub fn begin(
@@ -198,7 +283,7 @@ impl Mirror {
         method: &Method,
         target: &str,
         client_headers: &HeaderMap,
-        edge: &[(HeaderName, HeaderValue)],
+        edge: impl FnOnce() -> Vec<(HeaderName, HeaderValue)>,
     ) -> Option<Mirror> {
         let r = table.route(route);
         let spec = r.shadow.as_ref()?;
@@ -208,7 +293,7 @@ impl Mirror {
         let path = target.split('?').next().unwrap_or(target);
         if is_write(method) && !spec.writes {
             let ep = endpoint::template(method.as_str(), path);
-            shadower.results.count(&r.id, &ep, Event::WriteNotMirrored);
+            shadower.event(&r.id, &ep, Event::WriteNotMirrored);
             return None;
         }
         if spec.basis_points < 10_000 && rand::random::<u32>() % 10_000 >= spec.basis_points {
@@ -220,11 +305,11 @@ impl Mirror {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > spec.max_request_body) {
-            shadower.results.count(&r.id, &ep, Event::TooLarge);
+            shadower.event(&r.id, &ep, Event::TooLarge);
             return None;
         }
         let Ok(permit) = table.shadow_limit(route)?.try_acquire_owned() else {
-            shadower.results.count(&r.id, &ep, Event::DroppedInFlight);
+            shadower.event(&r.id, &ep, Event::DroppedInFlight);
             return None;
         };
         let mut headers = client_headers.clone();
@@ -244,8 +329,8 @@ impl Mirror {
         for h in ["x-forwarded-for", "x-forwarded-host"] {
             headers.remove(h);
         }
-        for (k, v) in edge {
-            headers.insert(k.clone(), v.clone());
+        for (k, v) in edge() {
+            headers.insert(k, v);
         }
         Some(Mirror {
             shadower: shadower.clone(),
@@ -255,81 +340,46 @@ impl Mirror {
             method: method.clone(),
             target: target.to_owned(),
             headers,
-            state: State::Collecting {
-                permit,
-                chunks: Vec::new(),
-                len: 0,
+            permit: Some(permit),
+            state: State::Request {
+                body: BytesMut::with_capacity(declared.unwrap_or(0)),
             },
         })
     }
 
     /// The primary request is being retried on another backend: Pingora replays the body.
     pub fn retrying(&mut self) {
-        if let State::Collecting { chunks, len, .. } = &mut self.state {
-            chunks.clear();
-            *len = 0;
+        if let State::Request { body } = &mut self.state {
+            body.clear();
         }
     }
 
     /// A chunk of the client's request body (or its end).
     pub fn request_body(&mut self, chunk: Option<&Bytes>, end: bool) {
         let max = self.spec().max_request_body;
-        let State::Collecting { chunks, len, .. } = &mut self.state else {
+        let State::Request { body } = &mut self.state else {
             return;
         };
         if let Some(c) = chunk.filter(|c| !c.is_empty()) {
-            *len += c.len();
-            if *len > max {
-                self.shadower.results.count(
-                    &self.table.route(self.route).id,
-                    &self.endpoint,
-                    Event::TooLarge,
-                );
-                self.state = State::Done;
-                return;
+            if body.len() + c.len() > max {
+                return self.abandon(Event::TooLarge);
             }
-            chunks.push(c.clone());
+            body.extend_from_slice(c);
         }
         if end {
-            self.fire();
+            let request_body = std::mem::take(body).freeze();
+            self.state = State::Answer {
+                request_body,
+                status: 0,
+                headers: HeaderMap::new(),
+                body: BytesMut::new(),
+            };
         }
-    }
-
-    fn fire(&mut self) {
-        let State::Collecting { permit, chunks, .. } =
-            std::mem::replace(&mut self.state, State::Done)
-        else {
-            return;
-        };
-        let copy = Copy {
-            method: self.method.clone(),
-            target: self.target.clone(),
-            headers: std::mem::take(&mut self.headers),
-            body: concat(chunks),
-        };
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(run(
-            self.shadower.clone(),
-            self.table.clone(),
-            self.route,
-            self.endpoint.clone(),
-            copy,
-            rx,
-            permit,
-        ));
-        self.state = State::Fired {
-            tx,
-            status: 0,
-            headers: HeaderMap::new(),
-            chunks: Vec::new(),
-            len: 0,
-            too_large: false,
-        };
     }
 
     /// The primary's response header, as the upstream sent it.
     pub fn response_header(&mut self, status: u16, h: &HeaderMap) {
-        if let State::Fired {
+        if let State::Answer {
             status: s, headers, ..
         } = &mut self.state
         {
@@ -341,56 +391,51 @@ impl Mirror {
     /// A chunk of the primary's response body.
     pub fn response_body(&mut self, chunk: Option<&Bytes>) {
         let max = self.spec().max_response_body;
-        if let State::Fired {
-            chunks,
-            len,
-            too_large,
-            ..
-        } = &mut self.state
+        if let State::Answer { body, .. } = &mut self.state
             && let Some(c) = chunk.filter(|c| !c.is_empty())
-            && !*too_large
         {
-            *len += c.len();
-            if *len > max {
-                *too_large = true;
-                chunks.clear();
-            } else {
-                chunks.push(c.clone());
+            if body.len() + c.len() > max {
+                return self.abandon(Event::TooLarge);
             }
+            body.extend_from_slice(c);
         }
     }
 
-    /// The client's request is over; `ok` when the primary's answer arrived whole.
+    /// The client's request is over; `ok` when the primary's answer arrived whole. Hands the
+    /// shadow over to the shadow thread.
     pub fn finish(mut self, ok: bool) {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Fired {
-                tx,
+            State::Answer {
+                request_body,
                 status,
                 headers,
-                chunks,
-                too_large,
-                ..
-            } => {
-                let primary = if !ok || status == 0 {
-                    Primary::Failed
-                } else if too_large {
-                    Primary::TooLarge
-                } else {
-                    Primary::Answer(Answer {
+                body,
+            } if ok && status > 0 => {
+                let Some(permit) = self.permit.take() else {
+                    return;
+                };
+                let job = Job {
+                    table: self.table.clone(),
+                    route: self.route,
+                    endpoint: std::mem::take(&mut self.endpoint),
+                    copy: Copy {
+                        method: self.method.clone(),
+                        target: std::mem::take(&mut self.target),
+                        headers: std::mem::take(&mut self.headers),
+                        body: request_body,
+                    },
+                    primary: Answer {
                         status,
                         headers,
-                        body: concat(chunks),
-                    })
+                        body: body.freeze(),
+                    },
+                    _permit: permit,
                 };
-                let _ = tx.send(primary);
-            }
-            State::Collecting { .. } => {
-                // The primary failed before its request body was through: nothing was mirrored.
-                self.shadower
-                    .results
-                    .count(self.route_id(), &self.endpoint, Event::PrimaryFailed);
+                let _ = self.shadower.inbox.send(Message::Job(Box::new(job)));
             }
             State::Done => {}
+            // The primary failed or the client went away: nothing to compare with.
+            _ => self.abandon(Event::PrimaryFailed),
         }
     }
 }
@@ -434,7 +479,14 @@ async fn send(
             .body(copy.body.clone())
             .send()
             .await
-            .map_err(|e| Failure::Error(e.to_string()))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    // Out of rotation like any backend that refuses connections: the next
+                    // shadows fail at once instead of trying again.
+                    backend.mark_connect_failure(pool.spec.health.is_some());
+                }
+                Failure::Error(e.to_string())
+            })?;
         let status = resp.status().as_u16();
         let headers = std::mem::take(resp.headers_mut());
         let mut chunks = Vec::new();
@@ -462,21 +514,20 @@ async fn send(
     }
 }
 
-/// The shadow task: candidate (and second primary), then the primary's answer, then the verdict.
-async fn run(
-    shadower: Arc<Shadower>,
-    table: Arc<RouteTable>,
-    route: usize,
-    ep: String,
-    copy: Copy,
-    primary: oneshot::Receiver<Primary>,
-    _permit: OwnedSemaphorePermit,
-) {
+/// The shadow task: candidate and second primary at once, then the verdict.
+async fn run(client: reqwest::Client, results: Arc<Results>, job: Job) {
+    let Job {
+        table,
+        route,
+        endpoint: ep,
+        copy,
+        primary,
+        _permit,
+    } = job;
     let r = table.route(route);
     let spec = r.shadow.as_ref().expect("a shadowed route");
-    let results = &shadower.results;
     let candidate = send(
-        &shadower.client,
+        &client,
         table.pool(&spec.to),
         &copy,
         "candidate",
@@ -487,7 +538,7 @@ async fn run(
         match &spec.second_primary {
             Some(name) => Some(
                 send(
-                    &shadower.client,
+                    &client,
                     table.pool(name),
                     &copy,
                     "second-primary",
@@ -500,11 +551,6 @@ async fn run(
         }
     };
     let (candidate, second) = tokio::join!(candidate, second);
-    let primary = match primary.await {
-        Ok(Primary::Answer(a)) => a,
-        Ok(Primary::TooLarge) => return results.count(&r.id, &ep, Event::TooLarge),
-        Ok(Primary::Failed) | Err(_) => return results.count(&r.id, &ep, Event::PrimaryFailed),
-    };
     let candidate = match candidate {
         Ok(a) => a,
         Err(Failure::Timeout) => return results.count(&r.id, &ep, Event::CandidateTimeout),
@@ -522,7 +568,9 @@ async fn run(
     };
     let learning = spec.second_primary.is_some();
     let verdict = results.compared(&r.id, &ep, diffs, learning, pair.as_deref());
-    if verdict.findings.is_empty() {
+    if verdict.findings.is_empty()
+        || !results.wants_sample(&r.id, &verdict.endpoint, &verdict.findings)
+    {
         return;
     }
     let sample = sample(

@@ -265,7 +265,13 @@ pub struct Verdict {
 struct Store {
     totals: Snapshot,
     pending: Snapshot,
+    /// Per route, when its last sample was taken.
+    last_sample: std::collections::HashMap<String, std::time::Instant>,
 }
+
+/// Samples per route are taken at most this often, unless a field has no example yet: a
+/// candidate failing every request must not cost a sample per request.
+pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Store {
     /// Applies `f` to the endpoint's stats in the totals and in the pending delta.
@@ -414,6 +420,34 @@ impl Results {
             snap.entry(route.to_owned())
                 .or_default()
                 .add_sample(sample.clone());
+        }
+    }
+
+    /// Whether a mismatch with `findings` should be sampled: always when one of its fields has
+    /// no example yet, else at most every [`SAMPLE_EVERY`] per route. Claims the slot.
+    pub fn wants_sample(&self, route: &str, endpoint: &str, findings: &[Difference]) -> bool {
+        let mut store = self.store.lock().unwrap();
+        let missing_example = store
+            .totals
+            .get(route)
+            .and_then(|r| r.endpoints.get(endpoint))
+            .is_none_or(|e| {
+                findings.iter().any(|d| {
+                    e.fields
+                        .get(e.field_name(&d.template))
+                        .is_none_or(|f| f.example.is_none())
+                })
+            });
+        let now = std::time::Instant::now();
+        let due = store
+            .last_sample
+            .get(route)
+            .is_none_or(|t| now.duration_since(*t) >= SAMPLE_EVERY);
+        if missing_example || due {
+            store.last_sample.insert(route.to_owned(), now);
+            true
+        } else {
+            false
         }
     }
 
