@@ -1,0 +1,66 @@
+//! The fixed backend: every request gets the same small JSON answer, after an optional delay,
+//! with a configurable status.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// The answer: 70 bytes, the size of a small catalog API response.
+pub const BODY: &[u8] =
+    br#"{"id":42,"name":"Copper Kettle","price_cents":2599,"stock":7,"ok":true}"#;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    pub delay: Duration,
+    pub status: u16,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            status: 200,
+        }
+    }
+}
+
+/// Starts the backend on a free loopback port; it runs until the process exits.
+pub async fn start(behaviour: Behaviour) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| async move {
+                    if !behaviour.delay.is_zero() {
+                        tokio::time::sleep(behaviour.delay).await;
+                    }
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(behaviour.status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(BODY)))
+                            .expect("response"),
+                    )
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
