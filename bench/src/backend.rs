@@ -18,10 +18,12 @@ use tokio::net::TcpListener;
 pub const BODY: &[u8] =
     br#"{"id":42,"name":"Copper Kettle","price_cents":2599,"stock":7,"ok":true}"#;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Behaviour {
     pub delay: Duration,
     pub status: u16,
+    /// `None`: [`BODY`]; `Some(n)`: `n` bytes of `x` (large-response scenarios).
+    pub size: Option<usize>,
 }
 
 impl Default for Behaviour {
@@ -29,6 +31,7 @@ impl Default for Behaviour {
         Self {
             delay: Duration::ZERO,
             status: 200,
+            size: None,
         }
     }
 }
@@ -37,24 +40,33 @@ impl Default for Behaviour {
 pub async fn start(behaviour: Behaviour) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let body = match behaviour.size {
+        Some(n) => Bytes::from(vec![b'x'; n]),
+        None => Bytes::from_static(BODY),
+    };
+    let (delay, status) = (behaviour.delay, behaviour.status);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let body = body.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |_req: Request<Incoming>| async move {
-                    if !behaviour.delay.is_zero() {
-                        tokio::time::sleep(behaviour.delay).await;
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .expect("response"),
+                        )
                     }
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .status(behaviour.status)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from_static(BODY)))
-                            .expect("response"),
-                    )
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)

@@ -126,6 +126,10 @@ impl Banyan {
         Ok(())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident set size and CPU seconds (user + system) so far, from /proc.
     pub fn usage(&self) -> (u64, f64) {
         proc_usage(self.child.id())

@@ -23,6 +23,9 @@ struct Args {
     idle: bool,
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Answer this many bytes instead of the 70-byte JSON
+    #[arg(long)]
+    bytes: Option<usize>,
 }
 
 fn idle() {
@@ -44,6 +47,7 @@ fn main() {
         let addr = backend::start(Behaviour {
             delay: Duration::from_millis(args.delay_ms),
             status: args.status,
+            size: args.bytes,
         })
         .await;
         println!("listening on {addr}");

@@ -127,7 +127,7 @@ struct Job {
     table: Arc<RouteTable>,
     route: usize,
     endpoint: String,
-    copy: Copy,
+    copy: Replica,
     primary: Answer,
     _permit: OwnedSemaphorePermit,
 }
@@ -211,7 +211,7 @@ impl Shadower {
 }
 
 /// The request as the candidate gets it.
-struct Copy {
+struct Replica {
     method: Method,
     /// Normalized path and query.
     target: String,
@@ -418,7 +418,7 @@ impl Mirror {
                     table: self.table.clone(),
                     route: self.route,
                     endpoint: std::mem::take(&mut self.endpoint),
-                    copy: Copy {
+                    copy: Replica {
                         method: self.method.clone(),
                         target: std::mem::take(&mut self.target),
                         headers: std::mem::take(&mut self.headers),
@@ -458,7 +458,7 @@ fn concat(chunks: Vec<Bytes>) -> Bytes {
 async fn send(
     client: &reqwest::Client,
     pool: &Pool,
-    copy: &Copy,
+    copy: &Replica,
     marker: &'static str,
     timeout: Duration,
     max_body: usize,
@@ -628,7 +628,7 @@ fn headers_for_sample(h: &HeaderMap) -> Vec<(String, String)> {
 }
 
 fn sample(
-    copy: &Copy,
+    copy: &Replica,
     primary: &Answer,
     candidate: &Answer,
     findings: &[Difference],
