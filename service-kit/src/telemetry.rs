@@ -60,7 +60,13 @@ fn acceptable_request_id(v: &HeaderValue) -> bool {
 pub fn new_request_id() -> String {
     let mut raw = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut raw);
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for b in raw {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 /// Middleware: request id in, request id out, one access-log line per request.
@@ -106,6 +112,12 @@ mod tests {
         assert!(!acceptable_request_id(
             &HeaderValue::from_str(&long).unwrap()
         ));
-        assert_eq!(new_request_id().len(), 32);
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(id, new_request_id());
     }
 }
