@@ -14,12 +14,14 @@
 //! - [`reload`]: the live table, swapped atomically on file change, poll or SIGHUP.
 //! - [`forward`]: the Pingora `ProxyHttp` phases: routing, headers, retries, error answers.
 //! - [`admin`], [`metrics`]: what operators see.
-//! - [`shadow`]: shadow traffic; so far the response comparison (issue 5).
+//! - [`shadow`]: shadow traffic: mirroring to a candidate, comparing, noise, results.
+//! - [`connection`]: client connections between requests (idle ones hold only their socket).
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod forward;
 pub mod metrics;
 pub mod reload;

@@ -3,6 +3,7 @@
 
 mod bodies;
 mod check;
+mod connections;
 mod health;
 mod reload;
 mod routing;
