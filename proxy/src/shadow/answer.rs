@@ -21,6 +21,7 @@ pub struct Answer {
 fn named(name: String, kind: DiffKind) -> Difference {
     Difference {
         path: name.clone(),
+        candidate_path: None,
         template: name,
         kind,
     }

@@ -62,8 +62,11 @@ pub enum DiffKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
-    /// JSON-pointer style, with array positions (`/hits/3/score`).
+    /// JSON-pointer style, with the primary's array positions (`/hits/3/score`).
     pub path: String,
+    /// Where the candidate's side of the difference is, when that is elsewhere: inside an
+    /// unordered array the paired elements may sit at different positions.
+    pub candidate_path: Option<String>,
     /// The same with positions as `*` (`/hits/*/score`): what results are counted by.
     pub template: String,
     pub kind: DiffKind,
@@ -72,17 +75,52 @@ pub struct Difference {
 /// The differences between `primary` and `candidate` under `rules`, in document order.
 pub fn compare(primary: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
     let mut out = Vec::new();
-    let mut path = Vec::new();
-    let mut template = Vec::new();
-    walk(
-        primary,
-        candidate,
-        rules,
-        &mut path,
-        &mut template,
-        &mut out,
-    );
+    walk(primary, candidate, rules, &mut Cursor::default(), &mut out);
     out
+}
+
+/// Where the walk is: the path on each side (they differ only under unordered arrays) and the
+/// template, with array positions as `*`.
+#[derive(Debug, Clone, Default)]
+struct Cursor {
+    path: Vec<String>,
+    candidate: Vec<String>,
+    template: Vec<String>,
+}
+
+impl Cursor {
+    fn key(&mut self, k: &str) {
+        self.path.push(k.to_owned());
+        self.candidate.push(k.to_owned());
+        self.template.push(k.to_owned());
+    }
+
+    /// Position `i` of the primary's array paired with position `j` of the candidate's.
+    fn positions(&mut self, i: usize, j: usize) {
+        self.path.push(i.to_string());
+        self.candidate.push(j.to_string());
+    }
+
+    fn leave_key(&mut self) {
+        self.leave_position();
+        self.template.pop();
+    }
+
+    fn leave_position(&mut self) {
+        self.path.pop();
+        self.candidate.pop();
+    }
+
+    fn push(&self, out: &mut Vec<Difference>, kind: DiffKind) {
+        let path = render(&self.path);
+        let candidate = render(&self.candidate);
+        out.push(Difference {
+            candidate_path: (candidate != path).then_some(candidate),
+            path,
+            template: render(&self.template),
+            kind,
+        });
+    }
 }
 
 fn render(segs: &[String]) -> String {
@@ -97,66 +135,48 @@ fn render(segs: &[String]) -> String {
     s
 }
 
-fn push(out: &mut Vec<Difference>, path: &[String], template: &[String], kind: DiffKind) {
-    out.push(Difference {
-        path: render(path),
-        template: render(template),
-        kind,
-    });
-}
-
-fn walk(
-    a: &Value,
-    b: &Value,
-    rules: &Rules,
-    path: &mut Vec<String>,
-    template: &mut Vec<String>,
-    out: &mut Vec<Difference>,
-) {
-    if rules.ignore.iter().any(|p| p.matches(path)) {
+fn walk(a: &Value, b: &Value, rules: &Rules, at: &mut Cursor, out: &mut Vec<Difference>) {
+    let ignored = |at: &Cursor| rules.ignore.iter().any(|p| p.matches(&at.path));
+    if ignored(at) {
         return;
     }
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for (k, va) in x {
-                path.push(k.clone());
-                template.push(k.clone());
+                at.key(k);
                 match y.get(k) {
-                    Some(vb) => walk(va, vb, rules, path, template, out),
-                    None if !rules.ignore.iter().any(|p| p.matches(path)) => {
-                        push(out, path, template, DiffKind::Missing)
-                    }
+                    Some(vb) => walk(va, vb, rules, at, out),
+                    None if !ignored(at) => at.push(out, DiffKind::Missing),
                     None => {}
                 }
-                path.pop();
-                template.pop();
+                at.leave_key();
             }
             for k in y.keys().filter(|k| !x.contains_key(*k)) {
-                path.push(k.clone());
-                template.push(k.clone());
-                if !rules.ignore.iter().any(|p| p.matches(path)) {
-                    push(out, path, template, DiffKind::Extra);
+                at.key(k);
+                if !ignored(at) {
+                    at.push(out, DiffKind::Extra);
                 }
-                path.pop();
-                template.pop();
+                at.leave_key();
             }
         }
-        (Value::Array(x), Value::Array(y)) if rules.unordered.iter().any(|p| p.matches(path)) => {
-            unordered(x, y, rules, path, template, out);
+        (Value::Array(x), Value::Array(y))
+            if rules.unordered.iter().any(|p| p.matches(&at.path)) =>
+        {
+            unordered(x, y, rules, at, out);
         }
         (Value::Array(x), Value::Array(y)) => {
-            template.push("*".to_owned());
+            at.template.push("*".to_owned());
             for i in 0..x.len().max(y.len()) {
-                path.push(i.to_string());
+                at.positions(i, i);
                 match (x.get(i), y.get(i)) {
-                    (Some(va), Some(vb)) => walk(va, vb, rules, path, template, out),
-                    (Some(_), None) => push(out, path, template, DiffKind::Missing),
-                    (None, Some(_)) => push(out, path, template, DiffKind::Extra),
+                    (Some(va), Some(vb)) => walk(va, vb, rules, at, out),
+                    (Some(_), None) => at.push(out, DiffKind::Missing),
+                    (None, Some(_)) => at.push(out, DiffKind::Extra),
                     (None, None) => {}
                 }
-                path.pop();
+                at.leave_position();
             }
-            template.pop();
+            at.template.pop();
         }
         (Value::Number(x), Value::Number(y)) => {
             let equal = x == y
@@ -164,88 +184,70 @@ fn walk(
                     (Some(fx), Some(fy)) => rules
                         .tolerance
                         .iter()
-                        .any(|(p, tol)| p.matches(path) && (fx - fy).abs() <= *tol),
+                        .any(|(p, tol)| p.matches(&at.path) && (fx - fy).abs() <= *tol),
                     _ => false,
                 };
             if !equal {
-                push(out, path, template, DiffKind::Value);
+                at.push(out, DiffKind::Value);
             }
         }
-        _ if std::mem::discriminant(a) != std::mem::discriminant(b) => {
-            push(out, path, template, DiffKind::Type)
-        }
-        _ if a != b => push(out, path, template, DiffKind::Value),
+        _ if std::mem::discriminant(a) != std::mem::discriminant(b) => at.push(out, DiffKind::Type),
+        _ if a != b => at.push(out, DiffKind::Value),
         _ => {}
     }
 }
 
-/// The differences between `a` and `b` at one position, without recording them.
-fn probe(
-    a: &Value,
-    b: &Value,
-    rules: &Rules,
-    path: &[String],
-    template: &[String],
-) -> Vec<Difference> {
+/// The differences between element `i` of the primary's array and element `j` of the
+/// candidate's, without recording them.
+fn probe(a: &Value, b: &Value, rules: &Rules, at: &Cursor, i: usize, j: usize) -> Vec<Difference> {
     let mut d = Vec::new();
-    walk(
-        a,
-        b,
-        rules,
-        &mut path.to_vec(),
-        &mut template.to_vec(),
-        &mut d,
-    );
+    let mut at = at.clone();
+    at.positions(i, j);
+    walk(a, b, rules, &mut at, &mut d);
     d
 }
 
 /// Arrays compared as multisets. Elements with an equal counterpart pair up first. What is left
 /// pairs by resemblance (each leftover primary element with the leftover candidate element it
 /// differs from least, when they share at least one field), so a changed field is reported at
-/// its own path (`/hits/3/price`) instead of as a whole element without a match. Paths use the
-/// primary's positions; what still has no partner is `Unmatched` (primary) or `Extra`.
-fn unordered(
-    x: &[Value],
-    y: &[Value],
-    rules: &Rules,
-    path: &mut Vec<String>,
-    template: &mut Vec<String>,
-    out: &mut Vec<Difference>,
-) {
+/// its own path (`/hits/3/price`, the primary's position, with the candidate's position beside
+/// it) instead of as a whole element without a match. What still has no partner is `Unmatched`
+/// (at the primary's position) or `Extra` (at the candidate's).
+fn unordered(x: &[Value], y: &[Value], rules: &Rules, at: &mut Cursor, out: &mut Vec<Difference>) {
     let mut used = vec![false; y.len()];
     let mut left = Vec::new();
-    template.push("*".to_owned());
+    at.template.push("*".to_owned());
     for (i, va) in x.iter().enumerate() {
-        path.push(i.to_string());
         let equal =
-            (0..y.len()).find(|&j| !used[j] && probe(va, &y[j], rules, path, template).is_empty());
+            (0..y.len()).find(|&j| !used[j] && probe(va, &y[j], rules, at, i, j).is_empty());
         match equal {
             Some(j) => used[j] = true,
             None => left.push(i),
         }
-        path.pop();
     }
     for i in left {
-        path.push(i.to_string());
         let best = (0..y.len())
             .filter(|&j| !used[j] && shares_a_field(&x[i], &y[j]))
-            .map(|j| (probe(&x[i], &y[j], rules, path, template), j))
+            .map(|j| (probe(&x[i], &y[j], rules, at, i, j), j))
             .min_by_key(|(d, _)| d.len());
         match best {
             Some((d, j)) => {
                 used[j] = true;
                 out.extend(d);
             }
-            None => push(out, path, template, DiffKind::Unmatched),
+            None => {
+                at.positions(i, i);
+                at.push(out, DiffKind::Unmatched);
+                at.leave_position();
+            }
         }
-        path.pop();
     }
     for (j, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
-        path.push(j.to_string());
-        push(out, path, template, DiffKind::Extra);
-        path.pop();
+        at.positions(j, j);
+        at.push(out, DiffKind::Extra);
+        at.leave_position();
     }
-    template.pop();
+    at.template.pop();
 }
 
 /// Two objects with at least one key whose values are equal: plausibly the same item changed.
@@ -338,6 +340,17 @@ mod tests {
             found(&compare(&p, &q, &r)),
             vec![("/hits/1/price", "/hits/*/price", DiffKind::Value)]
         );
+        // ... and says where the candidate's side of it is.
+        let moved = compare(&p, &q, &r);
+        assert_eq!(moved[0].candidate_path, None, "same position on both sides");
+        let q2 =
+            json!({"hits": [{"id": 2, "price": 8}, {"id": 3, "price": 9}, {"id": 1, "price": 5}]});
+        let moved = compare(&p, &q2, &r);
+        assert_eq!(
+            found(&moved),
+            vec![("/hits/1/price", "/hits/*/price", DiffKind::Value)]
+        );
+        assert_eq!(moved[0].candidate_path.as_deref(), Some("/hits/0/price"));
         // Without the rule, order matters.
         assert!(!compare(&a, &b, &rules(&["/hits/*/score"], &[], &[])).is_empty());
     }

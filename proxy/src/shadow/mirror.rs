@@ -661,6 +661,7 @@ fn sample(
         .take(50)
         .map(|(d, noise)| SampleDifference {
             path: d.path.clone(),
+            candidate_path: d.candidate_path.clone(),
             kind: results::describe_kind(d.kind),
             noise,
         })
@@ -711,8 +712,57 @@ fn example(s: &Sample, d: &Difference) -> Example {
     Example {
         request: format!("{} {}", s.request.method, s.request.target),
         path: d.path.clone(),
+        candidate_path: d.candidate_path.clone(),
         kind: results::describe_kind(d.kind),
         primary: value_at(&s.primary, &d.path),
-        candidate: value_at(&s.candidate, &d.path),
+        candidate: value_at(&s.candidate, d.candidate_path.as_deref().unwrap_or(&d.path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::shadow::compare::{PathPattern, Rules, compare};
+
+    fn answer(body: Value) -> SampleAnswer {
+        SampleAnswer {
+            status: 200,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    #[test]
+    fn an_example_reads_each_side_where_its_element_is() {
+        // The candidate returns the same two hits in the other order, one price changed.
+        let primary = json!({"hits": [{"id": 10, "price": 17671}, {"id": 30, "price": 17615}]});
+        let candidate = json!({"hits": [{"id": 30, "price": 17616}, {"id": 10, "price": 17671}]});
+        let rules = Rules {
+            unordered: vec![PathPattern::parse("/hits").unwrap()],
+            ..Rules::default()
+        };
+        let d = compare(&primary, &candidate, &rules);
+        assert_eq!(d.len(), 1, "{d:?}");
+        let s = Sample {
+            at: String::new(),
+            endpoint: "GET /api/search".into(),
+            request: SampleRequest {
+                method: "GET".into(),
+                target: "/api/search?q=basket".into(),
+                headers: Vec::new(),
+            },
+            primary: answer(primary),
+            candidate: answer(candidate),
+            differences: Vec::new(),
+        };
+        let ex = example(&s, &d[0]);
+        assert_eq!(ex.path, "/hits/1/price");
+        assert_eq!(ex.candidate_path.as_deref(), Some("/hits/0/price"));
+        assert_eq!(
+            (ex.primary.as_str(), ex.candidate.as_str()),
+            ("17615", "17616")
+        );
     }
 }

@@ -111,9 +111,13 @@ pub fn render(snapshot: &Snapshot, route: Option<&str>) -> String {
                 percent(f.count, f.compared)
             );
             if let Some(ex) = f.example {
+                let moved = ex
+                    .candidate_path
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!(" (at {p})"));
                 let _ = writeln!(
                     out,
-                    "      e.g. {}  {} ({}): primary {}  candidate {}",
+                    "      e.g. {}  {} ({}): primary {}  candidate {}{moved}",
                     ex.request, ex.path, ex.kind, ex.primary, ex.candidate
                 );
             }
@@ -145,6 +149,7 @@ mod tests {
         let r = Results::new(Arc::new(Metrics::new()));
         let d = |p: &str, t: &str| Difference {
             path: p.into(),
+            candidate_path: None,
             template: t.into(),
             kind: DiffKind::Value,
         };
@@ -166,6 +171,7 @@ mod tests {
                 Example {
                     request: "GET /api/search?q=lamp".into(),
                     path: "/hits/0/price".into(),
+                    candidate_path: None,
                     kind: "value differs".into(),
                     primary: "1299".into(),
                     candidate: "1300".into(),

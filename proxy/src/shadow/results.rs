@@ -115,8 +115,11 @@ impl Event {
 pub struct Example {
     /// `GET /api/search?q=lamp` (secret query values redacted).
     pub request: String,
-    /// The concrete path (`/hits/3/price`).
+    /// The concrete path (`/hits/3/price`), at the primary's array positions.
     pub path: String,
+    /// The candidate's side, when elsewhere (an element that moved in an unordered array).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_path: Option<String>,
     pub kind: String,
     pub primary: String,
     pub candidate: String,
@@ -206,6 +209,9 @@ pub struct SampleAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SampleDifference {
     pub path: String,
+    /// The candidate's side, when elsewhere (see [`Difference::candidate_path`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_path: Option<String>,
     pub kind: String,
     pub noise: bool,
 }
@@ -510,6 +516,7 @@ mod tests {
     fn diff(t: &str) -> Difference {
         Difference {
             path: t.replace('*', "0"),
+            candidate_path: None,
             template: t.to_owned(),
             kind: DiffKind::Value,
         }
