@@ -13,7 +13,7 @@ pub struct Banyan {
     child: Child,
     pub listen: SocketAddr,
     pub admin: String,
-    config: PathBuf,
+    pub config: PathBuf,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
 }
@@ -115,6 +115,18 @@ impl Banyan {
             .send()
             .await?
             .json()
+            .await?)
+    }
+
+    /// `GET path` on the admin API, as text (`/metrics`).
+    pub async fn admin_text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(self
+            .client
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
             .await?)
     }
 
