@@ -109,13 +109,7 @@ impl Banyan {
 
     /// `GET path` on the admin API.
     pub async fn admin_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        Ok(self
-            .client
-            .get(format!("{}{path}", self.admin))
-            .send()
-            .await?
-            .json()
-            .await?)
+        Ok(serde_json::from_str(&self.admin_text(path).await?)?)
     }
 
     /// `GET path` on the admin API, as text (`/metrics`).

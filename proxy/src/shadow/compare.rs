@@ -81,7 +81,7 @@ pub fn compare(primary: &Value, candidate: &Value, rules: &Rules) -> Vec<Differe
 
 /// Where the walk is: the path on each side (they differ only under unordered arrays) and the
 /// template, with array positions as `*`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct Cursor {
     path: Vec<String>,
     candidate: Vec<String>,
@@ -199,11 +199,19 @@ fn walk(a: &Value, b: &Value, rules: &Rules, at: &mut Cursor, out: &mut Vec<Diff
 
 /// The differences between element `i` of the primary's array and element `j` of the
 /// candidate's, without recording them.
-fn probe(a: &Value, b: &Value, rules: &Rules, at: &Cursor, i: usize, j: usize) -> Vec<Difference> {
+/// `walk` leaves the cursor as it found it, so no copy is needed.
+fn probe(
+    a: &Value,
+    b: &Value,
+    rules: &Rules,
+    at: &mut Cursor,
+    i: usize,
+    j: usize,
+) -> Vec<Difference> {
     let mut d = Vec::new();
-    let mut at = at.clone();
     at.positions(i, j);
-    walk(a, b, rules, &mut at, &mut d);
+    walk(a, b, rules, at, &mut d);
+    at.leave_position();
     d
 }
 
