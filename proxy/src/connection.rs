@@ -8,9 +8,12 @@
 //!
 //! [`Connections`] takes over the HTTP/1.1 keep-alive loop Pingora's blanket `ServerApp` runs
 //! for an [`HttpServerApp`]: between requests it holds only the socket and waits for the first
-//! byte of the next request (or the keep-alive timeout, or shutdown); only then does it start
-//! the request-handling future, which is freed again when the answer is written. The price is
-//! one extra one-byte read per reused request (Pingora's `try_peek`, which puts the byte back).
+//! bytes of the next request (or the keep-alive timeout, or shutdown). Those bytes go to the
+//! fast path ([`crate::fast_path`]), which answers the request itself when it qualifies;
+//! otherwise they are put back in front of the socket (`rewind`) and Pingora's request-handling
+//! future parses the request from its first byte, and is freed again when the answer is
+//! written. The wait reads into a per-thread scratch buffer and copies out only what arrived,
+//! so an idle connection holds no buffer and a request costs one read.
 //!
 //! What the loop keeps from Pingora's: keep-alive on for 60 s unless shutting down, the server
 //! options' `keepalive_request_limit`, and the per-connection settings Pingora carries from one
@@ -19,6 +22,7 @@
 //! off Pingora refuses to reuse a connection that sent bytes past its request, so no request can
 //! be waiting unseen in a buffer while this waits on the socket.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,14 +30,21 @@ use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as TcpClient;
 use pingora_core::server::ShutdownWatch;
+
+use crate::fast_path::{Exchange, FastPath};
 
 /// How long a kept-alive client connection may stay idle between requests (Pingora's default).
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// Serves client connections with `A`, one request at a time, idle in between without the
-/// request-handling state (see the module docs).
-pub struct Connections<A>(pub Arc<A>);
+/// Serves client connections, one request at a time, idle in between without the
+/// request-handling state (see the module docs): each request on [`FastPath`] when it
+/// qualifies, otherwise on `A` (Pingora's proxy pipeline).
+pub struct Connections<A> {
+    pub app: Arc<A>,
+    pub fast: FastPath,
+}
 
 #[async_trait]
 impl<A> ServerApp for Connections<A>
@@ -45,28 +56,107 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let app = &self.0;
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
-        session.set_keepalive_reuses_remaining(
-            app.server_options().and_then(|o| o.keepalive_request_limit),
-        );
+        let app = &self.app;
+        let client_ip: Option<IpAddr> = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut stream = stream;
+        let mut settings: Option<pingora_core::apps::HttpPersistentSettings> = None;
+        let mut first = true;
         loop {
-            let (mut stream, settings) = app.process_new_http(session, shutdown).await?.consume();
-            if !next_request_arrives(&mut stream, shutdown).await {
+            // The fast path reads from the TCP stream itself; Banyan's listeners are plain TCP,
+            // so this holds for every connection (anything else goes to Pingora only).
+            if stream.as_any().is::<TcpClient>() {
+                let mut tcp: Box<TcpClient> = stream.into_any().downcast().ok()?;
+                let first = next_request_begins(&mut tcp, shutdown).await?;
+                let shutting_down = *shutdown.borrow();
+                match self
+                    .fast
+                    .serve(&mut tcp, first, client_ip, shutting_down)
+                    .await
+                {
+                    Exchange::Served { keep_alive: true } => {
+                        stream = tcp;
+                        continue;
+                    }
+                    Exchange::Served { keep_alive: false } | Exchange::Closed => return None,
+                    Exchange::HandOver(read) => {
+                        // Pingora's parser reads the request from its first byte again.
+                        tcp.rewind(&read);
+                        stream = tcp;
+                    }
+                }
+            } else if !next_request_arrives(&mut stream, shutdown).await {
                 return None;
             }
-            session = ServerSession::new_http1(stream);
-            match settings {
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
+                None if first => {
+                    session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+                    session.set_keepalive_reuses_remaining(
+                        app.server_options().and_then(|o| o.keepalive_request_limit),
+                    );
+                }
                 None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
             }
+            first = false;
+            let (next, kept) = app.process_new_http(session, shutdown).await?.consume();
+            stream = next;
+            settings = kept;
         }
     }
 
     async fn cleanup(&self) {
-        self.0.http_cleanup().await;
+        self.app.http_cleanup().await;
     }
+}
+
+/// Waits, holding only the socket, for the client's next request and returns its first bytes.
+/// `None` when the client closed the connection, stayed idle past [`KEEPALIVE`], or the server
+/// is shutting down.
+///
+/// The wait holds no buffer: each poll reads into this thread's scratch buffer and only bytes
+/// that arrived are copied out, so an idle connection costs its socket and this small future,
+/// and a request costs one read (where a peek and then a read cost two).
+async fn next_request_begins(stream: &mut TcpClient, shutdown: &ShutdownWatch) -> Option<Vec<u8>> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    let mut shutdown = shutdown.clone();
+    let read = std::future::poll_fn(|cx| poll_first_bytes(stream, cx));
+    tokio::select! {
+        read = tokio::time::timeout(KEEPALIVE, read) => match read {
+            Ok(Ok(bytes)) if !bytes.is_empty() => Some(bytes),
+            // Closed, reset, or idle too long.
+            _ => None,
+        },
+        _ = shutdown.changed() => None,
+    }
+}
+
+thread_local! {
+    /// Where a waiting connection's read lands before its bytes are copied out.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0; crate::fast_path::wire::MAX_REQUEST_HEAD]);
+}
+
+fn poll_first_bytes(
+    stream: &mut TcpClient,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<Vec<u8>>> {
+    use tokio::io::AsyncRead;
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+        std::pin::Pin::new(&mut *stream)
+            .poll_read(cx, &mut buf)
+            .map_ok(|()| {
+                let mut bytes = Vec::with_capacity(buf.filled().len().max(1024));
+                bytes.extend_from_slice(buf.filled());
+                bytes
+            })
+    })
 }
 
 /// Waits, holding only the socket, for the first byte of the client's next request. False when

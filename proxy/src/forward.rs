@@ -41,7 +41,7 @@ use crate::split;
 use crate::upstream::{Backend, Pool};
 
 const VIA_VALUE: &str = "1.1 banyan";
-const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 pub struct Banyan {
     pub live: Arc<LiveTable>,
@@ -97,8 +97,8 @@ fn edge_headers(session: &Session, request_id: &str) -> Vec<(HeaderName, HeaderV
     out
 }
 
-fn acceptable_request_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
+/// A client's `X-Request-Id` is kept when it is short and plain; otherwise Banyan makes one.
+pub(crate) fn acceptable_request_id(b: &[u8]) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && b.iter()
@@ -130,7 +130,7 @@ async fn respond(session: &mut Session, ctx: &RequestCtx, err: ErrorResponse) ->
     session.write_response_body(Some(body), true).await
 }
 
-fn upstream_error(status: u16, upstream: &str) -> ErrorResponse {
+pub(crate) fn upstream_error(status: u16, upstream: &str) -> ErrorResponse {
     let mut e = match status {
         503 => ErrorResponse::unavailable(format!("no healthy backend for upstream {upstream}")),
         504 => ErrorResponse::unavailable(format!("upstream {upstream} did not answer in time")),
@@ -168,7 +168,9 @@ impl ProxyHttp for Banyan {
         let table = self.live.current();
         let req = session.req_header();
         ctx.request_id = match req.headers.get(REQUEST_ID) {
-            Some(v) if acceptable_request_id(v) => v.to_str().unwrap_or_default().to_owned(),
+            Some(v) if acceptable_request_id(v.as_bytes()) => {
+                v.to_str().unwrap_or_default().to_owned()
+            }
             _ => service_kit::telemetry::new_request_id(),
         };
         let normalized = match normalize(req.uri.path()) {
@@ -418,6 +420,7 @@ impl ProxyHttp for Banyan {
         let upstream = ctx.pool.as_ref().map_or("-", |p| p.name());
         let elapsed = ctx.started.elapsed();
         self.metrics.request(route, upstream, status, elapsed);
+        self.metrics.pipeline("pingora");
         tracing::info!(
             target: "access",
             method = %session.req_header().method,

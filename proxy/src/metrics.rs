@@ -24,6 +24,7 @@ pub struct Metrics {
     table_info: IntGaugeVec,
     shadow_requests: IntCounterVec,
     shadow_fields: IntCounterVec,
+    pipelines: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -99,6 +100,14 @@ impl Metrics {
             &["route", "endpoint", "field", "class"],
         )
         .unwrap();
+        let pipelines = IntCounterVec::new(
+            Opts::new(
+                "banyan_request_pipeline_total",
+                "Requests by the pipeline that forwarded them: the fast path or Pingora's",
+            ),
+            &["pipeline"],
+        )
+        .unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -108,6 +117,7 @@ impl Metrics {
             Box::new(table_info.clone()),
             Box::new(shadow_requests.clone()),
             Box::new(shadow_fields.clone()),
+            Box::new(pipelines.clone()),
         ] {
             registry.register(c).unwrap();
         }
@@ -124,7 +134,13 @@ impl Metrics {
             table_info,
             shadow_requests,
             shadow_fields,
+            pipelines,
         }
+    }
+
+    /// One request forwarded (or answered) by `pipeline`: "fast" or "pingora".
+    pub fn pipeline(&self, pipeline: &str) {
+        self.pipelines.with_label_values(&[pipeline]).inc();
     }
 
     /// One shadowed request's outcome (endpoint templates are capped per route by the results

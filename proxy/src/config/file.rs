@@ -27,6 +27,8 @@ pub struct ProxySection {
     pub admin: Option<Spanned<String>>,
     /// Add `x-banyan-route` / `x-banyan-upstream` to responses (for debugging; off by default).
     pub debug_headers: Option<bool>,
+    /// Forward plain GET/HEAD requests on the fast path (on by default).
+    pub fast_path: Option<bool>,
     /// Worker threads of the proxy service.
     pub threads: Option<Spanned<i64>>,
     /// How long to wait after a change to the file before reloading it.

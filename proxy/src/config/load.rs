@@ -251,6 +251,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                 listen,
                 admin,
                 debug_headers: p.debug_headers.unwrap_or(false),
+                fast_path: p.fast_path.unwrap_or(defaults.fast_path),
                 threads,
                 reload_settle,
             }

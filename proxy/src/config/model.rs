@@ -20,6 +20,8 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub debug_headers: bool,
+    /// Plain GET/HEAD requests skip Pingora's proxy pipeline ([`crate::fast_path`]).
+    pub fast_path: bool,
     pub threads: usize,
     pub reload_settle: Duration,
 }
@@ -30,6 +32,7 @@ impl Default for ProxySettings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             debug_headers: false,
+            fast_path: true,
             threads: 2,
             reload_settle: Duration::from_millis(150),
         }

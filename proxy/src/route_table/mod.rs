@@ -69,6 +69,11 @@ impl RouteTable {
         self.shadow_limits[index].clone()
     }
 
+    /// Whether any route matches on request headers (without, matching needs no header map).
+    pub fn matches_on_headers(&self) -> bool {
+        self.config.routes.iter().any(|r| !r.headers.is_empty())
+    }
+
     /// The index of the route for a request (normalized path).
     pub fn find(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
         self.matcher

@@ -1,0 +1,166 @@
+//! Kept-alive upstream connections of the fast path, per worker thread and backend address.
+//!
+//! Why not Pingora's connection pool: it is built for many threads sharing one pool, and pays
+//! for it on every request: each returned connection goes into an `Arc<Mutex>`, an LRU and a
+//! sharded map under locks, and gets a spawned task that watches it while idle, which is then
+//! woken and torn down when the connection is taken again. This pool is a per-thread list: a
+//! worker thread takes the most recently returned connection and puts it back, with no lock and
+//! no task. A connection taken on one thread and returned on another (tasks of a work-stealing
+//! runtime can move) simply joins the other thread's list.
+//!
+//! An idle connection is not watched; instead it is checked when taken: past the upstream's
+//! `idle_timeout`, closed by the backend, or with unexpected bytes waiting, it is dropped and
+//! the next one is tried. A backend closing a connection at the moment it is reused is still
+//! possible; the fast path retries its (idempotent) request once on a new connection then.
+//! At most [`MAX_IDLE_PER_BACKEND`] connections per thread and backend are kept; the oldest go.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+/// Idle connections kept per worker thread and backend. More concurrent requests than this to
+/// one backend still work; their connections are closed when done instead of kept.
+pub const MAX_IDLE_PER_BACKEND: usize = 128;
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<SocketAddr, VecDeque<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// A kept-alive connection to `addr` that is still usable, if there is one.
+pub fn take(addr: SocketAddr, idle_timeout: Duration) -> Option<TcpStream> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some(c) = list.pop_back() {
+            if c.since.elapsed() >= idle_timeout {
+                // Everything older is expired too.
+                list.clear();
+                break;
+            }
+            if usable(&c.stream) {
+                return Some(c.stream);
+            }
+        }
+        None
+    })
+}
+
+/// Keeps `stream` (which just finished a complete exchange) for the next request to `addr`.
+pub fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry(addr).or_default();
+        while list
+            .front()
+            .is_some_and(|c| c.since.elapsed() >= idle_timeout)
+        {
+            list.pop_front();
+        }
+        if list.len() >= MAX_IDLE_PER_BACKEND {
+            list.pop_front();
+        }
+        list.push_back(Idle {
+            stream,
+            since: Instant::now(),
+        });
+    })
+}
+
+/// Idle connections this thread holds to `addr` (for tests).
+pub fn count(addr: SocketAddr) -> usize {
+    IDLE.with(|idle| idle.borrow().get(&addr).map_or(0, |l| l.len()))
+}
+
+/// An idle connection is usable when reading from it would block: no EOF (the backend closed
+/// it), no error, no bytes the backend sent unasked. Costs no syscall when the runtime has not
+/// seen the socket become readable.
+fn usable(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair(listener: &tokio::net::TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn closed_expired_and_chatty_connections_are_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let long = Duration::from_secs(60);
+
+        let (alive, _alive_server) = pair(&listener).await;
+        put(addr, alive, long);
+        assert!(take(addr, long).is_some());
+        assert!(take(addr, long).is_none(), "taken once only");
+
+        let (closed, server) = pair(&listener).await;
+        put(addr, closed, long);
+        drop(server);
+        // The close reaches the socket asynchronously; wait until the runtime sees it.
+        let c = take_when(addr, long, false).await;
+        assert!(c.is_none(), "a connection the backend closed is dropped");
+
+        let (chatty, mut server) = pair(&listener).await;
+        server
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .await
+            .unwrap();
+        put(addr, chatty, long);
+        assert!(
+            take_when(addr, long, false).await.is_none(),
+            "unasked bytes: dropped"
+        );
+
+        let (old, _old_server) = pair(&listener).await;
+        put(addr, old, long);
+        assert!(take(addr, Duration::ZERO).is_none(), "expired");
+        assert_eq!(count(addr), 0);
+    }
+
+    /// Takes until the result is `want_some` (the kernel and runtime report a peer's close or
+    /// bytes a moment later), putting back a still-usable connection between tries.
+    async fn take_when(addr: SocketAddr, t: Duration, want_some: bool) -> Option<TcpStream> {
+        for _ in 0..1000 {
+            match take(addr, t) {
+                Some(c) if !want_some => {
+                    c.readable().await.ok();
+                    put(addr, c, t);
+                }
+                r => return r,
+            }
+        }
+        panic!("the connection's state never showed")
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_a_bounded_number_per_backend() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let long = Duration::from_secs(60);
+        let mut servers = Vec::new();
+        for _ in 0..MAX_IDLE_PER_BACKEND + 5 {
+            let (c, s) = pair(&listener).await;
+            servers.push(s);
+            put(addr, c, long);
+        }
+        assert_eq!(count(addr), MAX_IDLE_PER_BACKEND);
+    }
+}
