@@ -4,6 +4,7 @@
 mod bodies;
 mod check;
 mod connections;
+mod fast_path;
 mod health;
 mod reload;
 mod routing;
