@@ -32,10 +32,34 @@ pub fn bucket(target: &str, key: &[u8]) -> u32 {
     (h.finish() % 10_000) as u32
 }
 
+/// Request headers as the split reads them: a `HeaderMap` on Pingora's path, the parsed head on
+/// the fast path (which builds no map for it).
+pub trait Headers {
+    /// The values of header `name` (given in lower case), in order.
+    fn values<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n, Self>;
+}
+
+impl Headers for HeaderMap {
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
+
+impl Headers for [httparse::Header<'_>] {
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
 /// The sticky key of a request, if it has one.
-pub fn sticky_key<'a>(
+pub fn sticky_key<'a, H: Headers + ?Sized>(
     sticky: &StickyKey,
-    headers: &'a HeaderMap,
+    headers: &'a H,
     client: Option<IpAddr>,
 ) -> Option<std::borrow::Cow<'a, [u8]>> {
     match sticky {
@@ -43,8 +67,8 @@ pub fn sticky_key<'a>(
             cookie(headers, name).map(|v| std::borrow::Cow::Borrowed(v.as_bytes()))
         }
         StickyKey::Header(name) => headers
-            .get(name)
-            .map(|v| v.as_bytes())
+            .values(name.as_str())
+            .next()
             .filter(|v| !v.is_empty())
             .map(std::borrow::Cow::Borrowed),
         StickyKey::ClientAddr => {
@@ -54,12 +78,13 @@ pub fn sticky_key<'a>(
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of cookie `name` in the request's `Cookie` headers (those that are visible ASCII,
+/// as `HeaderValue::to_str` takes them).
+pub fn cookie<'a, H: Headers + ?Sized>(headers: &'a H, name: &str) -> Option<&'a str> {
     headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values("cookie")
+        .filter(|v| v.iter().all(|b| *b == b'\t' || (32..127).contains(b)))
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(n, _)| *n == name)
@@ -68,7 +93,11 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// True when the request goes to the split's new side.
-pub fn goes_to_new_side(split: &SplitSpec, headers: &HeaderMap, client: Option<IpAddr>) -> bool {
+pub fn goes_to_new_side<H: Headers + ?Sized>(
+    split: &SplitSpec,
+    headers: &H,
+    client: Option<IpAddr>,
+) -> bool {
     if split.basis_points == 0 {
         return false;
     }
@@ -125,5 +154,48 @@ mod tests {
         let hk = sticky_key(&StickyKey::Header("x-user".parse().unwrap()), &h, None).unwrap();
         assert_eq!(&*hk, b"42");
         assert!(sticky_key(&StickyKey::ClientAddr, &h, None).is_none());
+    }
+
+    #[test]
+    fn the_parsed_head_and_the_header_map_give_the_same_keys() {
+        let parsed = [
+            httparse::Header {
+                name: "Cookie",
+                value: b"theme=dark",
+            },
+            httparse::Header {
+                name: "X-User",
+                value: b"42",
+            },
+            httparse::Header {
+                name: "COOKIE",
+                value: b"a=1; sid=s-9; b=2",
+            },
+            httparse::Header {
+                name: "cookie",
+                value: b"sid=\xffbad",
+            },
+        ];
+        let mut map = HeaderMap::new();
+        for h in &parsed {
+            map.append(
+                http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(h.value).unwrap(),
+            );
+        }
+        for sticky in [
+            StickyKey::Cookie("sid".into()),
+            StickyKey::Cookie("theme".into()),
+            StickyKey::Cookie("none".into()),
+            StickyKey::Header("x-user".parse().unwrap()),
+            StickyKey::Header("x-none".parse().unwrap()),
+        ] {
+            assert_eq!(
+                sticky_key(&sticky, &parsed[..], None),
+                sticky_key(&sticky, &map, None),
+                "{sticky:?}"
+            );
+        }
+        assert_eq!(cookie(&parsed[..], "sid"), Some("s-9"));
     }
 }

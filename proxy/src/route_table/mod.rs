@@ -30,6 +30,8 @@ pub struct RouteTable {
     matcher: Matcher,
     /// Per route: the in-flight bound of its shadow, if it has one.
     shadow_limits: Vec<Option<Arc<Semaphore>>>,
+    /// Some route has `headers` conditions (computed once: asked on every request).
+    matches_on_headers: bool,
 }
 
 impl RouteTable {
@@ -54,7 +56,9 @@ impl RouteTable {
                     .map(|s| limiters.get(&r.id, s.max_in_flight))
             })
             .collect();
+        let matches_on_headers = config.routes.iter().any(|r| !r.headers.is_empty());
         RouteTable {
+            matches_on_headers,
             version,
             loaded_at_ms: service_kit::clock::now_ms(),
             config,
@@ -71,7 +75,7 @@ impl RouteTable {
 
     /// Whether any route matches on request headers (without, matching needs no header map).
     pub fn matches_on_headers(&self) -> bool {
-        self.config.routes.iter().any(|r| !r.headers.is_empty())
+        self.matches_on_headers
     }
 
     /// The index of the route for a request (normalized path).
