@@ -70,10 +70,29 @@ pub struct RequestCtx {
 /// never trusted from the client: Banyan is the edge), `X-Request-Id`, `Via`. The primary and
 /// a shadow copy get the same.
 fn edge_headers(session: &Session, request_id: &str) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::with_capacity(5);
     let req = session.req_header();
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet())
-        && let Ok(v) = HeaderValue::from_str(&client.ip().to_string())
+    edge_header_list(
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        req.headers.get(HOST).map(HeaderValue::as_bytes),
+        req.headers.get(VIA).map(HeaderValue::as_bytes),
+        request_id,
+    )
+}
+
+/// The edge headers from their parts (the client's address, its `Host` and first `Via`), as
+/// both paths give them to a shadow copy.
+pub(crate) fn edge_header_list(
+    client_ip: Option<std::net::IpAddr>,
+    host: Option<&[u8]>,
+    via: Option<&[u8]>,
+    request_id: &str,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(5);
+    if let Some(ip) = client_ip
+        && let Ok(v) = HeaderValue::from_str(&ip.to_string())
     {
         out.push((HeaderName::from_static("x-forwarded-for"), v));
     }
@@ -81,14 +100,16 @@ fn edge_headers(session: &Session, request_id: &str) -> Vec<(HeaderName, HeaderV
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
     ));
-    if let Some(host) = req.headers.get(HOST) {
-        out.push((HeaderName::from_static("x-forwarded-host"), host.clone()));
+    if let Some(host) = host.and_then(|h| HeaderValue::from_bytes(h).ok()) {
+        out.push((HeaderName::from_static("x-forwarded-host"), host));
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         out.push((HeaderName::from_static(REQUEST_ID), v));
     }
-    let via = match req.headers.get(VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {VIA_VALUE}")).ok(),
+    // A previous `Via` is kept when it is a valid header string (visible ASCII).
+    let previous = via.filter(|v| v.iter().all(|b| *b == b'\t' || (32..127).contains(b)));
+    let via = match previous {
+        Some(prev) => HeaderValue::from_bytes(&[prev, b", ", VIA_VALUE.as_bytes()].concat()).ok(),
         None => Some(HeaderValue::from_static(VIA_VALUE)),
     };
     if let Some(v) = via {
@@ -289,7 +310,7 @@ impl ProxyHttp for Banyan {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(m) = &mut ctx.mirror {
-            m.request_body(body.as_ref(), end_of_stream);
+            m.request_body(body.as_deref(), end_of_stream);
         }
         Ok(())
     }
@@ -317,7 +338,7 @@ impl ProxyHttp for Banyan {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         if let Some(m) = &mut ctx.mirror {
-            m.response_body(body.as_ref());
+            m.response_body(body.as_deref());
         }
         Ok(None)
     }

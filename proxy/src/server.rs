@@ -76,12 +76,14 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     server.bootstrap();
 
     let results = Arc::new(Results::new(metrics.clone()));
+    // One shadower (its thread and in-flight bounds) for both paths.
+    let shadower = Arc::new(Shadower::new(results.clone()));
     let forward = pingora_proxy::http_proxy(
         &server.configuration,
         Banyan {
             live: live.clone(),
             metrics: metrics.clone(),
-            shadow: Arc::new(Shadower::new(results.clone())),
+            shadow: shadower.clone(),
         },
     );
     let connections = Connections {
@@ -89,6 +91,7 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
         fast: FastPath {
             live: live.clone(),
             metrics: metrics.clone(),
+            shadow: shadower,
         },
     };
     let mut proxy = Service::new("banyan proxy".into(), connections);

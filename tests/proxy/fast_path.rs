@@ -430,3 +430,56 @@ async fn what_the_fast_path_leaves_goes_through_pingora() {
     assert_eq!(pipeline_count(&proxy, "fast").await, 1);
     assert_eq!(pipeline_count(&proxy, "pingora").await, handed_over + 1);
 }
+
+/// A shadowed route on the fast path: the comparison sees the primary's body decoded from its
+/// chunks, as Pingora's path gives it, so a chunked primary and a candidate that sends a length
+/// agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadowed_reads_are_compared_on_the_fast_path() {
+    let json = r#"{"id":7,"name":"Copper Kettle","tags":["kitchen","copper"]}"#;
+    let primary = RawOrigin::start(move |_| {
+        let (a, b) = json.split_at(20);
+        Reply::Pieces(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            format!("{:x}\r\n{a}\r\n", a.len()).into_bytes(),
+            format!("{:x}\r\n{b}\r\n0\r\n\r\n", b.len()).into_bytes(),
+        ])
+    })
+    .await;
+    let candidate = RawOrigin::start(move |_| {
+        Reply::Pieces(vec![
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+                json.len()
+            )
+            .into_bytes(),
+        ])
+    })
+    .await;
+    let proxy = spawn_proxy(&table(
+        &[
+            ("primary", vec![primary.addr]),
+            ("candidate", vec![candidate.addr]),
+        ],
+        "[[route]]\nid = \"reads\"\npath = \"/\"\nupstream = \"primary\"\n\n\
+         [route.shadow]\nto = \"candidate\"\npercent = 100\n",
+    ))
+    .await;
+    for i in 0..10 {
+        let r = proxy
+            .client
+            .get(proxy.url(&format!("/p/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), json);
+    }
+    let t = proxy
+        .wait_shadow("reads", |t| t.get("compared").copied().unwrap_or(0) == 10)
+        .await;
+    assert_eq!(t.get("matched").copied(), Some(10), "{t:?}");
+    assert_eq!(candidate.requests(), 10);
+    assert_eq!(pipeline_count(&proxy, "fast").await, 10);
+}

@@ -19,7 +19,9 @@
 //! - HTTP/1.1, `GET` or `HEAD`, origin-form target, exactly one `Host`, no body (no
 //!   `Content-Length`, no `Transfer-Encoding`), no `Upgrade` or `Expect`, `Connection` at most
 //!   `keep-alive` or `close`, nothing pipelined behind it, a head under 16 KiB and 64 headers;
-//! - a path that normalizes and matches a route without a shadow;
+//! - a path that normalizes and matches a route (a shadowed route too: the copy and the
+//!   comparison are handed to the same shadower as on Pingora's path, with the response body
+//!   as it passes, decoded from chunks);
 //! - `[proxy] fast_path` not turned off (it is on by default; turning it off sends everything
 //!   through Pingora's pipeline, for comparison or as an escape hatch; it applies on reload).
 //!
@@ -39,10 +41,11 @@ use service_kit::ErrorResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::forward::{REQUEST_ID, acceptable_request_id, upstream_error};
+use crate::forward::{REQUEST_ID, acceptable_request_id, edge_header_list, upstream_error};
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
 use crate::route_table::normalize::normalize;
+use crate::shadow::mirror::{Mirror, Shadower};
 use crate::split;
 use crate::upstream::{Backend, Pool};
 use wire::{Chunked, Edge, Framing, ResponseEdge};
@@ -66,6 +69,7 @@ pub enum Exchange {
 pub struct FastPath {
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
+    pub shadow: Arc<Shadower>,
 }
 
 /// What the exchange needs to know about the request it forwards.
@@ -217,23 +221,23 @@ impl FastPath {
             return None;
         }
         let method = if head { Method::HEAD } else { Method::GET };
-        let needs_headers =
-            table.matches_on_headers() || table.config.routes.iter().any(|r| r.split.is_some());
-        let mut map = HeaderMap::new();
-        if needs_headers {
-            map.reserve(req.headers.len());
-            for h in req.headers.iter() {
-                let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-                map.append(name, HeaderValue::from_bytes(h.value).ok()?);
-            }
+        // A header map only where something needs one: header conditions in the table, or a
+        // shadow copy of this request. The split reads the parsed head directly.
+        let mut map = None;
+        if table.matches_on_headers() {
+            map = Some(header_map(req.headers)?);
         }
-        let index = table.find(&path, &method, &map)?;
+        // (`HeaderMap::new` does not allocate.)
+        let index = match &map {
+            Some(map) => table.find(&path, &method, map)?,
+            None => table.find(&path, &method, &HeaderMap::new())?,
+        };
         let route = table.route(index);
-        if route.shadow.is_some() {
-            return None;
+        if route.shadow.is_some() && map.is_none() {
+            map = Some(header_map(req.headers)?);
         }
         let pool_name = match &route.split {
-            Some(s) if split::goes_to_new_side(s, &map, client_ip) => &s.to,
+            Some(s) if split::goes_to_new_side(s, &*req.headers, client_ip) => &s.to,
             _ => &route.upstream,
         };
         let pool = table.pool(pool_name).clone();
@@ -243,6 +247,23 @@ impl FastPath {
         };
 
         // From here the request is this path's to answer.
+        let mut mirror = match &map {
+            Some(map) if route.shadow.is_some() => Mirror::begin(
+                &self.shadow,
+                &table,
+                index,
+                pool_name,
+                &method,
+                &forward_target,
+                map,
+                || edge_header_list(client_ip, host, via.flatten(), &request_id),
+            ),
+            _ => None,
+        };
+        if let Some(m) = &mut mirror {
+            // GET and HEAD carry no body.
+            m.request_body(None, true);
+        }
         let mut out = Vec::with_capacity(1024);
         let edge = Edge {
             client_ip,
@@ -262,7 +283,12 @@ impl FastPath {
             client_close: client_close || shutting_down,
             debug,
         };
-        let outcome = self.forward(client, &pool, &out, &routed).await;
+        let outcome = self
+            .forward(client, &pool, &out, &routed, mirror.as_mut())
+            .await;
+        if let Some(m) = mirror {
+            m.finish(outcome.status > 0 && outcome.error.is_empty());
+        }
 
         self.metrics
             .request(&route.id, pool.name(), outcome.status, started.elapsed());
@@ -299,6 +325,7 @@ impl FastPath {
         pool: &Pool,
         request: &[u8],
         routed: &Routed<'_>,
+        mirror: Option<&mut Mirror>,
     ) -> Outcome {
         let mut tried = Vec::new();
         let mut rbuf = Vec::with_capacity(4096);
@@ -327,7 +354,7 @@ impl FastPath {
             error: "",
             keep_alive: false,
         };
-        match relay(client, up, &mut rbuf, pool, backend.addr, routed).await {
+        match relay(client, up, &mut rbuf, pool, backend.addr, routed, mirror).await {
             Ok((status, keep_alive)) => {
                 outcome.status = status;
                 outcome.keep_alive = keep_alive;
@@ -434,6 +461,16 @@ enum Relay {
     Midway { status: u16, error: &'static str },
 }
 
+/// The request's headers as a map (`None`: one is not a valid header; Pingora's path answers).
+fn header_map(headers: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        map.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    Some(map)
+}
+
 /// Connects to a backend. `Err(true)`: timed out.
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -497,6 +534,7 @@ async fn relay(
     pool: &Pool,
     backend: SocketAddr,
     routed: &Routed<'_>,
+    mut mirror: Option<&mut Mirror>,
 ) -> Result<(u16, bool), Relay> {
     let spec = &pool.spec;
     let mut headers = [httparse::EMPTY_HEADER; wire::MAX_RESPONSE_HEADERS];
@@ -508,6 +546,25 @@ async fn relay(
     let status = resp.code.unwrap_or(0);
     let framing = wire::response_framing(routed.head, status, resp.headers)
         .map_err(|_| Relay::BeforeHead(UpstreamFailure::Broken))?;
+    if let Some(m) = mirror.as_deref_mut() {
+        // As Pingora's path gives it: the upstream's headers, in a map.
+        let mut map = HeaderMap::with_capacity(resp.headers.len());
+        for h in resp.headers.iter() {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        m.response_header(status, &map);
+    }
+    // The shadow comparison gets the body as it passes (decoded from chunks).
+    let mut tee = |data: &[u8]| {
+        if let Some(m) = mirror.as_deref_mut() {
+            m.response_body(Some(data));
+        }
+    };
     let mut upstream_reusable = framing != Framing::UntilClose
         && wire::upstream_keeps_alive(resp.version.unwrap_or(0), resp.headers);
     let keep_alive = !routed.client_close && framing != Framing::UntilClose;
@@ -536,10 +593,11 @@ async fn relay(
         Framing::Length(n) => {
             let have = (body.len() as u64).min(n) as usize;
             out.extend_from_slice(&body[..have]);
+            tee(&body[..have]);
             upstream_reusable &= body.len() as u64 <= n;
             Some(n - have as u64)
         }
-        Framing::Chunked => match chunked.feed(body) {
+        Framing::Chunked => match chunked.feed_data(body, &mut tee) {
             Ok(Some(end)) => {
                 out.extend_from_slice(&body[..end]);
                 upstream_reusable &= end == body.len();
@@ -553,6 +611,7 @@ async fn relay(
         },
         Framing::UntilClose => {
             out.extend_from_slice(body);
+            tee(body);
             None
         }
     };
@@ -583,8 +642,12 @@ async fn relay(
         }
         let mut pass = n;
         match framing {
-            Framing::Length(_) => remaining = remaining.map(|r| r - n as u64),
-            Framing::Chunked => match chunked.feed(rbuf) {
+            Framing::Length(_) => {
+                remaining = remaining.map(|r| r - n as u64);
+                tee(rbuf);
+            }
+            Framing::UntilClose => tee(rbuf),
+            Framing::Chunked => match chunked.feed_data(rbuf, &mut tee) {
                 Ok(Some(end)) => {
                     pass = end;
                     upstream_reusable &= end == n;
@@ -593,7 +656,7 @@ async fn relay(
                 Ok(None) => {}
                 Err(_) => return Err(midway("upstream")),
             },
-            _ => {}
+            Framing::Empty => {}
         }
         client
             .write_all(&rbuf[..pass])

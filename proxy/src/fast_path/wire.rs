@@ -306,12 +306,23 @@ impl Chunked {
     /// Feeds the next bytes of the body. `Ok(Some(n))`: the body ends after the first `n`
     /// bytes of `buf`; `Ok(None)`: all of `buf` is body and more is due.
     pub fn feed(&mut self, buf: &[u8]) -> Result<Option<usize>, BadResponse> {
+        self.feed_data(buf, |_| {})
+    }
+
+    /// [`Chunked::feed`], also handing each piece of chunk data (the body without its framing)
+    /// to `data`, for a shadow comparison that sees the body as Pingora's path decodes it.
+    pub fn feed_data(
+        &mut self,
+        buf: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<Option<usize>, BadResponse> {
         let mut i = 0;
         while i < buf.len() {
             match self.state {
                 ChunkState::Done => return Ok(Some(i)),
                 ChunkState::Data(left) => {
                     let take = left.min((buf.len() - i) as u64);
+                    data(&buf[i..i + take as usize]);
                     i += take as usize;
                     self.state = if take == left {
                         ChunkState::DataEnd(2)
@@ -417,6 +428,20 @@ mod tests {
                 Ok(Some(body.len() - cut)),
                 "cut {cut}"
             );
+        }
+    }
+
+    #[test]
+    fn chunk_data_is_handed_on_without_its_framing() {
+        let body = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n";
+        for cut in 0..body.len() {
+            let mut c = Chunked::new();
+            let mut seen = Vec::new();
+            c.feed_data(&body[..cut], |d| seen.extend_from_slice(d))
+                .unwrap();
+            let end = c.feed_data(&body[cut..], |d| seen.extend_from_slice(d));
+            assert_eq!(end, Ok(Some(body.len() - cut)));
+            assert_eq!(seen, b"hello world", "cut {cut}");
         }
     }
 

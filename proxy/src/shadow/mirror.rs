@@ -355,7 +355,7 @@ impl Mirror {
     }
 
     /// A chunk of the client's request body (or its end).
-    pub fn request_body(&mut self, chunk: Option<&Bytes>, end: bool) {
+    pub fn request_body(&mut self, chunk: Option<&[u8]>, end: bool) {
         let max = self.spec().max_request_body;
         let State::Request { body } = &mut self.state else {
             return;
@@ -389,7 +389,7 @@ impl Mirror {
     }
 
     /// A chunk of the primary's response body.
-    pub fn response_body(&mut self, chunk: Option<&Bytes>) {
+    pub fn response_body(&mut self, chunk: Option<&[u8]>) {
         let max = self.spec().max_response_body;
         if let State::Answer { body, .. } = &mut self.state
             && let Some(c) = chunk.filter(|c| !c.is_empty())
