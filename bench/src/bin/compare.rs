@@ -6,6 +6,8 @@
 //! - `direct`: no proxy (the ceiling);
 //! - `nginx`: `proxy_pass` with an upstream keep-alive pool;
 //! - `haproxy`: `mode http`, `http-reuse always`;
+//!   both set the headers Banyan sets as the edge (`X-Forwarded-*`, a request id and `Via` both
+//!   ways), so every proxy does the same work per request;
 //! - `pingora`: `bare-pingora`, Pingora with nothing on top on Banyan's settings;
 //! - `banyan`: a realistic table of 50 routes, the benchmarked one with a sticky split (both
 //!   sides the same backend, so the work is comparable), metrics on (they always are).
@@ -124,6 +126,22 @@ async fn wait_port(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The edge work Banyan does on every request, asked of nginx too, so both do the same job:
+/// `X-Forwarded-For`/`-Proto`/`-Host`, a request id and `Via` to the backend, the request id and
+/// `Via` back to the client.
+const EDGE_NGINX: &str = "proxy_set_header X-Forwarded-For $remote_addr; \
+     proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; \
+     proxy_set_header X-Request-Id $request_id; proxy_set_header Via \"1.1 nginx\"; \
+     add_header X-Request-Id $request_id always; add_header Via \"1.1 nginx\" always;";
+
+/// [`EDGE_NGINX`] for HAProxy.
+const EDGE_HAPROXY: &str = "  unique-id-format %[uuid()]\n  unique-id-header X-Request-Id\n  \
+     option forwardfor\n  http-request set-header X-Forwarded-Proto http\n  \
+     http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  \
+     http-request add-header Via \"1.1 haproxy\"\n  \
+     http-response set-header X-Request-Id %[unique-id]\n  \
+     http-response add-header Via \"1.1 haproxy\"\n";
+
 async fn start_nginx(dir: &Path, backend: &str, workers: usize) -> anyhow::Result<Contender> {
     let port = free_port();
     let conf = dir.join("nginx.conf");
@@ -136,7 +154,8 @@ async fn start_nginx(dir: &Path, backend: &str, workers: usize) -> anyhow::Resul
              http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
              upstream backend {{ server {backend}; keepalive 256; }}\n\
              server {{\n    listen 127.0.0.1:{port} reuseport backlog=65535;\n\
-             location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering on; }}\n  }}\n}}\n",
+             location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering on;\n\
+               {EDGE_NGINX} }}\n  }}\n}}\n",
             dir = dir.display()
         ),
     )?;
@@ -187,7 +206,7 @@ async fn start_haproxy(dir: &Path, backend: &str, workers: usize) -> anyhow::Res
         format!(
             "global\n  nbthread {workers}\n  maxconn {maxconn}\n\n\
              defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n\n\
-             frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\n\
+             frontend f\n  bind 127.0.0.1:{port}\n{EDGE_HAPROXY}  default_backend b\n\n\
              backend b\n  http-reuse always\n  server s1 {backend}\n"
         ),
     )?;
