@@ -70,11 +70,11 @@ where
                 let mut tcp: Box<TcpClient> = stream.into_any().downcast().ok()?;
                 let first = next_request_begins(&mut tcp, shutdown).await?;
                 let shutting_down = *shutdown.borrow();
-                match self
-                    .fast
-                    .serve(&mut tcp, first, client_ip, shutting_down)
-                    .await
-                {
+                // Boxed: the exchange's state (parsed header arrays, buffers, the upstream
+                // connection) is several KiB, and held inline it would size this loop's future,
+                // which every idle connection keeps. Allocated per request, freed with it.
+                let exchange = Box::pin(self.fast.serve(&mut tcp, first, client_ip, shutting_down));
+                match exchange.await {
                     Exchange::Served { keep_alive: true } => {
                         stream = tcp;
                         continue;
