@@ -12,7 +12,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 /// The answer: 70 bytes, the size of a small catalog API response.
 pub const BODY: &[u8] =
@@ -38,7 +37,13 @@ impl Default for Behaviour {
 
 /// Starts the backend on a free loopback port; it runs until the process exits.
 pub async fn start(behaviour: Behaviour) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // A production-sized accept queue (tokio's default is 1,024): 1,000 connections opened at
+    // once by a proxy must not overflow it while this single thread is busy.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("loopback"))
+        .expect("bind");
+    let listener = socket.listen(4096).expect("listen");
     let addr = listener.local_addr().expect("addr");
     let body = match behaviour.size {
         Some(n) => Bytes::from(vec![b'x'; n]),

@@ -330,9 +330,11 @@ fn upstream(
         name: n.clone(),
         addrs,
         health,
+        // Longer than Linux's first SYN retransmission (1 s): one SYN dropped by a busy
+        // backend's full accept queue must not fail the request and eject the backend.
         connect_timeout: c.duration(
             &up.connect_timeout,
-            Duration::from_secs(1),
+            Duration::from_secs(3),
             limit,
             "connect_timeout",
         ),
