@@ -40,7 +40,13 @@ use crate::shadow::mirror::{MARKER, Mirror, Shadower};
 use crate::split;
 use crate::upstream::{Backend, Pool};
 
-const VIA_VALUE: &str = "1.1 banyan";
+pub(crate) const VIA_VALUE: &str = "1.1 banyan";
+
+/// Whether a header value is a valid header string (visible ASCII and tabs), as
+/// `HeaderValue::to_str` takes it.
+pub(crate) fn is_header_string(v: &[u8]) -> bool {
+    v.iter().all(|b| *b == b'\t' || (32..127).contains(b))
+}
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 pub struct Banyan {
@@ -107,7 +113,7 @@ pub(crate) fn edge_header_list(
         out.push((HeaderName::from_static(REQUEST_ID), v));
     }
     // A previous `Via` is kept when it is a valid header string (visible ASCII).
-    let previous = via.filter(|v| v.iter().all(|b| *b == b'\t' || (32..127).contains(b)));
+    let previous = via.filter(|v| is_header_string(v));
     let via = match previous {
         Some(prev) => HeaderValue::from_bytes(&[prev, b", ", VIA_VALUE.as_bytes()].concat()).ok(),
         None => Some(HeaderValue::from_static(VIA_VALUE)),

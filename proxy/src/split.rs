@@ -83,7 +83,7 @@ pub fn sticky_key<'a, H: Headers + ?Sized>(
 pub fn cookie<'a, H: Headers + ?Sized>(headers: &'a H, name: &str) -> Option<&'a str> {
     headers
         .values("cookie")
-        .filter(|v| v.iter().all(|b| *b == b'\t' || (32..127).contains(b)))
+        .filter(|v| crate::forward::is_header_string(v))
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))

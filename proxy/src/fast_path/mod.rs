@@ -196,10 +196,7 @@ impl FastPath {
                 }
             } else if name.eq_ignore_ascii_case("via") {
                 // As Pingora's path: the first `Via`, if it is a valid header string.
-                via.get_or_insert(
-                    Some(h.value)
-                        .filter(|v| v.iter().all(|b| *b == b'\t' || (32..127).contains(b))),
-                );
+                via.get_or_insert(Some(h.value).filter(|v| crate::forward::is_header_string(v)));
             } else if name.eq_ignore_ascii_case(REQUEST_ID) {
                 client_request_id.get_or_insert(h.value);
             }

@@ -18,7 +18,7 @@ pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// An upstream response head longer than this is a bad gateway.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-pub const VIA_VALUE: &[u8] = b"1.1 banyan";
+pub const VIA_VALUE: &[u8] = crate::forward::VIA_VALUE.as_bytes();
 
 /// Request headers never forwarded as the client sent them: hop-by-hop headers, and the ones
 /// Banyan sets itself as the edge (a client cannot choose its forwarded address, request id or
