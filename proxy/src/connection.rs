@@ -15,6 +15,9 @@
 //! written. The wait reads into a per-thread scratch buffer and copies out only what arrived,
 //! so an idle connection holds no buffer and a request costs one read.
 //!
+//! Each connection first moves to the worker thread serving the fewest connections
+//! ([`crate::balance`]); Pingora's own placement is random.
+//!
 //! What the loop keeps from Pingora's: keep-alive on for 60 s unless shutting down, the server
 //! options' `keepalive_request_limit`, and the per-connection settings Pingora carries from one
 //! request to the next. Banyan serves cleartext HTTP/1.1 only (no TLS, no h2c) and never turns
@@ -33,6 +36,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as TcpClient;
 use pingora_core::server::ShutdownWatch;
 
+use crate::balance::Workers;
 use crate::fast_path::{Exchange, FastPath};
 
 /// How long a kept-alive client connection may stay idle between requests (Pingora's default).
@@ -44,6 +48,8 @@ pub const KEEPALIVE: Duration = Duration::from_secs(60);
 pub struct Connections<A> {
     pub app: Arc<A>,
     pub fast: FastPath,
+    /// Where new connections go: the worker thread with the fewest.
+    pub workers: Workers,
 }
 
 #[async_trait]
@@ -56,6 +62,22 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let serve = self.clone().serve(stream, shutdown.clone());
+        self.workers.place(serve).await.flatten()
+    }
+
+    async fn cleanup(&self) {
+        self.app.http_cleanup().await;
+    }
+}
+
+impl<A> Connections<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// One client connection, request after request, until it closes (see the module docs).
+    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) -> Option<Stream> {
+        let shutdown = &shutdown;
         let app = &self.app;
         let client_ip: Option<IpAddr> = stream
             .get_socket_digest()
@@ -105,10 +127,6 @@ where
             stream = next;
             settings = kept;
         }
-    }
-
-    async fn cleanup(&self) {
-        self.app.http_cleanup().await;
     }
 }
 

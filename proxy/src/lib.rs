@@ -16,12 +16,14 @@
 //! - [`admin`], [`metrics`]: what operators see.
 //! - [`shadow`]: shadow traffic: mirroring to a candidate, comparing, noise, results.
 //! - [`connection`]: client connections between requests (idle ones hold only their socket).
+//! - [`balance`]: each new client connection to the worker thread serving the fewest.
 //! - [`fast_path`]: plain `GET`/`HEAD` forwarded without Pingora's proxy pipeline (its own
 //!   HTTP/1.1 head handling and per-thread upstream keep-alive); everything else goes through
 //!   [`forward`].
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.
 
 pub mod admin;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -93,6 +93,7 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             shadow: shadower,
         },
+        workers: Default::default(),
     };
     let mut proxy = Service::new("banyan proxy".into(), connections);
     proxy.add_listener(ListenerConfig::tcp(listen.to_string()).l4_buffer(client_buffers()));
