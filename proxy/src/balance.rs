@@ -11,8 +11,9 @@
 //! (HAProxy's default; Envoy's "exact balance"). Threads join the registry the first time a
 //! connection lands on them, so a thread no connection has reached yet is not a candidate; with
 //! random placement every thread is reached within the first few connections. A connection that
-//! moves costs one extra small task, which waits on the thread it was accepted on until the
-//! connection ends.
+//! moves runs as a new task on its new thread, and the task Pingora accepted it in ends: Pingora
+//! does not track connection tasks (it stops accepting at shutdown and leaves the rest to the
+//! grace period), so nothing is lost by leaving it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,31 +45,25 @@ impl Drop for Live {
 
 impl Workers {
     /// Runs `serve` (one client connection, from its first request to its end) on the thread
-    /// with the fewest connections: here when this thread is one of those, else spawned there.
-    /// Returns what `serve` returned, or `None` when it panicked.
-    pub async fn place<F, T>(&self, serve: F) -> Option<T>
+    /// with the fewest connections: awaited here when this thread is one of those, else spawned
+    /// there and left to run (this returns at once, and the task it was accepted in ends).
+    pub async fn place<F>(&self, serve: F)
     where
-        F: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
     {
         let here = self.register_current();
         let (target, live) = self.least_loaded().unwrap_or((None, here));
         live.fetch_add(1, Ordering::Relaxed);
         let live = Live(live);
+        let counted = async move {
+            serve.await;
+            drop(live);
+        };
         match target {
-            None => {
-                let out = serve.await;
-                drop(live);
-                Some(out)
+            None => counted.await,
+            Some(handle) => {
+                handle.spawn(counted);
             }
-            Some(handle) => handle
-                .spawn(async move {
-                    let out = serve.await;
-                    drop(live);
-                    out
-                })
-                .await
-                .ok(),
         }
     }
 
@@ -157,7 +152,7 @@ mod tests {
                     ran_on.send(std::thread::current().id()).unwrap();
                     let _ = gate.wait_for(|open| *open).await;
                 })
-                .await
+                .await;
             });
         }
         let mut per_thread: std::collections::HashMap<_, usize> = Default::default();

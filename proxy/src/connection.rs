@@ -63,7 +63,8 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let serve = self.clone().serve(stream, shutdown.clone());
-        self.workers.place(serve).await.flatten()
+        self.workers.place(serve).await;
+        None
     }
 
     async fn cleanup(&self) {
@@ -76,8 +77,12 @@ where
     A: HttpServerApp + Send + Sync + 'static,
 {
     /// One client connection, request after request, until it closes (see the module docs).
-    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) -> Option<Stream> {
-        let shutdown = &shutdown;
+    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        self.requests(stream, &shutdown).await;
+    }
+
+    /// The connection's requests; `None` when it is over (the `Option` is for `?`).
+    async fn requests(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<()> {
         let app = &self.app;
         let client_ip: Option<IpAddr> = stream
             .get_socket_digest()
