@@ -365,7 +365,9 @@ fn print_run(scenario: &str, round: usize, name: &str, r: &Run) {
 
 type Runs = BTreeMap<&'static str, Vec<Run>>;
 
-/// Every contender once per round, rounds interleaved, after one warm-up run each.
+/// Every contender once per round, rounds interleaved, after one warm-up run each. Each round
+/// starts one contender further along, so no contender always runs first or last in a round
+/// (right after another's load, or as the machine drifts within a round).
 fn measure(
     scenario: &str,
     contenders: &[Contender],
@@ -379,7 +381,8 @@ fn measure(
     }
     let mut runs = Runs::new();
     for round in 1..=args.rounds {
-        for c in contenders {
+        for i in 0..contenders.len() {
+            let c = &contenders[(i + round - 1) % contenders.len()];
             let r = measured_run(c, path, connections, args.seconds, lua)?;
             print_run(scenario, round, c.name, &r);
             runs.entry(c.name).or_default().push(r);
