@@ -1,4 +1,5 @@
-//! Spreading client connections evenly over the worker threads.
+//! Spreading client connections evenly over the worker threads, each served where its events
+//! arrive.
 //!
 //! Banyan's workers are single-threaded runtimes (Pingora's no-steal runtime: a connection
 //! stays on the thread that runs it, which keeps its state in that core's cache and its
@@ -13,12 +14,15 @@
 //! random placement every thread is reached within the first few connections. A connection that
 //! moves runs as a new task on its new thread, and the task Pingora accepted it in ends: Pingora
 //! does not track connection tasks (it stops accepting at shutdown and leaves the rest to the
-//! grace period), so nothing is lost by leaving it.
+//! grace period), so nothing is lost by leaving it. Then [`register_here`] moves the socket's
+//! registration to the serving thread's event loop.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use pingora_core::protocols::l4::stream::Stream as TcpClient;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use tokio::runtime::Handle;
 
 /// One worker thread: where to spawn on it and how many connections it serves now.
@@ -105,6 +109,38 @@ impl Workers {
     }
 }
 
+/// Registers a client socket with this thread's I/O driver.
+///
+/// Pingora's accept loop runs on one worker thread, and the socket it accepts is registered
+/// with that thread's event loop (epoll) even when the connection is served on another: every
+/// readiness event of the connection is then seen by the accepting thread, which wakes the
+/// serving one through its eventfd (a `write` system call per event, measured at one per
+/// request), and the connection's latency depends on both threads being scheduled. Served
+/// where it is registered, a connection touches only its own thread.
+///
+/// The socket is duplicated and the duplicate registered here; dropping the original
+/// deregisters it from the accepting thread and closes only its descriptor. The new stream has
+/// Pingora's transport buffers off (its `From<TcpStream>`): the fast path writes whole answers
+/// itself. When the duplicate cannot be made (descriptors exhausted), the original is kept.
+pub fn register_here(tcp: Box<TcpClient>) -> Box<TcpClient> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor is `tcp`'s, open for as long as `tcp` lives, which outlasts this
+    // borrow; `try_clone_to_owned` makes a new descriptor (dup with close-on-exec) that the
+    // returned stream owns.
+    #[allow(unsafe_code)]
+    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+    let Ok(owned) = fd.try_clone_to_owned() else {
+        return tcp;
+    };
+    let std = std::net::TcpStream::from(owned);
+    let Ok(registered) = tokio::net::TcpStream::from_std(std) else {
+        return tcp;
+    };
+    let mut here = TcpClient::from(registered);
+    here.set_socket_digest(SocketDigest::from_raw_fd(here.as_raw_fd()));
+    Box::new(here)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +211,51 @@ mod tests {
         while counts().iter().any(|&n| n > 0) {
             std::thread::yield_now();
         }
+    }
+
+    /// Waits for a task spawned on one of [`runtimes`].
+    fn wait<T>(task: tokio::task::JoinHandle<T>) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(task).unwrap()
+    }
+
+    #[test]
+    fn a_socket_accepted_on_one_thread_is_served_on_another() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let handles = runtimes(2);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // Accepted (and registered) on the first thread, as Pingora's accept loop does.
+        let accepted = handles[0].spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (s, _) = listener.accept().await.unwrap();
+            Box::new(TcpClient::from(s))
+        });
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let tcp = wait(accepted);
+        let old_fd = std::os::fd::AsRawFd::as_raw_fd(&*tcp);
+        // Served on the second: it echoes one message, from the socket registered there.
+        let served = handles[1].spawn(async move {
+            let mut tcp = register_here(tcp);
+            let peer = tcp.get_socket_digest().and_then(|d| d.peer_addr().cloned());
+            let mut buf = [0u8; 5];
+            tcp.read_exact(&mut buf).await.unwrap();
+            tcp.write_all(&buf).await.unwrap();
+            tcp.flush().await.unwrap();
+            (std::os::fd::AsRawFd::as_raw_fd(&*tcp), peer)
+        });
+        std::io::Write::write_all(&mut client, b"hello").unwrap();
+        let mut echo = [0u8; 5];
+        std::io::Read::read_exact(&mut client, &mut echo).unwrap();
+        assert_eq!(&echo, b"hello");
+        let (new_fd, peer) = wait(served);
+        assert_ne!(new_fd, old_fd, "the socket was not re-registered");
+        assert_eq!(
+            peer.and_then(|p| p.as_inet().copied()),
+            Some(client.local_addr().unwrap())
+        );
     }
 }

@@ -16,7 +16,8 @@
 //! so an idle connection holds no buffer and a request costs one read.
 //!
 //! Each connection first moves to the worker thread serving the fewest connections
-//! ([`crate::balance`]); Pingora's own placement is random.
+//! ([`crate::balance`]; Pingora's own placement is random), and its socket is registered with
+//! that thread's event loop rather than the accepting thread's.
 //!
 //! What the loop keeps from Pingora's: keep-alive on for 60 s unless shutting down, the server
 //! options' `keepalive_request_limit`, and the per-connection settings Pingora carries from one
@@ -78,6 +79,15 @@ where
 {
     /// One client connection, request after request, until it closes (see the module docs).
     async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        // Served on the thread its events arrive at (see `register_here`).
+        let stream: Stream = if stream.as_any().is::<TcpClient>() {
+            match stream.into_any().downcast::<TcpClient>() {
+                Ok(tcp) => crate::balance::register_here(tcp),
+                Err(_) => unreachable!("checked to be a TCP stream"),
+            }
+        } else {
+            stream
+        };
         self.requests(stream, &shutdown).await;
     }
 

@@ -16,7 +16,8 @@
 //! - [`admin`], [`metrics`]: what operators see.
 //! - [`shadow`]: shadow traffic: mirroring to a candidate, comparing, noise, results.
 //! - [`connection`]: client connections between requests (idle ones hold only their socket).
-//! - [`balance`]: each new client connection to the worker thread serving the fewest.
+//! - [`balance`]: each new client connection to the worker thread serving the fewest, its
+//!   socket registered with that thread's event loop.
 //! - [`fast_path`]: plain `GET`/`HEAD` forwarded without Pingora's proxy pipeline (its own
 //!   HTTP/1.1 head handling and per-thread upstream keep-alive); everything else goes through
 //!   [`forward`].
