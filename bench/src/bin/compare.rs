@@ -59,6 +59,19 @@ struct Contender {
 impl Drop for Contender {
     /// nginx and HAProxy would outlive the benchmark (and keep its stdout open) otherwise.
     fn drop(&mut self) {
+        if !self.children.is_empty() {
+            // nginx's workers outlive a killed master: stop them too.
+            let mut pids = self.pids.clone();
+            for child in &self.children {
+                pids.extend(children_of(child.id()));
+            }
+            for pid in &pids {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
