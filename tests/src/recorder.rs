@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::any;
 use serde_json::json;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 /// What the recorder does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +50,14 @@ struct Shared {
     flavour: String,
     behaviour: Behaviour,
     seen: Arc<Mutex<Vec<Seen>>>,
+    arrived: Arc<watch::Sender<usize>>,
     gate: Arc<Semaphore>,
 }
 
 pub struct Recorder {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    arrived: Arc<watch::Sender<usize>>,
     gate: Arc<Semaphore>,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -76,15 +78,20 @@ async fn handle(State(s): State<Shared>, req: Request) -> impl IntoResponse {
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    s.seen.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        target: target.clone(),
-        marker: h("x-banyan-shadow"),
-        request_id: h("x-request-id"),
-        forwarded_for: h("x-forwarded-for"),
-        header: h("x-test"),
-        body: body.to_vec(),
-    });
+    let n = {
+        let mut seen = s.seen.lock().unwrap();
+        seen.push(Seen {
+            method: parts.method.to_string(),
+            target: target.clone(),
+            marker: h("x-banyan-shadow"),
+            request_id: h("x-request-id"),
+            forwarded_for: h("x-forwarded-for"),
+            header: h("x-test"),
+            body: body.to_vec(),
+        });
+        seen.len()
+    };
+    s.arrived.send_replace(n);
     match s.behaviour {
         Behaviour::Answer => {}
         Behaviour::Hold => {
@@ -116,10 +123,12 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
+        let arrived = Arc::new(watch::channel(0).0);
         let app = Router::new().fallback(any(handle)).with_state(Shared {
             flavour: flavour.to_owned(),
             behaviour,
             seen: seen.clone(),
+            arrived: arrived.clone(),
             gate: gate.clone(),
         });
         let (tx, rx) = oneshot::channel::<()>();
@@ -133,6 +142,7 @@ impl Recorder {
         Recorder {
             addr,
             seen,
+            arrived,
             gate,
             stop: Some(tx),
         }
@@ -145,6 +155,32 @@ impl Recorder {
 
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    /// Waits until `done` holds for the requests seen so far (60 s at most: copies for a candidate
+    /// come from the proxy's shadow thread, which runs at idle priority and can be kept waiting on
+    /// a busy machine); panics with `what` otherwise.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Seen]) -> bool) {
+        let mut rx = self.arrived.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            rx.borrow_and_update();
+            if done(&self.seen.lock().unwrap()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                panic!("{what}: not after 60 s ({} requests seen)", self.count());
+            }
+        }
+    }
+
+    /// Waits until at least `n` requests have arrived.
+    pub async fn wait_count(&self, n: usize) {
+        self.wait_until(&format!("{n} requests"), |s| s.len() >= n)
+            .await;
     }
 
     /// Lets every held request (and all later ones) answer.
