@@ -145,10 +145,10 @@ impl Metrics {
 
     /// One shadowed request's outcome (endpoint templates are capped per route by the results
     /// store, so clients cannot grow this without bound).
-    pub fn shadow_outcome(&self, route: &str, endpoint: &str, outcome: &str) {
+    pub fn shadow_outcome(&self, route: &str, endpoint: &str, outcome: &str, n: u64) {
         self.shadow_requests
             .with_label_values(&[route, endpoint, outcome])
-            .inc();
+            .inc_by(n);
     }
 
     /// One candidate answer differing at `field` (`class`: mismatch or noise).

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{self, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
-use crate::shadow::mirror::Limiters;
+use crate::shadow::bounds::{Backlogs, Bounds};
 use crate::upstream::Registry;
 
 /// What the admin API reports about reloads.
@@ -57,7 +57,7 @@ pub struct LiveTable {
     path: PathBuf,
     table: ArcSwap<RouteTable>,
     registry: Registry,
-    limiters: Limiters,
+    bounds: Bounds,
     status: Mutex<ReloadStatus>,
     /// Serializes reloads (watcher, poller and SIGHUP may fire together).
     reloading: tokio::sync::Mutex<()>,
@@ -73,16 +73,16 @@ impl LiveTable {
     /// Loads the first table; a bad file here is fatal (there is nothing to keep serving).
     pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Self, ConfigErrors> {
         let registry = Registry::default();
-        let limiters = Limiters::default();
+        let bounds = Bounds::default();
         let text = std::fs::read(path).map_err(|e| read_error(path, e))?;
         let config = config::parse(&String::from_utf8_lossy(&text), &path.display().to_string())?;
-        let table = RouteTable::build(config, version_of(&text), &registry, &limiters);
+        let table = RouteTable::build(config, version_of(&text), &registry, &bounds);
         metrics.table_loaded(&table);
         Ok(LiveTable {
             path: path.to_owned(),
             table: ArcSwap::from_pointee(table),
             registry,
-            limiters,
+            bounds,
             status: Mutex::default(),
             reloading: tokio::sync::Mutex::new(()),
             metrics,
@@ -100,6 +100,11 @@ impl LiveTable {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The shadowed routes' backlogs, for the shadow thread to drain.
+    pub fn shadow_backlogs(&self) -> Backlogs {
+        self.bounds.backlogs()
     }
 
     /// Re-reads the file and swaps in the new table if it is valid and different.
@@ -142,7 +147,7 @@ impl LiveTable {
                 "[proxy] listen, admin and threads apply at the next restart; the routes apply now"
             );
         }
-        let table = RouteTable::build(config, version.clone(), &self.registry, &self.limiters);
+        let table = RouteTable::build(config, version.clone(), &self.registry, &self.bounds);
         let in_use: Vec<_> = table
             .pools
             .values()
@@ -159,7 +164,7 @@ impl LiveTable {
             .filter(|r| r.shadow.is_some())
             .map(|r| r.id.as_str())
             .collect();
-        self.limiters.retain(&shadowed);
+        self.bounds.retain(&shadowed);
         {
             let mut status = self.status.lock().unwrap();
             status.applied += 1;

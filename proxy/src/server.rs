@@ -77,7 +77,7 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
 
     let results = Arc::new(Results::new(metrics.clone()));
     // One shadower (its thread and in-flight bounds) for both paths.
-    let shadower = Arc::new(Shadower::new(results.clone()));
+    let shadower = Arc::new(Shadower::new(results.clone(), live.shadow_backlogs()));
     let forward = pingora_proxy::http_proxy(
         &server.configuration,
         Banyan {

@@ -12,10 +12,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
-use tokio::sync::Semaphore;
-
 use crate::config::{Config, RouteSpec};
-use crate::shadow::mirror::Limiters;
+use crate::shadow::bounds::{Bounds, RouteBound};
 use crate::upstream::{Pool, Registry};
 use matcher::Matcher;
 
@@ -28,32 +26,27 @@ pub struct RouteTable {
     pub config: Config,
     pub pools: BTreeMap<String, Arc<Pool>>,
     matcher: Matcher,
-    /// Per route: the in-flight bound of its shadow, if it has one.
-    shadow_limits: Vec<Option<Arc<Semaphore>>>,
+    /// Per route: the in-flight bound and backlog of its shadow, if it has one.
+    shadow_bounds: Vec<Option<RouteBound>>,
     /// Some route has `headers` conditions (computed once: asked on every request).
     matches_on_headers: bool,
 }
 
 impl RouteTable {
-    pub fn build(
-        config: Config,
-        version: String,
-        registry: &Registry,
-        limiters: &Limiters,
-    ) -> Self {
+    pub fn build(config: Config, version: String, registry: &Registry, bounds: &Bounds) -> Self {
         let pools = config
             .upstreams
             .iter()
             .map(|(name, spec)| (name.clone(), Arc::new(Pool::new(spec.clone(), registry))))
             .collect();
         let matcher = Matcher::build(&config.routes);
-        let shadow_limits = config
+        let shadow_bounds = config
             .routes
             .iter()
             .map(|r| {
                 r.shadow
                     .as_ref()
-                    .map(|s| limiters.get(&r.id, s.max_in_flight))
+                    .map(|s| bounds.get(&r.id, s.max_in_flight))
             })
             .collect();
         let matches_on_headers = config.routes.iter().any(|r| !r.headers.is_empty());
@@ -64,13 +57,13 @@ impl RouteTable {
             config,
             pools,
             matcher,
-            shadow_limits,
+            shadow_bounds,
         }
     }
 
-    /// The in-flight bound of route `index`'s shadow (`None`: the route has no shadow).
-    pub fn shadow_limit(&self, index: usize) -> Option<Arc<Semaphore>> {
-        self.shadow_limits[index].clone()
+    /// The in-flight bound and backlog of route `index`'s shadow (`None`: no shadow).
+    pub fn shadow_bound(&self, index: usize) -> Option<&RouteBound> {
+        self.shadow_bounds[index].as_ref()
     }
 
     /// Whether any route matches on request headers (without, matching needs no header map).

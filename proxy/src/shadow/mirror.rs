@@ -18,22 +18,24 @@
 //! answers are compared; the outcome is recorded. The client's side never takes a lock the
 //! shadow side holds, never waits on it and never wakes it: the shadow thread collects messages
 //! on a short tick. Events counted on the client's side (drops, caps, writes not mirrored) travel
-//! the same way.
+//! the same way. The inbox is bounded: when the shadow thread is that far behind, a job is shed
+//! (counted as `dropped_in_flight`) and an event goes to the route's backlog
+//! ([`super::bounds`]), so a starved shadow thread never costs memory.
 //!
 //! The copy carries the client's headers (minus hop-by-hop ones), the same `X-Forwarded-*`,
 //! `X-Request-Id` and `Via` the primary gets, and [`MARKER`], so the candidate knows it is
 //! shadow traffic. A client cannot send the marker itself: the primary never receives it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{self, Answer};
+use super::bounds::{Backlog, Backlogs};
 use super::compare::Difference;
 use super::endpoint;
 use super::redact;
@@ -71,35 +73,6 @@ pub fn is_write(method: &Method) -> bool {
     )
 }
 
-/// Per-route in-flight bounds, by route id. They outlive table versions, so a reload that keeps
-/// a route's bound keeps its count of shadows in flight; a changed bound starts a new one.
-#[derive(Debug, Default)]
-pub struct Limiters {
-    map: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
-}
-
-impl Limiters {
-    pub fn get(&self, route: &str, max: usize) -> Arc<Semaphore> {
-        let mut map = self.map.lock().unwrap();
-        match map.get(route) {
-            Some((m, s)) if *m == max => s.clone(),
-            _ => {
-                let s = Arc::new(Semaphore::new(max));
-                map.insert(route.to_owned(), (max, s.clone()));
-                s
-            }
-        }
-    }
-
-    /// Forgets the bounds of routes no longer shadowed.
-    pub fn retain(&self, routes: &[&str]) {
-        self.map
-            .lock()
-            .unwrap()
-            .retain(|r, _| routes.contains(&r.as_str()));
-    }
-}
-
 /// The process-wide part of shadowing: the HTTP client candidates are called with, the runtime
 /// shadow tasks run on, and the results store.
 ///
@@ -107,8 +80,11 @@ impl Limiters {
 /// no client request wants. On a saturated machine the shadow side slows down, its in-flight
 /// bound fills and further shadows are dropped (and counted) instead of taking CPU from clients.
 /// Where idle scheduling is refused, the thread runs at the lowest normal priority.
+///
+/// Its inbox is bounded ([`INBOX`] messages): what does not fit is counted in the route's
+/// [`Backlog`] instead, so a starved shadow thread costs no memory (see [`super::bounds`]).
 pub struct Shadower {
-    inbox: std::sync::mpsc::Sender<Message>,
+    inbox: std::sync::mpsc::SyncSender<Message>,
     pub results: Arc<Results>,
 }
 
@@ -132,13 +108,21 @@ struct Job {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Messages the shadow thread's inbox holds (about 1 MiB at most): at its 1 ms tick, room for
+/// more than ten times the events of 100,000 requests/s before the backlogs take over.
+const INBOX: usize = 16_384;
+
 /// How often the shadow thread looks for messages: quickly while they come, backing off to
 /// [`TICK_IDLE`] when none do.
 const TICK_BUSY: Duration = Duration::from_millis(1);
 const TICK_IDLE: Duration = Duration::from_millis(50);
 
 /// Starts the shadow thread: it runs shadow jobs until the process ends.
-fn start_shadow_thread(inbox: std::sync::mpsc::Receiver<Message>, results: Arc<Results>) {
+fn start_shadow_thread(
+    inbox: std::sync::mpsc::Receiver<Message>,
+    results: Arc<Results>,
+    backlogs: Backlogs,
+) {
     std::thread::Builder::new()
         .name("banyan-shadow".into())
         .spawn(move || {
@@ -157,7 +141,7 @@ fn start_shadow_thread(inbox: std::sync::mpsc::Receiver<Message>, results: Arc<R
                 .pool_max_idle_per_host(256)
                 .build()
                 .expect("building the shadow HTTP client");
-            rt.block_on(drain(inbox, results, client));
+            rt.block_on(drain(inbox, results, backlogs, client));
         })
         .expect("starting the shadow thread");
 }
@@ -165,6 +149,7 @@ fn start_shadow_thread(inbox: std::sync::mpsc::Receiver<Message>, results: Arc<R
 async fn drain(
     inbox: std::sync::mpsc::Receiver<Message>,
     results: Arc<Results>,
+    backlogs: Backlogs,
     client: reqwest::Client,
 ) {
     let mut tick = TICK_BUSY;
@@ -186,6 +171,7 @@ async fn drain(
             }
             any = true;
         }
+        any |= count_backlogs(&backlogs, &results);
         tick = if any {
             TICK_BUSY
         } else {
@@ -194,19 +180,45 @@ async fn drain(
     }
 }
 
+/// Counts what the routes' backlogs hold (under [`results::OTHER`]); true when anything was.
+fn count_backlogs(backlogs: &Backlogs, results: &Results) -> bool {
+    let mut any = false;
+    for (route, backlog) in backlogs.load().iter() {
+        for (event, n) in backlog.take() {
+            results.count_many(route, results::OTHER, event, n);
+            any = true;
+        }
+    }
+    any
+}
+
 impl Shadower {
-    pub fn new(results: Arc<Results>) -> Self {
-        let (inbox, rx) = std::sync::mpsc::channel();
-        start_shadow_thread(rx, results.clone());
-        Self { inbox, results }
+    /// Starts the shadow thread; it drains `backlogs` ([`crate::reload::LiveTable`] keeps them).
+    pub fn new(results: Arc<Results>, backlogs: Backlogs) -> Self {
+        let (shadower, rx) = Self::unstarted(results.clone(), INBOX);
+        start_shadow_thread(rx, results, backlogs);
+        shadower
     }
 
-    fn event(&self, route: &str, endpoint: &str, event: Event) {
-        let _ = self.inbox.send(Message::Event {
+    /// A shadower and the receiving end of its inbox, with no thread reading it yet.
+    fn unstarted(
+        results: Arc<Results>,
+        capacity: usize,
+    ) -> (Self, std::sync::mpsc::Receiver<Message>) {
+        let (inbox, rx) = std::sync::mpsc::sync_channel(capacity);
+        (Self { inbox, results }, rx)
+    }
+
+    /// Reports a client-side event; into `backlog` when the inbox is full. Never waits.
+    fn event(&self, route: &str, endpoint: &str, event: Event, backlog: &Backlog) {
+        let sent = self.inbox.try_send(Message::Event {
             route: route.to_owned(),
             endpoint: endpoint.to_owned(),
             event,
         });
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = sent {
+            backlog.add(event);
+        }
     }
 }
 
@@ -267,8 +279,20 @@ impl Mirror {
     fn abandon(&mut self, event: Event) {
         self.state = State::Done;
         self.permit = None;
-        self.shadower
-            .event(&self.table.route(self.route).id, &self.endpoint, event);
+        self.shadower.event(
+            &self.table.route(self.route).id,
+            &self.endpoint,
+            event,
+            self.backlog(),
+        );
+    }
+
+    fn backlog(&self) -> &Backlog {
+        &self
+            .table
+            .shadow_bound(self.route)
+            .expect("a shadowed route")
+            .backlog
     }
 
     /// Decides whether this request is shadowed (see the module docs, step 1). `served_by` is the
@@ -287,13 +311,14 @@ impl Mirror {
     ) -> Option<Mirror> {
         let r = table.route(route);
         let spec = r.shadow.as_ref()?;
+        let bound = table.shadow_bound(route)?;
         if served_by == spec.to {
             return None;
         }
         let path = target.split('?').next().unwrap_or(target);
         if is_write(method) && !spec.writes {
             let ep = endpoint::template(method.as_str(), path);
-            shadower.event(&r.id, &ep, Event::WriteNotMirrored);
+            shadower.event(&r.id, &ep, Event::WriteNotMirrored, &bound.backlog);
             return None;
         }
         if spec.basis_points < 10_000 && rand::random::<u32>() % 10_000 >= spec.basis_points {
@@ -305,11 +330,11 @@ impl Mirror {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > spec.max_request_body) {
-            shadower.event(&r.id, &ep, Event::TooLarge);
+            shadower.event(&r.id, &ep, Event::TooLarge, &bound.backlog);
             return None;
         }
-        let Ok(permit) = table.shadow_limit(route)?.try_acquire_owned() else {
-            shadower.event(&r.id, &ep, Event::DroppedInFlight);
+        let Ok(permit) = bound.slots.clone().try_acquire_owned() else {
+            shadower.event(&r.id, &ep, Event::DroppedInFlight, &bound.backlog);
             return None;
         };
         let mut headers = client_headers.clone();
@@ -431,7 +456,12 @@ impl Mirror {
                     },
                     _permit: permit,
                 };
-                let _ = self.shadower.inbox.send(Message::Job(Box::new(job)));
+                let sent = self.shadower.inbox.try_send(Message::Job(Box::new(job)));
+                if let Err(std::sync::mpsc::TrySendError::Full(dropped)) = sent {
+                    // The shadow thread is that far behind: shed this one (its slot with it).
+                    drop(dropped);
+                    self.backlog().add(Event::DroppedInFlight);
+                }
             }
             State::Done => {}
             // The primary failed or the client went away: nothing to compare with.
@@ -724,7 +754,49 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::shadow::bounds::Bounds;
     use crate::shadow::compare::{PathPattern, Rules, compare};
+
+    /// A shadow thread that does not get the CPU: what does not fit in its inbox waits in the
+    /// route's backlog, and nothing is lost once it runs.
+    #[test]
+    fn events_beyond_a_full_inbox_wait_in_the_backlog_and_are_all_counted() {
+        let results = Arc::new(Results::new(Arc::new(Metrics::new())));
+        let bounds = Bounds::default();
+        let bound = bounds.get("r", 1);
+        let (shadower, inbox) = Shadower::unstarted(results.clone(), 2);
+        for _ in 0..5 {
+            shadower.event("r", "GET /x", Event::DroppedInFlight, &bound.backlog);
+        }
+        assert!(count_backlogs(&bounds.backlogs(), &results));
+        let totals = |results: &Results| results.snapshot()["r"].totals().dropped_in_flight;
+        assert_eq!(totals(&results), 3, "three waited in the backlog");
+        assert_eq!(
+            results.snapshot()["r"].endpoints[results::OTHER]
+                .counts
+                .dropped_in_flight,
+            3
+        );
+        for m in inbox.try_iter() {
+            let Message::Event {
+                route,
+                endpoint,
+                event,
+            } = m
+            else {
+                panic!("only events were sent");
+            };
+            results.count(&route, &endpoint, event);
+        }
+        assert_eq!(
+            totals(&results),
+            5,
+            "the two in the inbox, under their endpoint"
+        );
+        assert!(!count_backlogs(&bounds.backlogs(), &results), "taken once");
+        assert_eq!(totals(&results), 5);
+    }
 
     fn answer(body: Value) -> SampleAnswer {
         SampleAnswer {

@@ -3,6 +3,8 @@
 //!
 //! - [`mirror`]: the copy, sent off the client's path (sampling, write opt-in, body caps, the
 //!   in-flight bound, the candidate's timeout, the shadow marker header).
+//! - [`bounds`]: what a shadowed route keeps across reloads: its in-flight bound, and the
+//!   backlog of events that did not fit in the shadow thread's bounded inbox.
 //! - [`answer`] and [`compare`]: status, chosen headers, and JSON bodies field by field under a
 //!   route's rules (ignore, unordered arrays, numeric tolerance); other bodies byte for byte.
 //! - [`noise`]: Diffy's noise learning from a second primary.
@@ -13,6 +15,7 @@
 //! - [`report`]: what `banyan shadow report` prints.
 
 pub mod answer;
+pub mod bounds;
 pub mod compare;
 pub mod endpoint;
 pub mod mirror;

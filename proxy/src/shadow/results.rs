@@ -4,7 +4,8 @@
 //! Everything is counted twice: into the totals this process shows, and into a pending delta
 //! that [`super::share`] moves to Redis every second when several proxies share results. Sizes
 //! are bounded whatever the traffic: at most [`MAX_ENDPOINTS`] endpoint templates per route and
-//! [`MAX_FIELDS`] field templates per endpoint (the rest are counted under [`OTHER`]), at most
+//! [`MAX_FIELDS`] field templates per endpoint (the rest are counted under [`OTHER`], as are the
+//! events a saturated shadow thread took in bulk, [`super::bounds`]), at most
 //! [`MAX_SAMPLES`] samples per route, each body cut at [`SAMPLE_BODY`] bytes.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -60,7 +61,8 @@ counts!(
     mismatched,
     // Differed only in fields classified as noise.
     noise_only,
-    // Not mirrored: the route's in-flight bound was reached.
+    // Not mirrored: the route's in-flight bound was reached (or the shadow thread's inbox was
+    // full).
     dropped_in_flight,
     // Not mirrored (request body) or not compared (an answer) because over the cap.
     too_large,
@@ -98,14 +100,14 @@ impl Event {
         }
     }
 
-    fn apply(self, c: &mut Counts) {
+    fn apply(self, c: &mut Counts, n: u64) {
         match self {
-            Event::DroppedInFlight => c.dropped_in_flight += 1,
-            Event::TooLarge => c.too_large += 1,
-            Event::CandidateError => c.candidate_errors += 1,
-            Event::CandidateTimeout => c.candidate_timeouts += 1,
-            Event::PrimaryFailed => c.primary_failed += 1,
-            Event::WriteNotMirrored => c.writes_not_mirrored += 1,
+            Event::DroppedInFlight => c.dropped_in_flight += n,
+            Event::TooLarge => c.too_large += n,
+            Event::CandidateError => c.candidate_errors += n,
+            Event::CandidateTimeout => c.candidate_timeouts += n,
+            Event::PrimaryFailed => c.primary_failed += n,
+            Event::WriteNotMirrored => c.writes_not_mirrored += n,
         }
     }
 }
@@ -331,12 +333,18 @@ impl Results {
     }
 
     pub fn count(&self, route: &str, endpoint: &str, event: Event) {
+        self.count_many(route, endpoint, event, 1);
+    }
+
+    /// Records `n` times the same event (a route's backlog, [`super::bounds`]).
+    pub fn count_many(&self, route: &str, endpoint: &str, event: Event, n: u64) {
         let (name, ()) = self
             .store
             .lock()
             .unwrap()
-            .both(route, endpoint, |e| event.apply(&mut e.counts));
-        self.metrics.shadow_outcome(route, &name, event.outcome());
+            .both(route, endpoint, |e| event.apply(&mut e.counts, n));
+        self.metrics
+            .shadow_outcome(route, &name, event.outcome(), n);
     }
 
     /// Records one comparison. `candidate` are the candidate's differences from the primary.
@@ -393,7 +401,7 @@ impl Results {
             e.each_field(&noise_t, |f| f.noise += 1);
         });
         drop(store);
-        self.metrics.shadow_outcome(route, &name, outcome);
+        self.metrics.shadow_outcome(route, &name, outcome, 1);
         for t in &finding_t {
             self.metrics.shadow_field(route, &name, t, "mismatch");
         }
