@@ -77,6 +77,7 @@ impl LiveTable {
         let text = std::fs::read(path).map_err(|e| read_error(path, e))?;
         let config = config::parse(&String::from_utf8_lossy(&text), &path.display().to_string())?;
         let table = RouteTable::build(config, version_of(&text), &registry, &bounds);
+        bounds.retain(&table.shadowed_routes());
         metrics.table_loaded(&table);
         Ok(LiveTable {
             path: path.to_owned(),
@@ -156,15 +157,7 @@ impl LiveTable {
         self.metrics.table_loaded(&table);
         self.table.store(Arc::new(table));
         self.registry.retain(&in_use);
-        let live = self.current();
-        let shadowed: Vec<&str> = live
-            .config
-            .routes
-            .iter()
-            .filter(|r| r.shadow.is_some())
-            .map(|r| r.id.as_str())
-            .collect();
-        self.bounds.retain(&shadowed);
+        self.bounds.retain(&self.current().shadowed_routes());
         {
             let mut status = self.status.lock().unwrap();
             status.applied += 1;

@@ -50,14 +50,14 @@ struct Shared {
     flavour: String,
     behaviour: Behaviour,
     seen: Arc<Mutex<Vec<Seen>>>,
-    arrived: Arc<watch::Sender<usize>>,
+    arrived: Arc<watch::Sender<()>>,
     gate: Arc<Semaphore>,
 }
 
 pub struct Recorder {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
-    arrived: Arc<watch::Sender<usize>>,
+    arrived: Arc<watch::Sender<()>>,
     gate: Arc<Semaphore>,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -78,20 +78,17 @@ async fn handle(State(s): State<Shared>, req: Request) -> impl IntoResponse {
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let n = {
-        let mut seen = s.seen.lock().unwrap();
-        seen.push(Seen {
-            method: parts.method.to_string(),
-            target: target.clone(),
-            marker: h("x-banyan-shadow"),
-            request_id: h("x-request-id"),
-            forwarded_for: h("x-forwarded-for"),
-            header: h("x-test"),
-            body: body.to_vec(),
-        });
-        seen.len()
-    };
-    s.arrived.send_replace(n);
+    s.seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        target: target.clone(),
+        marker: h("x-banyan-shadow"),
+        request_id: h("x-request-id"),
+        forwarded_for: h("x-forwarded-for"),
+        header: h("x-test"),
+        body: body.to_vec(),
+    });
+    // Wakes whoever waits in `wait_until`.
+    s.arrived.send_replace(());
     match s.behaviour {
         Behaviour::Answer => {}
         Behaviour::Hold => {
@@ -123,7 +120,7 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
-        let arrived = Arc::new(watch::channel(0).0);
+        let arrived = Arc::new(watch::channel(()).0);
         let app = Router::new().fallback(any(handle)).with_state(Shared {
             flavour: flavour.to_owned(),
             behaviour,

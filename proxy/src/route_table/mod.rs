@@ -66,6 +66,16 @@ impl RouteTable {
         self.shadow_bounds[index].as_ref()
     }
 
+    /// The ids of the routes with a shadow.
+    pub fn shadowed_routes(&self) -> Vec<&str> {
+        self.config
+            .routes
+            .iter()
+            .filter(|r| r.shadow.is_some())
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+
     /// Whether any route matches on request headers (without, matching needs no header map).
     pub fn matches_on_headers(&self) -> bool {
         self.matches_on_headers

@@ -48,13 +48,15 @@ impl Backlog {
         }
     }
 
-    /// Takes every count, leaving zeros: (event, how many), non-zero ones only.
+    /// Takes every count, leaving zeros: (event, how many), non-zero ones only. A zero count is
+    /// only read, not written: the shadow thread asks on every tick, and a write would take the
+    /// cache line from the request threads for nothing.
     pub fn take(&self) -> impl Iterator<Item = (Event, u64)> + '_ {
         CLIENT_SIDE
             .iter()
             .zip(&self.counts)
+            .filter(|(_, c)| c.load(Ordering::Relaxed) > 0)
             .map(|(e, c)| (*e, c.swap(0, Ordering::Relaxed)))
-            .filter(|(_, n)| *n > 0)
     }
 
     fn is_empty(&self) -> bool {
@@ -88,12 +90,14 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// The list the shadow thread reads (it changes as routes come and go).
+    /// The list the shadow thread reads; [`Bounds::retain`] updates it once a table is built.
     pub fn backlogs(&self) -> Backlogs {
         self.published.clone()
     }
 
     /// The bound of `route` with `max` slots: the same one as before when `max` is unchanged.
+    /// A new route's backlog is listed for the shadow thread at the next [`Bounds::retain`]
+    /// (what it counts before then is taken then).
     pub fn get(&self, route: &str, max: usize) -> RouteBound {
         let mut map = self.map.lock().unwrap();
         let entry = map.entry(route.to_owned()).or_insert_with(|| Entry {
@@ -105,23 +109,18 @@ impl Bounds {
             entry.max = max;
             entry.slots = Arc::new(Semaphore::new(max));
         }
-        let bound = RouteBound {
+        RouteBound {
             slots: entry.slots.clone(),
             backlog: entry.backlog.clone(),
-        };
-        self.publish(&map);
-        bound
+        }
     }
 
-    /// Forgets the routes no longer shadowed, except a backlog not yet taken: it stays listed
-    /// until the shadow thread has counted it (a later reload forgets it then).
+    /// Called with the shadowed routes of each table built: forgets the routes no longer
+    /// shadowed, except a backlog not yet taken (it stays listed until the shadow thread has
+    /// counted it; a later reload forgets it then), and lists the rest for the shadow thread.
     pub fn retain(&self, routes: &[&str]) {
         let mut map = self.map.lock().unwrap();
         map.retain(|r, e| routes.contains(&r.as_str()) || !e.backlog.is_empty());
-        self.publish(&map);
-    }
-
-    fn publish(&self, map: &HashMap<String, Entry>) {
         let list = map
             .iter()
             .map(|(r, e)| (r.clone(), e.backlog.clone()))
@@ -170,6 +169,7 @@ mod tests {
             Arc::ptr_eq(&a.backlog, &a2.backlog),
             "the backlog keeps counting"
         );
+        bounds.retain(&["a"]);
         assert_eq!(list.load().len(), 1);
 
         a.backlog.add(Event::TooLarge);

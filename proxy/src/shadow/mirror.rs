@@ -765,6 +765,7 @@ mod tests {
         let results = Arc::new(Results::new(Arc::new(Metrics::new())));
         let bounds = Bounds::default();
         let bound = bounds.get("r", 1);
+        bounds.retain(&["r"]);
         let (shadower, inbox) = Shadower::unstarted(results.clone(), 2);
         for _ in 0..5 {
             shadower.event("r", "GET /x", Event::DroppedInFlight, &bound.backlog);
