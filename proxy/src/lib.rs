@@ -11,7 +11,8 @@
 //!   segment-trie matcher, the upstream pools.
 //! - [`split`]: which side of a canary split a request lands on (sticky hashing).
 //! - [`upstream`]: pools, round-robin, passive and active health.
-//! - [`reload`]: the live table, swapped atomically on file change, poll or SIGHUP.
+//! - [`reload`]: the live table, swapped atomically; `settle` (a file is applied once it has
+//!   stopped changing) and `triggers` (directory watcher, poll, SIGHUP).
 //! - [`forward`]: the Pingora `ProxyHttp` phases: routing, headers, retries, error answers.
 //! - [`admin`], [`metrics`]: what operators see.
 //! - [`shadow`]: shadow traffic: mirroring to a candidate, comparing, noise, results.

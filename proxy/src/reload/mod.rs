@@ -4,22 +4,24 @@
 //! without locking, a reload swaps in a new, completely built table in one atomic store.
 //! Requests in flight keep the snapshot they started with.
 //!
-//! Three things trigger a reload, all funnelled into [`LiveTable::reload`]:
-//! - a file watcher on the file's *directory* (editors save by writing a temporary file and
-//!   renaming it over the original, Kubernetes ConfigMaps swap a `..data` symlink: both replace
-//!   the watched inode, so watching the file itself would go deaf after the first save), with a
-//!   short settle delay so a burst of events becomes one reload;
-//! - polling every 500 ms, for file systems where events do not arrive (network mounts, some
-//!   containers): a change is picked up within a second even with no watcher;
-//! - `SIGHUP`, for operators who want to say "now".
+//! What decides *when* a file is read for good lives beside it: [`triggers`] (a watcher on
+//! the file's directory, a 500 ms poll, SIGHUP) ask for a look, and [`settle`] applies a file
+//! only once it has stayed the same (content hash, size and modification time) for the whole
+//! settle delay, so a file caught mid-write is never applied, and never counted as refused.
+//! SIGHUP skips the wait: the operator says the file is complete.
 //!
-//! A file that does not validate is refused: the old table keeps serving, the error is logged,
-//! counted, and shown by the admin API until a good file is applied. A file whose bytes are
-//! unchanged is not reloaded at all.
+//! A settled file that does not validate is refused: the old table keeps serving, the error is
+//! logged with its `file:line:column`, counted, and shown by the admin API until a good file
+//! is saved (the live table's own file included: putting the previous file back after a typo
+//! clears the refusal). A file whose bytes equal the live table's is not rebuilt.
+
+pub mod settle;
+pub mod triggers;
+
+pub use triggers::keep_current;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -64,7 +66,7 @@ pub struct LiveTable {
     metrics: Arc<Metrics>,
 }
 
-fn version_of(bytes: &[u8]) -> String {
+pub(crate) fn version_of(bytes: &[u8]) -> String {
     let hash = Sha256::digest(bytes);
     hash.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
@@ -108,32 +110,56 @@ impl LiveTable {
         self.bounds.backlogs()
     }
 
-    /// Re-reads the file and swaps in the new table if it is valid and different.
-    pub async fn reload(&self) -> Outcome {
+    /// Reads the file and applies it at once (SIGHUP: no settle wait).
+    pub async fn reload_now(&self) -> Outcome {
+        match settle::Look::take(&self.path).await {
+            settle::Look::Read { bytes, .. } => self.apply(&bytes).await,
+            settle::Look::Unreadable(e) => self.apply_unreadable(e).await,
+        }
+    }
+
+    /// Applies a settled file that could not be read: refused (once per cause).
+    pub(crate) async fn apply_unreadable(&self, e: std::io::Error) -> Outcome {
         let _one_at_a_time = self.reloading.lock().await;
-        let text = match tokio::fs::read(&self.path).await {
-            Ok(t) => t,
-            Err(e) => return self.refuse(String::from("unreadable"), read_error(&self.path, e)),
-        };
-        if text.iter().all(u8::is_ascii_whitespace) {
-            // Caught between a writer's truncate and its write: not a table yet, and never a
-            // valid one. The write that follows triggers another reload.
+        let version = format!("unreadable: {}", e.kind());
+        if self.refused_already(&version) {
             return Outcome::Unchanged;
         }
-        let version = version_of(&text);
-        let current = self.current();
-        let refused_already = self
-            .status
+        self.refuse(version, read_error(&self.path, e))
+    }
+
+    fn refused_already(&self, version: &str) -> bool {
+        self.status
             .lock()
             .unwrap()
             .last_refused
             .as_ref()
-            .is_some_and(|r| r.version == version);
-        if version == current.version || refused_already {
+            .is_some_and(|r| r.version == version)
+    }
+
+    /// Builds and swaps in the table `text` describes, if it is valid and differs from the live
+    /// one; refuses it otherwise. `text` is a settled file (see [`settle`]).
+    pub async fn apply(&self, text: &[u8]) -> Outcome {
+        let _one_at_a_time = self.reloading.lock().await;
+        let version = version_of(text);
+        let current = self.current();
+        if version == current.version {
+            // The live table's own file is back (say, after a typo was undone): a good file is
+            // saved, so the refusal it replaced is over.
+            let cleared = self.status.lock().unwrap().last_refused.take();
+            if cleared.is_some() {
+                tracing::info!(
+                    version,
+                    "route table file matches the live table again; refusal cleared"
+                );
+            }
+            return Outcome::Unchanged;
+        }
+        if self.refused_already(&version) {
             return Outcome::Unchanged;
         }
         let parsed = config::parse(
-            &String::from_utf8_lossy(&text),
+            &String::from_utf8_lossy(text),
             &self.path.display().to_string(),
         );
         let config = match parsed {
@@ -145,7 +171,7 @@ impl LiveTable {
             || config.proxy.threads != current.config.proxy.threads
         {
             tracing::warn!(
-                "[proxy] listen, admin and threads apply at the next restart; the routes apply now"
+                "[proxy] listen, admin and threads apply at the next restart or upgrade; the routes apply now"
             );
         }
         let table = RouteTable::build(config, version.clone(), &self.registry, &self.bounds);
@@ -169,6 +195,16 @@ impl LiveTable {
         Outcome::Applied { version }
     }
 
+    /// Whether a look at the file needs no further work: its bytes are the live table's and
+    /// nothing is refused, or they are exactly what was refused last.
+    pub(crate) fn is_current(&self, version: &str) -> bool {
+        let status = self.status.lock().unwrap();
+        match &status.last_refused {
+            None => version == self.table.load().version,
+            Some(r) => r.version == version,
+        }
+    }
+
     fn refuse(&self, version: String, errors: ConfigErrors) -> Outcome {
         tracing::error!(version, errors = %errors, "route table refused; the previous table keeps serving");
         let mut status = self.status.lock().unwrap();
@@ -190,94 +226,4 @@ fn read_error(path: &Path, e: std::io::Error) -> ConfigErrors {
         column: 0,
         message: format!("cannot read the file: {e}"),
     }])
-}
-
-/// Keeps `live` current until the process stops: watcher, poller and SIGHUP (see module docs).
-pub async fn keep_current(live: Arc<LiveTable>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let _watcher = start_watcher(live.path(), tx.clone());
-
-    let poll_tx = tx.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            if poll_tx.send(()).is_err() {
-                return;
-            }
-        }
-    });
-
-    #[cfg(unix)]
-    {
-        let hup_tx = tx.clone();
-        tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                tracing::warn!(
-                    "cannot listen for SIGHUP; reloads come from the watcher and polling only"
-                );
-                return;
-            };
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the route table");
-                if hup_tx.send(()).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    drop(tx);
-
-    while rx.recv().await.is_some() {
-        // Settle: let an editor finish its burst of writes/renames, then reload once.
-        let settle = live.current().config.proxy.reload_settle;
-        tokio::time::sleep(settle).await;
-        while rx.try_recv().is_ok() {}
-        live.reload().await;
-    }
-}
-
-/// Watches the directory that holds the file. An event that names the file (written, created,
-/// renamed onto) or a `..`-prefixed entry (Kubernetes swaps `..data`) asks for a (cheap,
-/// hash-checked) reload; other files in the directory are ignored. Returns the watcher, which
-/// stops when dropped; `None` if watching is unavailable (polling still works).
-fn start_watcher(
-    path: &Path,
-    tx: tokio::sync::mpsc::UnboundedSender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
-    let name = path.file_name().map(|n| n.to_owned());
-    let handler = move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matches!(event.kind, notify::EventKind::Access(_)) {
-            return;
-        }
-        let concerns_us = event.paths.iter().any(|p| {
-            let file = p.file_name();
-            file == name.as_deref()
-                || file
-                    .and_then(|f| f.to_str())
-                    .is_some_and(|f| f.starts_with(".."))
-        });
-        if concerns_us {
-            let _ = tx.send(());
-        }
-    };
-    match notify::recommended_watcher(handler).and_then(|mut w| {
-        w.watch(&dir, notify::RecursiveMode::NonRecursive)
-            .map(|_| w)
-    }) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; relying on polling");
-            None
-        }
-    }
 }
