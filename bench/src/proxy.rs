@@ -124,14 +124,6 @@ impl Banyan {
             .await?)
     }
 
-    pub async fn admin_delete(&self, path: &str) -> anyhow::Result<()> {
-        self.client
-            .delete(format!("{}{path}", self.admin))
-            .send()
-            .await?;
-        Ok(())
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -71,6 +71,16 @@ impl Workers {
         }
     }
 
+    /// Client connections open now, on every thread.
+    pub fn open(&self) -> usize {
+        self.threads
+            .read()
+            .unwrap()
+            .iter()
+            .map(|w| w.live.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// This thread's counter, registering the thread when it is new.
     fn register_current(&self) -> Arc<AtomicUsize> {
         let id = std::thread::current().id();

@@ -5,10 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use crate::config;
+use crate::lifecycle::Timing;
+use crate::lifecycle::upgrade::Handoff;
 use crate::server::{self, Overrides};
 use crate::shadow::report;
 use crate::shadow::results::Snapshot;
@@ -38,9 +41,28 @@ pub enum Command {
         /// Override [proxy] admin
         #[arg(long, env = "BANYAN_ADMIN")]
         admin: Option<SocketAddr>,
-        /// Seconds requests in flight get to finish after SIGTERM
+        /// Seconds requests in flight get to finish once the proxy closes (after SIGTERM and the
+        /// drain delay, or after an upgrade); it exits as soon as none is left
         #[arg(long, env = "BANYAN_SHUTDOWN_GRACE", default_value_t = 5)]
         shutdown_grace: u64,
+        /// Seconds between SIGTERM and closing: /healthz answers 503 at once and the proxy keeps
+        /// serving meanwhile, so load balancers (a Kubernetes Service) stop sending first
+        #[arg(long, env = "BANYAN_DRAIN_DELAY", default_value_t = 0)]
+        drain_delay: u64,
+        /// Take the listening sockets (client and admin) over from the running banyan instead
+        /// of binding them; with --pid-file, the running one is told (SIGQUIT) by this one
+        #[arg(long)]
+        upgrade: bool,
+        /// The Unix socket an upgrade hands the listening sockets over
+        #[arg(
+            long,
+            env = "BANYAN_UPGRADE_SOCKET",
+            default_value = "/tmp/banyan-upgrade.sock"
+        )]
+        upgrade_socket: PathBuf,
+        /// Record this process's pid here once it serves (and find the one to take over from)
+        #[arg(long, env = "BANYAN_PID_FILE")]
+        pid_file: Option<PathBuf>,
         /// Share shadow results with other instances through this Redis (redis://host:port/db)
         #[arg(long, env = "BANYAN_SHADOW_REDIS", hide_env_values = true)]
         shadow_redis: Option<String>,
@@ -83,6 +105,9 @@ pub enum ShadowCommand {
         /// Print the results as JSON instead of a table
         #[arg(long)]
         json: bool,
+        /// The admin token's file (needed when the admin API is not on loopback)
+        #[arg(long, env = "BANYAN_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -98,8 +123,16 @@ pub fn main() -> ExitCode {
                     prefix,
                     route,
                     json,
+                    token_file,
                 },
-        } => match shadow_report(&admin, redis.as_deref(), &prefix, route.as_deref(), json) {
+        } => match shadow_report(
+            &admin,
+            redis.as_deref(),
+            &prefix,
+            route.as_deref(),
+            json,
+            token_file.as_deref(),
+        ) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -114,6 +147,10 @@ pub fn main() -> ExitCode {
             listen,
             admin,
             shutdown_grace,
+            drain_delay,
+            upgrade,
+            upgrade_socket,
+            pid_file,
             shadow_redis,
             shadow_prefix,
         } => {
@@ -123,9 +160,17 @@ pub fn main() -> ExitCode {
                 Overrides {
                     listen,
                     admin,
-                    shutdown_grace: Some(shutdown_grace),
+                    timing: Timing {
+                        drain_delay: Duration::from_secs(drain_delay),
+                        grace: Duration::from_secs(shutdown_grace),
+                    },
                     shadow_redis,
                     shadow_prefix,
+                    upgrade,
+                    handoff: Handoff {
+                        pid_file,
+                        socket: upgrade_socket,
+                    },
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -144,7 +189,12 @@ fn shadow_report(
     prefix: &str,
     route: Option<&str>,
     json: bool,
+    token_file: Option<&std::path::Path>,
 ) -> anyhow::Result<String> {
+    let token = token_file
+        .map(crate::admin::guard::read_token)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--token-file: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -159,9 +209,13 @@ fn shadow_report(
             }
             None => {
                 let url = format!("{}/shadow", admin.trim_end_matches('/'));
-                let resp = reqwest::Client::new()
+                let mut request = reqwest::Client::new()
                     .get(&url)
-                    .timeout(std::time::Duration::from_secs(10))
+                    .timeout(std::time::Duration::from_secs(10));
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                let resp = request
                     .send()
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot reach the admin API at {admin}: {e}"))?;

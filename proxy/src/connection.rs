@@ -19,6 +19,12 @@
 //! ([`crate::balance`]; Pingora's own placement is random), and its socket is registered with
 //! that thread's event loop rather than the accepting thread's.
 //!
+//! Every request's head is read whole, within the `[proxy]` bounds, by [`crate::edge::head`]
+//! before either pipeline sees it. At shutdown an idle connection that answered within the last
+//! second waits that long for a request that may be on its way and answers it (with
+//! `Connection: close`), so closing never leaves a request sent on a kept-alive connection
+//! without an answer.
+//!
 //! What the loop keeps from Pingora's: keep-alive on for 60 s unless shutting down, the server
 //! options' `keepalive_request_limit`, and the per-connection settings Pingora carries from one
 //! request to the next. Banyan serves cleartext HTTP/1.1 only (no TLS, no h2c) and never turns
@@ -28,7 +34,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
@@ -38,10 +44,18 @@ use pingora_core::protocols::l4::stream::Stream as TcpClient;
 use pingora_core::server::ShutdownWatch;
 
 use crate::balance::Workers;
+use crate::edge::head::{self, Head, HeadLimits};
+use crate::edge::reply::write_error;
 use crate::fast_path::{Exchange, FastPath};
+use crate::lifecycle::Lifecycle;
+use service_kit::ErrorResponse;
 
 /// How long a kept-alive client connection may stay idle between requests (Pingora's default).
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The most a request's first read takes (the rest of a longer head is read by
+/// [`crate::edge::head`]).
+const FIRST_READ: usize = 16 * 1024;
 
 /// Serves client connections, one request at a time, idle in between without the
 /// request-handling state (see the module docs): each request on [`FastPath`] when it
@@ -50,7 +64,9 @@ pub struct Connections<A> {
     pub app: Arc<A>,
     pub fast: FastPath,
     /// Where new connections go: the worker thread with the fewest.
-    pub workers: Workers,
+    pub workers: Arc<Workers>,
+    /// Told when the listener is closed, for the drain at shutdown.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 #[async_trait]
@@ -68,7 +84,9 @@ where
         None
     }
 
+    /// Called once the listener has stopped accepting and is closed (at shutdown).
     async fn cleanup(&self) {
+        self.lifecycle.listener_closed();
         self.app.http_cleanup().await;
     }
 }
@@ -82,7 +100,13 @@ where
         // Served on the thread its events arrive at (see `register_here`).
         let stream: Stream = if stream.as_any().is::<TcpClient>() {
             match stream.into_any().downcast::<TcpClient>() {
-                Ok(tcp) => crate::balance::register_here(tcp),
+                Ok(tcp) => {
+                    if self.lifecycle.is_closing() {
+                        // Accepted from a listener that holds off new connections.
+                        crate::lifecycle::listener::let_through(&*tcp);
+                    }
+                    crate::balance::register_here(tcp)
+                }
                 Err(_) => unreachable!("checked to be a TCP stream"),
             }
         } else {
@@ -100,25 +124,37 @@ where
         let mut stream = stream;
         let mut settings: Option<pingora_core::apps::HttpPersistentSettings> = None;
         let mut first = true;
+        // When the last answer left: a request may be on its way for a moment after it.
+        let mut answered = Instant::now();
         loop {
             // The fast path reads from the TCP stream itself; Banyan's listeners are plain TCP,
             // so this holds for every connection (anything else goes to Pingora only).
             if stream.as_any().is::<TcpClient>() {
                 let mut tcp: Box<TcpClient> = stream.into_any().downcast().ok()?;
-                let first = next_request_begins(&mut tcp, shutdown).await?;
-                let shutting_down = *shutdown.borrow();
+                let begun = next_request_begins(&mut tcp, shutdown, answered).await?;
+                let started = Instant::now();
+                let limits = self.fast.live.current().config.proxy.head;
+                let (buf, end) = match head::read(&mut *tcp, begun, &limits).await {
+                    Head::Complete { buf, end } => (buf, end),
+                    Head::Closed => return None,
+                    refused => {
+                        self.refuse_head(&mut tcp, &refused, &limits, started).await;
+                        return None;
+                    }
+                };
                 // Boxed: the exchange's state (parsed header arrays, buffers, the upstream
                 // connection) is several KiB, and held inline it would size this loop's future,
                 // which every idle connection keeps. Allocated per request, freed with it.
-                let exchange = Box::pin(self.fast.serve(&mut tcp, first, client_ip, shutting_down));
+                let exchange = Box::pin(self.fast.serve(&mut tcp, buf, end, client_ip));
                 match exchange.await {
                     Exchange::Served { keep_alive: true } => {
+                        answered = Instant::now();
                         stream = tcp;
                         continue;
                     }
                     Exchange::Served { keep_alive: false } | Exchange::Closed => return None,
                     Exchange::HandOver(read) => {
-                        // Pingora's parser reads the request from its first byte again.
+                        // Pingora's parser reads the (complete) request head from its first byte.
                         tcp.rewind(&read);
                         stream = tcp;
                     }
@@ -139,39 +175,113 @@ where
             }
             first = false;
             let (next, kept) = app.process_new_http(session, shutdown).await?.consume();
+            answered = Instant::now();
             stream = next;
             settings = kept;
         }
+    }
+
+    /// Answers a head over its bounds (431, or 408 when it came too slowly), counts and logs it.
+    async fn refuse_head(
+        &self,
+        tcp: &mut TcpClient,
+        refused: &Head,
+        limits: &HeadLimits,
+        started: Instant,
+    ) {
+        let error = match refused {
+            Head::TimedOut => ErrorResponse {
+                status: http::StatusCode::REQUEST_TIMEOUT,
+                code: "request_timeout",
+                message: format!(
+                    "the request head did not arrive within {} ms",
+                    limits.timeout.as_millis()
+                ),
+                fields: None,
+            },
+            Head::TooManyHeaders => ErrorResponse {
+                status: http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                code: "headers_too_large",
+                message: format!("more than {} request headers", limits.max_headers),
+                fields: None,
+            },
+            _ => ErrorResponse {
+                status: http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                code: "headers_too_large",
+                message: format!("request head over {} bytes", limits.max_bytes),
+                fields: None,
+            },
+        };
+        let request_id = service_kit::telemetry::new_request_id();
+        let status = error.status.as_u16();
+        let written = write_error(tcp, &error, &request_id).await;
+        self.fast.metrics.request(
+            "-",
+            "-",
+            if written { status } else { 0 },
+            started.elapsed(),
+        );
+        tracing::info!(
+            target: "access",
+            status,
+            request_id = %request_id,
+            error = error.code,
+            "request head refused"
+        );
     }
 }
 
 /// Waits, holding only the socket, for the client's next request and returns its first bytes.
 /// `None` when the client closed the connection, stayed idle past [`KEEPALIVE`], or the server
-/// is shutting down.
+/// is shutting down and no request came within [`LINGER`] of the last answer.
 ///
 /// The wait holds no buffer: each poll reads into this thread's scratch buffer and only bytes
 /// that arrived are copied out, so an idle connection costs its socket and this small future,
 /// and a request costs one read (where a peek and then a read cost two).
-async fn next_request_begins(stream: &mut TcpClient, shutdown: &ShutdownWatch) -> Option<Vec<u8>> {
+async fn next_request_begins(
+    stream: &mut TcpClient,
+    shutdown: &ShutdownWatch,
+    answered: Instant,
+) -> Option<Vec<u8>> {
+    let read = std::future::poll_fn(|cx| poll_first_bytes(stream, cx));
     if *shutdown.borrow() {
-        return None;
+        return linger(read, answered).await;
     }
     let mut shutdown = shutdown.clone();
-    let read = std::future::poll_fn(|cx| poll_first_bytes(stream, cx));
+    tokio::pin!(read);
     tokio::select! {
-        read = tokio::time::timeout(KEEPALIVE, read) => match read {
+        read = tokio::time::timeout(KEEPALIVE, &mut read) => match read {
             Ok(Ok(bytes)) if !bytes.is_empty() => Some(bytes),
             // Closed, reset, or idle too long.
             _ => None,
         },
-        _ = shutdown.changed() => None,
+        _ = shutdown.changed() => linger(read, answered).await,
+    }
+}
+
+/// How long after its last answer a connection still waits for a request once the proxy is
+/// closing: the answer promised keep-alive, and the client may have sent its next request
+/// before it learnt of the close. Such a request is answered (with `Connection: close`) rather
+/// than left without an answer.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// At shutdown: the next request's first bytes if they come within [`LINGER`] of the last
+/// answer (at once if they are already there), else `None` (the connection closes).
+async fn linger(
+    read: impl std::future::Future<Output = std::io::Result<Vec<u8>>>,
+    answered: Instant,
+) -> Option<Vec<u8>> {
+    let until = tokio::time::Instant::from_std(answered + LINGER);
+    match tokio::time::timeout_at(until, read).await {
+        Ok(Ok(bytes)) if !bytes.is_empty() => Some(bytes),
+        _ => None,
     }
 }
 
 thread_local! {
     /// Where a waiting connection's read lands before its bytes are copied out.
     static SCRATCH: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(vec![0; crate::fast_path::wire::MAX_REQUEST_HEAD]);
+        std::cell::RefCell::new(vec![0; FIRST_READ]);
 }
 
 fn poll_first_bytes(

@@ -32,6 +32,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use service_kit::ErrorResponse;
 
+use crate::lifecycle::Lifecycle;
+use crate::lifecycle::inflight::{OwnedRegistration, register_owned};
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
 use crate::route_table::RouteTable;
@@ -53,6 +55,7 @@ pub struct Banyan {
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
     pub shadow: Arc<Shadower>,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// Per-request state across phases.
@@ -70,6 +73,8 @@ pub struct RequestCtx {
     path: String,
     /// Set when this request is shadowed.
     mirror: Option<Mirror>,
+    /// Listed among the requests in flight while it lives.
+    in_flight: Option<OwnedRegistration>,
 }
 
 /// The headers Banyan sets on what it forwards, on top of the client's: `X-Forwarded-*` (set,
@@ -188,6 +193,7 @@ impl ProxyHttp for Banyan {
             forward_uri: None,
             path: String::new(),
             mirror: None,
+            in_flight: None,
         }
     }
 
@@ -253,6 +259,11 @@ impl ProxyHttp for Banyan {
                 || edge_headers(session, &ctx.request_id),
             );
         }
+        ctx.in_flight = Some(register_owned(
+            &self.lifecycle,
+            &ctx.request_id,
+            Some((table.clone(), index)),
+        ));
         ctx.path = normalized;
         ctx.route = Some(index);
         ctx.table = Some(table);
@@ -368,10 +379,14 @@ impl ProxyHttp for Banyan {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if self.lifecycle.is_closing() {
+            // No answer promises keep-alive once the proxy is closing (`crate::lifecycle`).
+            session.set_keepalive(None);
+        }
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         let via = match resp.headers.get(VIA).and_then(|v| v.to_str().ok()) {
             Some(prev) => format!("{prev}, {VIA_VALUE}"),

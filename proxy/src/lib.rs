@@ -14,7 +14,7 @@
 //! - [`reload`]: the live table, swapped atomically; `settle` (a file is applied once it has
 //!   stopped changing) and `triggers` (directory watcher, poll, SIGHUP).
 //! - [`forward`]: the Pingora `ProxyHttp` phases: routing, headers, retries, error answers.
-//! - [`admin`], [`metrics`]: what operators see.
+//! - [`admin`], [`metrics`]: what operators see (the admin API checks Host and a token).
 //! - [`shadow`]: shadow traffic: mirroring to a candidate, comparing, noise, results.
 //! - [`connection`]: client connections between requests (idle ones hold only their socket).
 //! - [`balance`]: each new client connection to the worker thread serving the fewest, its
@@ -22,6 +22,10 @@
 //! - [`fast_path`]: plain `GET`/`HEAD` forwarded without Pingora's proxy pipeline (its own
 //!   HTTP/1.1 head handling and per-thread upstream keep-alive); everything else goes through
 //!   [`forward`].
+//! - [`edge`]: what happens to every request before a pipeline sees it (the head read whole,
+//!   within bounds) and the answers the edge gives itself.
+//! - [`lifecycle`]: draining on SIGTERM, handing sockets over on an upgrade, exiting once
+//!   nothing is in flight.
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.
 
 pub mod admin;
@@ -29,8 +33,10 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod edge;
 pub mod fast_path;
 pub mod forward;
+pub mod lifecycle;
 pub mod metrics;
 pub mod reload;
 pub mod route_table;

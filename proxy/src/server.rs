@@ -1,6 +1,7 @@
-//! Assembling and running the proxy process: Pingora's server with the proxy service, plus one
-//! background service for everything that is not request handling (reload, health checks, the
-//! admin API, the readiness line).
+//! Assembling and running the proxy process: Pingora's server with the proxy service and the
+//! admin API's service (both on Pingora listeners, so an upgrade hands both sockets over), plus
+//! one background service for everything that is not request handling (reload, health checks,
+//! the drain at shutdown, the readiness line).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,15 +10,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
 use pingora_core::services::listening::Service;
 
-use crate::admin::{self, AdminState};
+use crate::admin::serve::AdminApp;
+use crate::admin::{self, AdminState, guard};
+use crate::balance::Workers;
 use crate::connection::Connections;
 use crate::fast_path::FastPath;
 use crate::forward::Banyan;
+use crate::lifecycle::signals::Signals;
+use crate::lifecycle::upgrade::Handoff;
+use crate::lifecycle::{Lifecycle, Timing, drain, notify};
 use crate::metrics::Metrics;
 use crate::reload::{self, LiveTable};
 use crate::shadow::mirror::Shadower;
@@ -36,19 +42,23 @@ fn client_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(0)
 }
 
-/// Command-line overrides of `[proxy]` settings.
-#[derive(Debug, Default, Clone)]
+/// Command-line overrides of `[proxy]` settings, and the process's lifecycle settings.
+#[derive(Debug, Clone)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
-    /// Seconds in-flight requests get to finish after SIGTERM.
-    pub shutdown_grace: Option<u64>,
+    /// How long a graceful stop waits for load balancers, then for requests in flight.
+    pub timing: Timing,
     /// Share shadow results through this Redis (`redis://...`), under `shadow_prefix`.
     pub shadow_redis: Option<String>,
     pub shadow_prefix: String,
+    /// Take the listening sockets over from a running instance instead of binding them.
+    pub upgrade: bool,
+    pub handoff: Handoff,
 }
 
-/// Runs the proxy until SIGTERM (graceful) or SIGINT (fast).
+/// Runs the proxy until SIGTERM (graceful), SIGQUIT (upgrade: a new process took over) or
+/// SIGINT (fast); see [`crate::lifecycle`].
 pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let live =
@@ -60,6 +70,28 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let settings = live.current().config.proxy.clone();
     let listen = overrides.listen.unwrap_or(settings.listen);
     let admin = overrides.admin.unwrap_or(settings.admin);
+    if guard::off_loopback(admin) && settings.admin_token_file.is_none() {
+        anyhow::bail!(
+            "the admin API would listen on {admin}, off loopback, without a token: set [proxy] \
+             admin_token_file (every admin request but /healthz then needs it), or keep the \
+             admin API on 127.0.0.1"
+        );
+    }
+    let handoff = overrides.handoff.clone();
+    if overrides.upgrade {
+        handoff.prepare_takeover()?;
+    } else {
+        for (what, addr) in [("client listener", listen), ("admin API", admin)] {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                anyhow::bail!(
+                    "cannot bind the {what} on {addr}: {e} (to take over from a running banyan, \
+                     start the new one with --upgrade)"
+                );
+            }
+        }
+    }
+    let lifecycle = Arc::new(Lifecycle::new(overrides.timing));
+    let grace = overrides.timing.grace.as_secs();
 
     let conf = ServerConf {
         threads: settings.threads,
@@ -68,11 +100,19 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
         // (kept per thread, `fast_path::idle`) cost no cross-thread synchronization. Measured
         // +12 % requests/s for a bare Pingora proxy on small responses (bench/RESULTS.md).
         work_stealing: false,
-        grace_period_seconds: Some(overrides.shutdown_grace.unwrap_or(5)),
-        graceful_shutdown_timeout_seconds: Some(5),
+        // Banyan exits by itself once drained or at the end of its grace period
+        // (`lifecycle::drain`); Pingora's own wait is only a backstop.
+        grace_period_seconds: Some(grace + 5),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: handoff.socket.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: overrides.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // With --upgrade: receives the running instance's listening sockets.
     server.bootstrap();
 
     let results = Arc::new(Results::new(metrics.clone()));
@@ -84,20 +124,39 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
             live: live.clone(),
             metrics: metrics.clone(),
             shadow: shadower.clone(),
+            lifecycle: lifecycle.clone(),
         },
     );
+    let workers = Arc::new(Workers::default());
     let connections = Connections {
         app: Arc::new(forward),
         fast: FastPath {
             live: live.clone(),
             metrics: metrics.clone(),
             shadow: shadower,
+            lifecycle: lifecycle.clone(),
         },
-        workers: Default::default(),
+        workers: workers.clone(),
+        lifecycle: lifecycle.clone(),
     };
     let mut proxy = Service::new("banyan proxy".into(), connections);
     proxy.add_listener(ListenerConfig::tcp(listen.to_string()).l4_buffer(client_buffers()));
     server.add_service(proxy);
+
+    let shared = Arc::new(std::sync::OnceLock::<Shared>::new());
+    let router = admin::router(AdminState {
+        admin,
+        lifecycle: lifecycle.clone(),
+        live: live.clone(),
+        metrics: metrics.clone(),
+        results: results.clone(),
+        shared: shared.clone(),
+    });
+    let mut admin_service = Service::new("banyan admin API".into(), AdminApp { router });
+    admin_service.add_tcp(&admin.to_string());
+    admin_service.threads = Some(1);
+    server.add_service(admin_service);
+
     server.add_service(background_service(
         "banyan control plane",
         Control {
@@ -106,13 +165,20 @@ pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
             listen,
             admin,
             results,
+            shared,
+            lifecycle: lifecycle.clone(),
+            workers,
+            handoff: handoff.clone(),
             shadow_redis: overrides
                 .shadow_redis
                 .map(|url| (url, overrides.shadow_prefix)),
         },
     ));
-    tracing::info!(%listen, %admin, config = %config.display(), "starting");
-    server.run(RunArgs::default());
+    tracing::info!(%listen, %admin, config = %config.display(), upgrade = overrides.upgrade, "starting");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { lifecycle, listen }),
+    });
+    handoff.forget_pid();
     tracing::info!("stopped");
     Ok(())
 }
@@ -123,6 +189,10 @@ struct Control {
     listen: SocketAddr,
     admin: SocketAddr,
     results: Arc<Results>,
+    shared: Arc<std::sync::OnceLock<Shared>>,
+    lifecycle: Arc<Lifecycle>,
+    workers: Arc<Workers>,
+    handoff: Handoff,
     shadow_redis: Option<(String, String)>,
 }
 
@@ -131,44 +201,26 @@ impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::spawn(reload::keep_current(self.live.clone()));
         tokio::spawn(health::run(self.live.clone(), self.metrics.clone()));
-        let shared = Arc::new(std::sync::OnceLock::<Shared>::new());
         if let Some((url, prefix)) = self.shadow_redis.clone() {
             tokio::spawn(connect_shared(
                 url,
                 prefix,
                 self.results.clone(),
-                shared.clone(),
+                self.shared.clone(),
             ));
         }
-
-        let listener = match tokio::net::TcpListener::bind(self.admin).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(admin = %self.admin, error = %e, "cannot bind the admin API");
-                eprintln!("error: cannot bind the admin API on {}: {e}", self.admin);
-                std::process::exit(1);
-            }
-        };
-        let app = admin::router(AdminState {
-            live: self.live.clone(),
-            metrics: self.metrics.clone(),
-            results: self.results.clone(),
-            shared,
-        });
-        let mut admin_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = admin_shutdown.changed().await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "admin API failed");
-            }
-        });
+        let workers = self.workers.clone();
+        let handoff = self.handoff.clone();
+        tokio::spawn(drain::exit_when_drained(
+            shutdown.clone(),
+            self.lifecycle.clone(),
+            move || workers.open(),
+            move || handoff.forget_pid(),
+        ));
 
         announce_when_ready(self.listen, self.admin).await;
+        self.handoff.record_pid();
+        notify::ready();
         let _ = shutdown.changed().await;
     }
 }

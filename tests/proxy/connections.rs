@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use banyan_tests::origin::Origin;
 use banyan_tests::proxy::{ProxyApp, spawn_proxy, table};
+use banyan_tests::raw_client::{self, NoResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -27,35 +28,12 @@ async fn connect(proxy: &ProxyApp) -> TcpStream {
         .expect("connect to the proxy")
 }
 
-/// Reads one response (head and a `content-length` body) from `s`, keeping bytes past it in
-/// `rest`. Returns the status, or `None` when the connection closed before a response began.
+/// One response's status, or `None` when the connection closed before a response began.
 async fn read_response(s: &mut TcpStream, rest: &mut Vec<u8>) -> Option<u16> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
-            let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .expect("a content-length")
-                .trim()
-                .parse()
-                .unwrap();
-            while rest.len() < end + 4 + length {
-                let n = s.read(&mut chunk).await.expect("read the body");
-                assert!(n > 0, "closed in the middle of a body");
-                rest.extend_from_slice(&chunk[..n]);
-            }
-            rest.drain(..end + 4 + length);
-            return Some(status);
-        }
-        let n = s.read(&mut chunk).await.expect("read");
-        if n == 0 {
-            assert!(rest.is_empty(), "closed in the middle of a response head");
-            return None;
-        }
-        rest.extend_from_slice(&chunk[..n]);
+    match raw_client::read_response(s, rest, Duration::from_secs(30)).await {
+        Ok(r) => Some(r.status),
+        Err(NoResponse::Closed) => None,
+        Err(e) => panic!("{e:?}"),
     }
 }
 

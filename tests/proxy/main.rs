@@ -1,12 +1,15 @@
 //! End-to-end tests of the Banyan proxy: the real `banyan` binary in front of in-process origin
 //! servers (see `banyan_tests::origin`), and the real monolith where it matters.
 
+mod admin;
 mod bodies;
 mod check;
 mod connections;
 mod fast_path;
+mod heads;
 mod health;
 mod reload;
 mod routing;
 mod shadow;
+mod shutdown;
 mod split;

@@ -392,10 +392,17 @@ async fn differences_are_reported_with_paths_examples_and_redacted_samples() {
         report.contains("/flavour") && report.contains("primary \"old\"  candidate \"new\""),
         "{report}"
     );
-    // Reset forgets everything.
+    // Reset forgets everything (an action: it needs the admin token).
     let r = proxy
         .client
         .delete(format!("{}/shadow", proxy.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!proxy.shadow_totals("items").await.is_empty());
+    let r = proxy
+        .admin_action(reqwest::Method::DELETE, "/shadow")
         .send()
         .await
         .unwrap();

@@ -27,6 +27,7 @@
 pub mod origin;
 pub mod process;
 pub mod proxy;
+pub mod raw_client;
 pub mod raw_origin;
 pub mod recorder;
 pub mod relay;

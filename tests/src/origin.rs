@@ -3,7 +3,7 @@
 //! Every answer names the origin (`{"backend": "a", ...}`) and echoes what the proxy forwarded
 //! (method, path, query, `X-Forwarded-For`, `X-Request-Id`, `Via`), so a test can see where a
 //! request went and how. `/health` answers 200; `/big/{bytes}` streams that many bytes;
-//! `/upload` counts the bytes of a streamed body; `/slow/{ms}` answers after that long. It can be stopped and started again on the same
+//! `/upload` counts the bytes of a streamed body; `/slow/{ms}` answers after that long (counted in `hits` on arrival). It can be stopped and started again on the same
 //! port, to play a backend that dies and comes back.
 
 use std::net::SocketAddr;
@@ -113,10 +113,14 @@ impl Origin {
             .route("/upload", post(upload))
             .route(
                 "/slow/{ms}",
-                get(|Path(ms): Path<u64>| async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                    "slow"
-                }),
+                get(
+                    |State(s): State<OriginState>, Path(ms): Path<u64>| async move {
+                        // Counted on arrival, so a test can tell the request is in flight.
+                        s.hits.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        "slow"
+                    },
+                ),
             )
             .fallback(any(echo))
             .with_state(state);

@@ -14,9 +14,13 @@ pub struct ProxyApp {
     /// `http://127.0.0.1:PORT`: the admin API.
     pub admin: String,
     pub config: PathBuf,
+    /// The admin token (in `admin-token` beside the table; [`table`] names it).
+    pub admin_token: String,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub process: ServiceProcess,
+    /// How the proxy was started (for [`ProxyApp::start_upgrade`]).
+    args: Vec<String>,
 }
 
 /// Starts the proxy on `routes` (a routes.toml; listen/admin are set on the command line).
@@ -32,29 +36,57 @@ pub async fn spawn_proxy_with(routes: &str, extra: &[&str]) -> ProxyApp {
         .unwrap();
     let config = dir.path().join("routes.toml");
     std::fs::write(&config, routes).unwrap();
-    let (listen, admin) = (free_port(), free_port());
+    let admin_token = crate::random_hex(16);
+    std::fs::write(
+        dir.path().join(ADMIN_TOKEN_FILE),
+        format!("{admin_token}\n"),
+    )
+    .unwrap();
+    let listen = free_port();
+    // `extra` may name its own admin address (say, off loopback); it is reached on 127.0.0.1.
+    let admin = match extra.iter().position(|a| *a == "--admin") {
+        Some(i) => extra[i + 1].rsplit(':').next().unwrap().parse().unwrap(),
+        None => free_port(),
+    };
     let admin_url = format!("http://127.0.0.1:{admin}");
     let (listen_arg, admin_arg) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{admin}"));
-    let mut args = vec![
+    let (socket, pid_file) = (
+        dir.path().join("upgrade.sock"),
+        dir.path().join("banyan.pid"),
+    );
+    let mut args: Vec<String> = [
         "run",
         "--config",
         config.to_str().unwrap(),
         "--listen",
         &listen_arg,
-        "--admin",
-        &admin_arg,
-        "--shutdown-grace",
-        "1",
-    ];
-    args.extend_from_slice(extra);
+    ]
+    .map(String::from)
+    .to_vec();
+    // Defaults, unless `extra` sets them: its own upgrade socket and pid file (tests run side
+    // by side), and a short grace period.
+    for (flag, value) in [
+        ("--admin", admin_arg.as_str()),
+        ("--shutdown-grace", "1"),
+        ("--upgrade-socket", socket.to_str().unwrap()),
+        ("--pid-file", pid_file.to_str().unwrap()),
+    ] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_owned(), value.to_owned()]);
+        }
+    }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let check = admin_url.clone();
-    let process =
-        ServiceProcess::start_checked("banyan", &args, &[], move |_| format!("{check}/healthz"))
-            .await;
+    let process = ServiceProcess::start_checked("banyan", &arg_refs, &[], move |_| {
+        format!("{check}/healthz")
+    })
+    .await;
     ProxyApp {
         address: process.address.clone(),
         admin: admin_url,
         config,
+        admin_token,
         dir,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -62,6 +94,7 @@ pub async fn spawn_proxy_with(routes: &str, extra: &[&str]) -> ProxyApp {
             .build()
             .unwrap(),
         process,
+        args,
     }
 }
 
@@ -111,6 +144,24 @@ impl ProxyApp {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Starts a second proxy with the same arguments and `--upgrade`: it takes the listening
+    /// sockets over from this one (which it tells to hand them over, by the pid file), and is
+    /// returned once it serves. This one then closes its connections and exits by itself.
+    pub async fn start_upgrade(&self) -> ServiceProcess {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.push("--upgrade");
+        let check = self.admin.clone();
+        ServiceProcess::start_checked("banyan", &args, &[], move |_| format!("{check}/healthz"))
+            .await
+    }
+
+    /// An admin API request with the admin token, as actions need it.
+    pub fn admin_action(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(&self.admin_token)
     }
 
     /// `GET /routes` on the admin API.
@@ -208,9 +259,15 @@ impl ProxyApp {
     }
 }
 
-/// A route table with the given upstreams (`name -> addresses`) and routes (TOML text).
+/// The file beside the route table that holds the admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// A route table with the given upstreams (`name -> addresses`) and routes (TOML text); the
+/// admin token is the one [`spawn_proxy`] writes.
 pub fn table(upstreams: &[(&str, Vec<std::net::SocketAddr>)], extra: &str) -> String {
-    let mut t = String::from("[proxy]\ndebug_headers = true\nreload_settle = \"50ms\"\n\n");
+    let mut t = format!(
+        "[proxy]\ndebug_headers = true\nreload_settle = \"50ms\"\nadmin_token_file = \"{ADMIN_TOKEN_FILE}\"\n\n"
+    );
     for (name, addrs) in upstreams {
         let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
         t.push_str(&format!(

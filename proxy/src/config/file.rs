@@ -31,8 +31,18 @@ pub struct ProxySection {
     pub fast_path: Option<bool>,
     /// Worker threads of the proxy service.
     pub threads: Option<Spanned<i64>>,
-    /// How long to wait after a change to the file before reloading it.
+    /// How long the file must stay unchanged before it is applied.
     pub reload_settle: Option<Spanned<String>>,
+    /// A file holding the admin API's token (actions, and every read off loopback, need it).
+    pub admin_token_file: Option<Spanned<String>>,
+    /// Host names the admin API answers to besides loopback names and IP addresses.
+    pub admin_hosts: Option<Vec<Spanned<String>>>,
+    /// Largest request head accepted (431 beyond it).
+    pub max_request_head: Option<Spanned<String>>,
+    /// Most header lines in a request head (431 beyond it).
+    pub max_request_headers: Option<Spanned<i64>>,
+    /// Time a client has to send a whole request head once it began (408 after it).
+    pub request_head_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -162,6 +162,26 @@ impl Checker<'_> {
     }
 }
 
+/// `admin_token_file`, resolved against the table's directory: it must hold a token.
+fn token_file(c: &mut Checker<'_>, f: &Spanned<String>) -> Option<std::path::PathBuf> {
+    let raw = std::path::Path::new(f.get_ref());
+    let path = if raw.is_absolute() {
+        raw.to_owned()
+    } else {
+        std::path::Path::new(c.file)
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(raw)
+    };
+    match crate::admin::guard::read_token(&path) {
+        Ok(_) => Some(path),
+        Err(e) => {
+            c.at(f.span(), format!("admin_token_file: {e}"));
+            None
+        }
+    }
+}
+
 /// 1-based line and column of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -247,6 +267,55 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                 (Duration::ZERO, Duration::from_secs(5)),
                 "reload_settle",
             );
+            let head = HeadLimits {
+                max_bytes: match &p.max_request_head {
+                    Some(v) => match parse_size(v.get_ref()) {
+                        Some(n) if (1024..=1024 * 1024).contains(&n) => n,
+                        _ => {
+                            c.at(v.span(), "max_request_head must be a size between 1KiB and 1MiB, such as 32KiB");
+                            defaults.head.max_bytes
+                        }
+                    },
+                    None => defaults.head.max_bytes,
+                },
+                max_headers: match &p.max_request_headers {
+                    Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as usize,
+                    Some(n) => {
+                        c.at(n.span(), "max_request_headers must be between 1 and 1000");
+                        defaults.head.max_headers
+                    }
+                    None => defaults.head.max_headers,
+                },
+                timeout: c.duration(
+                    &p.request_head_timeout,
+                    defaults.head.timeout,
+                    (Duration::from_millis(100), Duration::from_secs(300)),
+                    "request_head_timeout",
+                ),
+            };
+            let admin_token_file = p
+                .admin_token_file
+                .as_ref()
+                .and_then(|f| token_file(&mut c, f));
+            let mut admin_hosts = Vec::new();
+            for h in p.admin_hosts.iter().flatten() {
+                let name = h.get_ref().to_ascii_lowercase();
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                {
+                    c.at(
+                        h.span(),
+                        format!(
+                            "admin_hosts: {:?} is not a host name (no port, no scheme)",
+                            h.get_ref()
+                        ),
+                    );
+                } else {
+                    admin_hosts.push(name);
+                }
+            }
             ProxySettings {
                 listen,
                 admin,
@@ -254,6 +323,9 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                 fast_path: p.fast_path.unwrap_or(defaults.fast_path),
                 threads,
                 reload_settle,
+                admin_token_file,
+                admin_hosts,
+                head,
             }
         }
     };

@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, Method};
+
+pub use crate::edge::head::HeadLimits;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +27,12 @@ pub struct ProxySettings {
     pub fast_path: bool,
     pub threads: usize,
     pub reload_settle: Duration,
+    /// The admin token's file, resolved against the route table's directory.
+    pub admin_token_file: Option<PathBuf>,
+    /// Host names the admin API answers to besides loopback names and IP addresses (lower case).
+    pub admin_hosts: Vec<String>,
+    /// Bounds of a client's request head, on both pipelines.
+    pub head: HeadLimits,
 }
 
 impl Default for ProxySettings {
@@ -35,6 +44,9 @@ impl Default for ProxySettings {
             fast_path: true,
             threads: 2,
             reload_settle: Duration::from_millis(150),
+            admin_token_file: None,
+            admin_hosts: Vec::new(),
+            head: HeadLimits::default(),
         }
     }
 }

@@ -18,7 +18,8 @@
 //! therefore still answers every error at routing time and every case below):
 //! - HTTP/1.1, `GET` or `HEAD`, origin-form target, exactly one `Host`, no body (no
 //!   `Content-Length`, no `Transfer-Encoding`), no `Upgrade` or `Expect`, `Connection` at most
-//!   `keep-alive` or `close`, nothing pipelined behind it, a head under 16 KiB and 64 headers;
+//!   `keep-alive` or `close`, nothing pipelined behind it, at most 64 headers (the head's size,
+//!   header count and arrival time are bounded for both pipelines by [`crate::edge::head`]);
 //! - a path that normalizes and matches a route (a shadowed route too: the copy and the
 //!   comparison are handed to the same shadower as on Pingora's path, with the response body
 //!   as it passes, decoded from chunks);
@@ -41,7 +42,9 @@ use service_kit::ErrorResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::edge::reply::write_error;
 use crate::forward::{REQUEST_ID, acceptable_request_id, edge_header_list, upstream_error};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
 use crate::route_table::normalize::normalize;
@@ -50,8 +53,6 @@ use crate::split;
 use crate::upstream::{Backend, Pool};
 use wire::{Chunked, Edge, Framing, ResponseEdge};
 
-/// How long a client may take to send the rest of a request head once it has begun.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Body bytes moved per read.
 const BODY_CHUNK: usize = 64 * 1024;
 
@@ -75,6 +76,7 @@ pub struct FastPath {
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
     pub shadow: Arc<Shadower>,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// What the exchange needs to know about the request it forwards.
@@ -82,8 +84,10 @@ struct Routed<'a> {
     /// A HEAD request: the response has no body whatever its headers say.
     head: bool,
     request_id: &'a str,
-    /// The client asked to close after this response (or the server is shutting down).
+    /// The client asked to close after this response.
     client_close: bool,
+    /// Once closing, no answer promises keep-alive (looked at when the answer's head is built).
+    lifecycle: &'a Lifecycle,
     /// Route id and upstream name for the debug headers, when on.
     debug: Option<(&'a str, &'a str)>,
 }
@@ -123,38 +127,31 @@ struct Outcome {
 }
 
 impl FastPath {
-    /// Answers the request that begins with `buf` (the first bytes read from `client`) if it
-    /// qualifies (see the module docs); reads the rest of its head first when needed.
+    /// Answers the request whose complete head is `buf[..head_end]` (read by
+    /// [`crate::edge::head`]) if it qualifies (see the module docs).
     pub async fn serve(
         &self,
         client: &mut ClientStream,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
+        head_end: usize,
         client_ip: Option<IpAddr>,
-        shutting_down: bool,
     ) -> Exchange {
         let started = Instant::now();
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; wire::MAX_REQUEST_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                // Exactly one request, nothing pipelined behind it.
-                Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-                    let outcome = self
-                        .qualify_and_forward(&req, client, client_ip, shutting_down, started)
-                        .await;
-                    return outcome.unwrap_or(Exchange::HandOver(buf));
-                }
-                Ok(httparse::Status::Partial) if buf.len() < wire::MAX_REQUEST_HEAD => {}
-                // Pipelined bytes, too many headers, an oversized or malformed head: Pingora's
-                // path answers.
-                _ => return Exchange::HandOver(buf),
+        // Exactly one request, nothing behind it (a body, or pipelined requests: Pingora's).
+        if head_end != buf.len() {
+            return Exchange::HandOver(buf);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; wire::MAX_REQUEST_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) if len == buf.len() => {
+                let outcome = self
+                    .qualify_and_forward(&req, client, client_ip, started)
+                    .await;
+                outcome.unwrap_or(Exchange::HandOver(buf))
             }
-            buf.reserve(2048);
-            match tokio::time::timeout(HEAD_TIMEOUT, client.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                // Closed, reset or silent mid-head: there is no request to answer.
-                _ => return Exchange::Closed,
-            }
+            // Too many headers for this path, or a malformed head: Pingora's path answers.
+            _ => Exchange::HandOver(buf),
         }
     }
 
@@ -164,7 +161,6 @@ impl FastPath {
         req: &httparse::Request<'_, '_>,
         client: &mut ClientStream,
         client_ip: Option<IpAddr>,
-        shutting_down: bool,
         started: Instant,
     ) -> Option<Exchange> {
         let head = match req.method? {
@@ -249,6 +245,10 @@ impl FastPath {
         };
 
         // From here the request is this path's to answer.
+        let _in_flight = self
+            .lifecycle
+            .inflight
+            .register(&request_id, Some((table.clone(), index)));
         let mut mirror = match &map {
             Some(map) if route.shadow.is_some() => Mirror::begin(
                 &self.shadow,
@@ -282,7 +282,8 @@ impl FastPath {
         let routed = Routed {
             head,
             request_id: &request_id,
-            client_close: client_close || shutting_down,
+            client_close,
+            lifecycle: &self.lifecycle,
             debug,
         };
         let outcome = self
@@ -339,7 +340,7 @@ impl FastPath {
                 let (answer, kind) = failure.answer(pool.name());
                 self.metrics.upstream_failure(pool.name(), kind);
                 let status = answer.status.as_u16();
-                let written = write_error(client, answer, routed.request_id).await;
+                let written = write_error(client, &answer, routed.request_id).await;
                 return Outcome {
                     status: if written { status } else { 0 },
                     backend: tried.last().copied(),
@@ -365,7 +366,7 @@ impl FastPath {
                 let (answer, kind) = failure.answer(pool.name());
                 self.metrics.upstream_failure(pool.name(), kind);
                 let status = answer.status.as_u16();
-                if write_error(client, answer, routed.request_id).await {
+                if write_error(client, &answer, routed.request_id).await {
                     outcome.status = status;
                 }
                 outcome.error = "upstream";
@@ -569,7 +570,8 @@ async fn relay(
     };
     let mut upstream_reusable = framing != Framing::UntilClose
         && wire::upstream_keeps_alive(resp.version.unwrap_or(0), resp.headers);
-    let keep_alive = !routed.client_close && framing != Framing::UntilClose;
+    let keep_alive =
+        !routed.client_close && !routed.lifecycle.is_closing() && framing != Framing::UntilClose;
     let mut out = Vec::with_capacity(len + 256);
     wire::client_response_head(
         &mut out,
@@ -670,22 +672,4 @@ async fn relay(
         idle::put(backend, up, spec.idle_timeout);
     }
     Ok((status, keep_alive))
-}
-
-/// Answers with a catalog-format error and closes (as `forward::respond`). False when the
-/// client was gone.
-async fn write_error(client: &mut ClientStream, err: ErrorResponse, request_id: &str) -> bool {
-    use std::io::Write;
-    let body = err.to_json();
-    let mut out = Vec::with_capacity(256 + body.len());
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         x-request-id: {request_id}\r\nvia: 1.1 banyan\r\nconnection: close\r\n\r\n",
-        err.status.as_u16(),
-        err.status.canonical_reason().unwrap_or(""),
-        body.len(),
-    );
-    out.extend_from_slice(body.as_bytes());
-    client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
 }

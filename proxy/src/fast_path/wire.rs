@@ -13,8 +13,6 @@ use std::net::IpAddr;
 pub const MAX_REQUEST_HEADERS: usize = 64;
 /// Headers an upstream's response may have.
 pub const MAX_RESPONSE_HEADERS: usize = 128;
-/// A request head longer than this goes to Pingora's path, which has its own limits.
-pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// An upstream response head longer than this is a bad gateway.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 

@@ -5,12 +5,20 @@
 //!   of each backend), reload counts and the last refused reload with its errors, and per-route
 //!   request counters.
 //! - `GET /metrics`: Prometheus text.
-//! - `GET /healthz`: 200 while the process serves.
+//! - `GET /healthz`: 200 while the process serves, 503 from the moment a stop or an upgrade
+//!   begins (so a load balancer or a Kubernetes Service stops sending; see
+//!   [`crate::lifecycle`]).
 //! - `GET /shadow`: shadow results per route, endpoint and field (JSON; `?route=` to pick one,
 //!   `?samples=true` to include the stored samples, `?local=true` for this instance only when
 //!   results are shared through Redis). `GET /shadow/report`: the same as text, as
 //!   `banyan shadow report` prints it. `DELETE /shadow`: forget all results (shared ones too),
 //!   for instance after changing a route's comparison rules.
+//!
+//! Who may ask: [`guard`] (Host check, token for actions). How it is served: [`serve`] (on a
+//! Pingora listener, so upgrades carry its socket).
+
+pub mod guard;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +30,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
 use crate::shadow::report;
@@ -30,6 +39,9 @@ use crate::shadow::share::Shared;
 
 #[derive(Clone)]
 pub struct AdminState {
+    /// The address the admin API listens on (off loopback, reads need the token too).
+    pub admin: std::net::SocketAddr,
+    pub lifecycle: Arc<Lifecycle>,
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
     pub results: Arc<Results>,
@@ -44,6 +56,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/shadow", get(shadow).delete(shadow_reset))
         .route("/shadow/report", get(shadow_report))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check,
+        ))
         .with_state(state);
     service_kit::server::with_common_layers(api)
 }
@@ -112,8 +128,16 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-async fn healthz(State(s): State<AdminState>) -> Json<Value> {
-    Json(json!({"status": "ok", "version": s.live.current().version}))
+async fn healthz(State(s): State<AdminState>) -> axum::response::Response {
+    let version = s.live.current().version.clone();
+    if s.lifecycle.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "version": version})),
+        )
+            .into_response();
+    }
+    Json(json!({"status": "ok", "version": version})).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
