@@ -19,6 +19,10 @@ pub enum Error {
     Sessions(#[from] SessionError),
     #[error("{0}")]
     Password(#[from] service_kit::password::PasswordError),
+    /// What the request refers to is on its way from an extracted service and not here yet
+    /// (503 with `Retry-After`: a dependency that is behind is not a server error).
+    #[error("behind: {0}")]
+    Behind(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,6 +49,15 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match self {
             Error::Rejected(e) => e.into_response(),
+            Error::Behind(what) => {
+                tracing::warn!(what, "answered 503: data not here yet");
+                let mut r = ErrorResponse::unavailable(what).into_response();
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                r
+            }
             Error::Sessions(e) => {
                 tracing::error!(error = %e, "session store unavailable");
                 ErrorResponse::unavailable("session store unavailable").into_response()

@@ -202,7 +202,19 @@ async fn place_once(ctx: &ApiContext, user_id: i64, wanted: &BTreeMap<i64, i64>)
     .bind(&currency)
     .bind(now)
     .execute(&mut *tx)
-    .await?;
+    .await
+    .map_err(|e| {
+        if service_kit::db::is_foreign_key_violation(&e) {
+            // A user registered through the auth service whose row has not reached this
+            // database yet (it is written back before the registration is answered, so only
+            // when that took too long).
+            Error::Behind(format!(
+                "user {user_id} is not known here yet; try again in a moment"
+            ))
+        } else {
+            e.into()
+        }
+    })?;
     let order_id = service_kit::db::inserted_id(&inserted, &mut tx).await?;
     let mut items = QueryBuilder::<Any>::new(
         "INSERT INTO order_items (order_id, product_id, name, quantity, unit_price_cents) ",

@@ -139,6 +139,12 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// A row refers to one that does not exist (yet: during a migration, the row may still be on
+/// its way from the other side).
+pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
+
 /// The id an `INSERT` just generated. MySQL reports it with the result; SQLite through the `Any`
 /// driver does not, so it is asked on the same connection (`last_insert_rowid()` is
 /// per-connection, which is why the caller must pass the connection that ran the insert).

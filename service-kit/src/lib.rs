@@ -17,6 +17,7 @@
 //! - [`config`]: the storage options every service's command line shares.
 //! - [`db`]: connecting to MySQL/MariaDB, PostgreSQL or the embedded SQLite default by URL.
 //! - [`outbox`]: following another database's changes through an outbox (sync and handoff).
+//! - [`write_back`]: a service's own writes carried into the monolith before they are answered.
 //! - [`telemetry`]: logging setup, request ids, one access-log line per request.
 //! - [`server`]: serving a router on a listener until a shutdown signal, and readiness output.
 //! - [`password`]: argon2 password hashes in the one format every user store shares.
@@ -39,5 +40,6 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod validate;
+pub mod write_back;
 
 pub use error::ErrorResponse;

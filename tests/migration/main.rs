@@ -2,6 +2,7 @@
 //! extracted service's own database, the continuous sync, the handoff of writes, and moving
 //! routes through the proxy.
 
+mod across_the_cut;
 mod backfill;
 mod handoff;
 mod proxy_move;

@@ -1,5 +1,7 @@
 //! Startup, the shared context, the router, and serving.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -10,6 +12,7 @@ use service_kit::session::{self, SessionStore};
 use tokio::net::TcpListener;
 
 use crate::config::Cli;
+use crate::sync::UsersBack;
 
 /// The paths this service owns (for its OpenAPI document).
 pub const PATHS: &[&str] = &["/api/auth"];
@@ -19,16 +22,18 @@ pub struct ApiContext {
     pub db: Database,
     pub sessions: SessionStore,
     pub cookie_secure: bool,
+    /// With `--sync-from`: registrations are answered once written back into the monolith.
+    pub write_back: Option<Arc<UsersBack>>,
 }
 
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
-    let ctx = connect(&cli).await?;
+    let mut ctx = connect(&cli).await?;
     if let Some(from) = &cli.sync_from {
         let monolith = Database::connect(from, 4)
             .await
             .context("connecting to the monolith's database for sync")?;
         tracing::info!("syncing users with the monolith (both directions)");
-        tokio::spawn(crate::sync::run(ctx.db.clone(), monolith));
+        ctx.write_back = Some(crate::sync::start(ctx.db.clone(), monolith));
     }
     let listener = TcpListener::bind(cli.listen)
         .await
@@ -55,6 +60,7 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
         db,
         sessions,
         cookie_secure: cli.cookie_secure,
+        write_back: None,
     })
 }
 

@@ -2,23 +2,27 @@
 //!
 //! A session names a user by id, and every process resolves it against its own user table, so
 //! the monolith's users and this service's must agree, id for id, whichever side takes
-//! registrations. With `--sync-from`, three loops run ([`run`]):
+//! registrations. With `--sync-from`, three loops run ([`start`]):
 //! - **backfill**: the monolith's existing users copied here in batches by id, resumable
 //!   (checkpoint `backfill:users`);
 //! - **forward**: the monolith's `user_changes` outbox (triggers on its `users`) followed every
 //!   200 ms ([`service_kit::outbox`]), the current rows copied here, deleted users deleted;
 //! - **handoff**: registrations made here (`user_outbox`, written with the registration)
 //!   written back into the monolith's `users`, with the checkpoint committed in the monolith's
-//!   own `sync_state`, so orders placed there find their user.
+//!   own `sync_state`, so orders placed there find their user; a registration is answered only
+//!   once it is there ([`service_kit::write_back`]), so a user who registers, logs in and orders
+//!   at once is known to the monolith by then.
 //!
 //! A user with a registration here not yet written back keeps this side's row. Nothing but a
 //! registration appends to `user_outbox`, so the write-back's own echo through the monolith's
 //! triggers copies equal values and ends there.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use service_kit::db::{Backend, Database, Sql};
 use service_kit::outbox::{self, Follower, Outbox};
+use service_kit::write_back::{Round, WriteBack, WriteThrough};
 use sqlx::Row;
 
 pub const BACKFILL: &str = "backfill:users";
@@ -38,15 +42,34 @@ const OWN_OUTBOX: Outbox = Outbox {
 const COLUMNS: &str = "id, email, name, password_hash, role, created_at";
 const BATCH: i64 = 500;
 
-/// Records a registration made here, on its transaction.
+/// Records a registration made here, on its transaction. Returns its outbox sequence number,
+/// for [`WriteThrough::written_back`].
 pub async fn record(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     user_id: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     let mut q = Sql::new("INSERT INTO user_outbox (user_id) VALUES (");
-    q.bind(user_id).push(")");
-    q.build().execute(&mut **tx).await?;
-    Ok(())
+    q.bind(user_id).push(") RETURNING seq");
+    q.build_scalar().fetch_one(&mut **tx).await
+}
+
+/// The write-back of registrations, driven by the requests that made them and by a background
+/// loop ([`service_kit::write_back`]).
+pub type UsersBack = WriteThrough<Users>;
+
+/// This service's database and the monolith's, between which registrations are written back.
+pub struct Users {
+    pub own: Database,
+    pub monolith: Database,
+}
+
+impl WriteBack for Users {
+    fn round<'a>(
+        &'a self,
+        follower: &'a mut Follower,
+    ) -> impl std::future::Future<Output = anyhow::Result<Round>> + Send + 'a {
+        handoff(&self.own, &self.monolith, follower)
+    }
 }
 
 struct UserRow {
@@ -236,10 +259,10 @@ pub async fn handoff(
     own: &Database,
     monolith: &Database,
     follower: &mut Follower,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Round> {
     let checkpoint = outbox::checkpoint(monolith, HANDOFF).await?;
     let Some(changes) = follower.next(own, checkpoint).await? else {
-        return Ok(0);
+        return Ok(Round::default());
     };
     let rows = read_users(own, &changes.keys).await?;
     let mut tx = monolith.pool.begin().await?;
@@ -273,11 +296,31 @@ pub async fn handoff(
     let mut trim = Sql::new("DELETE FROM user_outbox WHERE seq <= ");
     trim.bind(changes.advance_to);
     trim.build().execute(&own.pool).await?;
-    Ok(written)
+    Ok(Round {
+        written,
+        read_up_to: Some(changes.last_seq),
+    })
 }
 
-/// Backfills (retrying until it succeeds), then follows both directions until the process stops.
-pub async fn run(own: Database, monolith: Database) {
+/// Starts keeping the two user tables in agreement: the write-back of registrations at once
+/// (requests wait on the handle it returns), and, once the backfill is done, the forward sync.
+pub fn start(own: Database, monolith: Database) -> Arc<UsersBack> {
+    let back = WriteThrough::new(
+        Users {
+            own: own.clone(),
+            monolith: monolith.clone(),
+        },
+        OWN_OUTBOX,
+        "users back to the monolith",
+    );
+    tokio::spawn(back.clone().run());
+    tokio::spawn(run(own, monolith));
+    back
+}
+
+/// Backfills (retrying until it succeeds), then follows the monolith's users until the process
+/// stops.
+async fn run(own: Database, monolith: Database) {
     let mut tick = outbox::ticker();
     loop {
         tick.tick().await;
@@ -301,12 +344,9 @@ pub async fn run(own: Database, monolith: Database) {
         }
     }
     let mut from_monolith = Follower::new(MONOLITH_OUTBOX);
-    let mut to_monolith = Follower::new(OWN_OUTBOX);
     loop {
         tick.tick().await;
         let result = forward(&own, &monolith, &mut from_monolith).await;
         outbox::log_round("users from the monolith", result);
-        let result = handoff(&own, &monolith, &mut to_monolith).await;
-        outbox::log_round("users back to the monolith", result);
     }
 }

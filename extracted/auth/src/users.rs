@@ -65,8 +65,12 @@ async fn register(State(ctx): State<ApiContext>, body: JsonObject) -> Result<Res
         Err(e) => return Err(e.into()),
     };
     let user = user_from_row(&row)?;
-    crate::sync::record(&mut tx, user.id).await?;
+    let seq = crate::sync::record(&mut tx, user.id).await?;
     tx.commit().await?;
+    if let Some(back) = &ctx.write_back {
+        // Answered once the monolith knows the user too: an order placed at once finds them.
+        back.written_back(seq).await;
+    }
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 

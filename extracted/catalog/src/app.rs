@@ -1,5 +1,7 @@
 //! Startup, the shared context, the router, and serving.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -11,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::cache::ReadCache;
 use crate::config::{Cli, Command};
+use crate::handoff::ProductsBack;
 use crate::products;
 
 /// The paths this service owns (for its OpenAPI document).
@@ -21,6 +24,8 @@ pub struct ApiContext {
     pub db: Database,
     pub sessions: SessionStore,
     pub cache: ReadCache,
+    /// With `--sync-from`: writes are answered once written back into the monolith.
+    pub write_back: Option<Arc<ProductsBack>>,
 }
 
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
@@ -53,7 +58,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let ctx = connect(&cli).await?;
+    let mut ctx = connect(&cli).await?;
     if let Some(from) = &cli.sync_from {
         let source = Database::connect(from, 4)
             .await
@@ -64,7 +69,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             ctx.db.clone(),
             ctx.cache.clone(),
         ));
-        tokio::spawn(crate::handoff::run(ctx.db.clone(), source));
+        ctx.write_back = Some(crate::handoff::start(ctx.db.clone(), source));
     }
     let listener = TcpListener::bind(cli.listen)
         .await
@@ -97,6 +102,7 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
         db,
         sessions,
         cache: ReadCache::new(cache),
+        write_back: None,
     })
 }
 

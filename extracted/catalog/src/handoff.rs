@@ -8,8 +8,10 @@
 //!   stock level through this service; that explicit value is carried back, and otherwise the
 //!   monolith's stock always wins.
 //!
-//! Every API write here appends to `product_outbox` in the same transaction ([`record`]). This
-//! loop follows that outbox ([`service_kit::outbox`]), re-reads the current rows here, and writes
+//! Every API write here appends to `product_outbox` in the same transaction ([`record`]), and
+//! is answered once it is in the monolith too ([`service_kit::write_back`]: an admin who creates
+//! a product, or changes a price, and orders at once finds it there). A round follows that
+//! outbox ([`service_kit::outbox`]), re-reads the current rows here, and writes
 //! them into the monolith's `products` where they are the newer edit (`edited_at`: when writes
 //! move back and forth, the last edit wins on both sides, whichever direction delivers first), committing its checkpoint in the monolith's own
 //! `sync_state` in the same transaction, so a change is written back exactly once. Those writes
@@ -21,9 +23,11 @@
 //! editing the route table alone, and so does moving it back.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use service_kit::db::{Backend, Database, Sql};
 use service_kit::outbox::{self, Follower, Outbox};
+use service_kit::write_back::{Round, WriteBack, WriteThrough};
 use sqlx::Row;
 
 /// The checkpoint's name in the monolith's `sync_state`.
@@ -35,28 +39,57 @@ pub const OUTBOX: Outbox = Outbox {
 };
 
 /// Records an API write of product `id` (with the stock an admin set explicitly, if any), on the
-/// transaction that made it.
+/// transaction that made it. Returns its outbox sequence number, for
+/// [`WriteThrough::written_back`].
 pub async fn record(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: i64,
     stock: Option<i64>,
-) -> Result<(), sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     let mut q = Sql::new("INSERT INTO product_outbox (product_id, stock) VALUES (");
-    q.bind(id).push(", ").bind(stock).push(")");
-    q.build().execute(&mut **tx).await?;
-    Ok(())
+    q.bind(id).push(", ").bind(stock).push(") RETURNING seq");
+    q.build_scalar().fetch_one(&mut **tx).await
+}
+
+/// The write-back of product writes, driven by the requests that made them and by a background
+/// loop ([`service_kit::write_back`]).
+pub type ProductsBack = WriteThrough<Products>;
+
+/// This service's database and the monolith's, between which products are written back.
+pub struct Products {
+    pub own: Database,
+    pub monolith: Database,
+}
+
+impl WriteBack for Products {
+    fn round<'a>(
+        &'a self,
+        follower: &'a mut Follower,
+    ) -> impl std::future::Future<Output = anyhow::Result<Round>> + Send + 'a {
+        round(&self.own, &self.monolith, follower)
+    }
+}
+
+/// Starts writing products back: the background loop, and the handle requests wait on.
+pub fn start(own: Database, monolith: Database) -> Arc<ProductsBack> {
+    let back = WriteThrough::new(
+        Products { own, monolith },
+        OUTBOX,
+        "products back to the monolith",
+    );
+    tokio::spawn(back.clone().run());
+    back
 }
 
 /// One round: writes this service's changes after the checkpoint back into the monolith.
-/// Returns how many products were written.
 pub async fn round(
     own: &Database,
     monolith: &Database,
     follower: &mut Follower,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Round> {
     let checkpoint = outbox::checkpoint(monolith, CHECKPOINT).await?;
     let Some(changes) = follower.next(own, checkpoint).await? else {
-        return Ok(0);
+        return Ok(Round::default());
     };
     // The stock each product was explicitly set to, latest first wins.
     let mut q = Sql::new("SELECT product_id, stock FROM product_outbox WHERE seq > ");
@@ -120,7 +153,10 @@ pub async fn round(
     let mut trim = Sql::new("DELETE FROM product_outbox WHERE seq <= ");
     trim.bind(changes.advance_to);
     trim.build().execute(&own.pool).await?;
-    Ok(written)
+    Ok(Round {
+        written,
+        read_up_to: Some(changes.last_seq),
+    })
 }
 
 const OWNED_TEXT: [&str; 4] = ["sku", "name", "description", "category"];
@@ -176,15 +212,4 @@ fn insert_statement(backend: Backend, r: &sqlx::any::AnyRow) -> anyhow::Result<S
     }
     q.push(")");
     Ok(q)
-}
-
-/// Writes this service's changes back until the process stops.
-pub async fn run(own: Database, monolith: Database) {
-    let mut follower = Follower::new(OUTBOX);
-    let mut tick = outbox::ticker();
-    loop {
-        tick.tick().await;
-        let result = round(&own, &monolith, &mut follower).await;
-        outbox::log_round("products back to the monolith", result);
-    }
 }

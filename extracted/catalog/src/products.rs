@@ -194,8 +194,9 @@ async fn create(
         .fetch_one(&mut *tx)
         .await
         .map_err(write_error)?;
-    crate::handoff::record(&mut tx, id, input.stock).await?;
+    let seq = crate::handoff::record(&mut tx, id, input.stock).await?;
     tx.commit().await?;
+    written_back(&ctx, seq).await;
     ctx.cache.invalidate().await;
     let product = load_product(&ctx, id)
         .await?
@@ -251,8 +252,9 @@ async fn update(
     if updated.rows_affected() == 0 {
         return Err(missing(raw));
     }
-    crate::handoff::record(&mut tx, id, input.stock).await?;
+    let seq = crate::handoff::record(&mut tx, id, input.stock).await?;
     tx.commit().await?;
+    written_back(ctx, seq).await;
     ctx.cache.invalidate().await;
     load_product(ctx, id)
         .await?
@@ -272,8 +274,16 @@ async fn remove(
     if sql.build().execute(&mut *tx).await?.rows_affected() == 0 {
         return Err(missing(&raw));
     }
-    crate::handoff::record(&mut tx, id, None).await?;
+    let seq = crate::handoff::record(&mut tx, id, None).await?;
     tx.commit().await?;
+    written_back(&ctx, seq).await;
     ctx.cache.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Waits (bounded) for a committed write to reach the monolith, when writes are carried there.
+async fn written_back(ctx: &ApiContext, seq: i64) {
+    if let Some(back) = &ctx.write_back {
+        back.written_back(seq).await;
+    }
 }
