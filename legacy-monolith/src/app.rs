@@ -15,7 +15,7 @@ use service_kit::session::{self, SessionStore};
 use tokio::net::TcpListener;
 
 use crate::config::{Cli, Command, DemoArgs, ServeArgs, Storage};
-use crate::{analytics, auth, orders, products, search, seed};
+use crate::{analytics, auth, orders, positions, products, search, seed};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -115,6 +115,10 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(search::router())
         .merge(analytics::router())
         .merge(orders::router())
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            positions::stamp,
+        ))
         .with_state(ctx);
     service_kit::server::with_common_layers(api)
 }

@@ -16,6 +16,8 @@
 //! - [`analytics`]: event ingestion and the summary.
 //! - [`orders`]: orders, which decrement stock and count sales in one transaction.
 //! - [`seed`]: the deterministic demo-data generator.
+//! - [`positions`]: each successful write tells the client how far the change streams got, so
+//!   the extracted services can answer its next read with the write in it.
 
 pub mod analytics;
 pub mod app;
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod orders;
+pub mod positions;
 pub mod products;
 pub mod search;
 pub mod seed;

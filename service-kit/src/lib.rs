@@ -17,6 +17,7 @@
 //! - [`config`]: the storage options every service's command line shares.
 //! - [`db`]: connecting to MySQL/MariaDB, PostgreSQL or the embedded SQLite default by URL.
 //! - [`outbox`]: following another database's changes through an outbox (sync and handoff).
+//! - [`read_your_writes`]: a monolith write's position, carried by a cookie, waited for by the services.
 //! - [`write_back`]: a service's own writes carried into the monolith before they are answered.
 //! - [`telemetry`]: logging setup, request ids, one access-log line per request.
 //! - [`server`]: serving a router on a listener until a shutdown signal, and readiness output.
@@ -36,6 +37,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod password;
 pub mod priority;
+pub mod read_your_writes;
 pub mod server;
 pub mod session;
 pub mod telemetry;

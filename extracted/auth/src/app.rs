@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use service_kit::db::Database;
+use service_kit::read_your_writes::{self, Progress, Stream};
 use service_kit::session::{self, SessionStore};
 use tokio::net::TcpListener;
 
@@ -24,6 +25,9 @@ pub struct ApiContext {
     pub cookie_secure: bool,
     /// With `--sync-from`: registrations are answered once written back into the monolith.
     pub write_back: Option<Arc<UsersBack>>,
+    /// With `--sync-from`: how far the monolith's user changes are applied here (a request
+    /// carrying its own write's position waits for it).
+    pub progress: Option<Arc<Progress>>,
 }
 
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
@@ -33,7 +37,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             .await
             .context("connecting to the monolith's database for sync")?;
         tracing::info!("syncing users with the monolith (both directions)");
-        ctx.write_back = Some(crate::sync::start(ctx.db.clone(), monolith));
+        let progress = Progress::new(Stream::Users);
+        ctx.write_back = Some(crate::sync::start(
+            ctx.db.clone(),
+            monolith,
+            progress.clone(),
+        ));
+        ctx.progress = Some(progress);
     }
     let listener = TcpListener::bind(cli.listen)
         .await
@@ -61,15 +71,18 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
         sessions,
         cookie_secure: cli.cookie_secure,
         write_back: None,
+        progress: None,
     })
 }
 
 pub fn router(ctx: ApiContext) -> Router {
+    let progress = ctx.progress.clone();
     let api = Router::new()
         .route("/health", get(health))
         .merge(service_kit::openapi::route(PATHS))
         .merge(crate::users::router())
         .with_state(ctx);
+    let api = read_your_writes::waiting_on(api, progress);
     service_kit::server::with_common_layers(api)
 }
 

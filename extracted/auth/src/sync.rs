@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use service_kit::db::{Backend, Database, Sql};
 use service_kit::outbox::{self, Follower, Outbox};
+use service_kit::read_your_writes::Progress;
 use service_kit::write_back::{Round, WriteBack, WriteThrough};
 use sqlx::Row;
 
@@ -303,8 +304,9 @@ pub async fn handoff(
 }
 
 /// Starts keeping the two user tables in agreement: the write-back of registrations at once
-/// (requests wait on the handle it returns), and, once the backfill is done, the forward sync.
-pub fn start(own: Database, monolith: Database) -> Arc<UsersBack> {
+/// (requests wait on the handle it returns), and, once the backfill is done, the forward sync,
+/// which publishes how far it got on `progress`.
+pub fn start(own: Database, monolith: Database, progress: Arc<Progress>) -> Arc<UsersBack> {
     let back = WriteThrough::new(
         Users {
             own: own.clone(),
@@ -314,13 +316,13 @@ pub fn start(own: Database, monolith: Database) -> Arc<UsersBack> {
         "users back to the monolith",
     );
     tokio::spawn(back.clone().run());
-    tokio::spawn(run(own, monolith));
+    tokio::spawn(run(own, monolith, progress));
     back
 }
 
 /// Backfills (retrying until it succeeds), then follows the monolith's users until the process
 /// stops.
-async fn run(own: Database, monolith: Database) {
+async fn run(own: Database, monolith: Database, progress: Arc<Progress>) {
     let mut tick = outbox::ticker();
     loop {
         tick.tick().await;
@@ -345,8 +347,11 @@ async fn run(own: Database, monolith: Database) {
     }
     let mut from_monolith = Follower::new(MONOLITH_OUTBOX);
     loop {
-        tick.tick().await;
+        progress.next_round(&mut tick).await;
         let result = forward(&own, &monolith, &mut from_monolith).await;
         outbox::log_round("users from the monolith", result);
+        if let Ok(position) = outbox::checkpoint(&own, FORWARD).await {
+            progress.applied(position);
+        }
     }
 }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use service_kit::db::Database;
+use service_kit::read_your_writes::{self, Progress, Stream};
 use service_kit::session::{self, SessionStore};
 use tokio::net::TcpListener;
 
@@ -26,6 +27,9 @@ pub struct ApiContext {
     pub cache: ReadCache,
     /// With `--sync-from`: writes are answered once written back into the monolith.
     pub write_back: Option<Arc<ProductsBack>>,
+    /// With `--sync-from`: how far the monolith's product changes are applied here (a request
+    /// carrying its own write's position waits for it).
+    pub progress: Option<Arc<Progress>>,
 }
 
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
@@ -64,11 +68,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             .await
             .context("connecting to the monolith's database for sync")?;
         tracing::info!("syncing products with the monolith (both directions)");
+        let progress = Progress::new(Stream::Products);
         tokio::spawn(crate::sync::run(
             source.clone(),
             ctx.db.clone(),
             ctx.cache.clone(),
+            progress.clone(),
         ));
+        ctx.progress = Some(progress);
         ctx.write_back = Some(crate::handoff::start(ctx.db.clone(), source));
     }
     let listener = TcpListener::bind(cli.listen)
@@ -103,15 +110,18 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
         sessions,
         cache: ReadCache::new(cache),
         write_back: None,
+        progress: None,
     })
 }
 
 pub fn router(ctx: ApiContext) -> Router {
+    let progress = ctx.progress.clone();
     let api = Router::new()
         .route("/health", get(health))
         .merge(service_kit::openapi::route(PATHS))
         .merge(products::router())
         .with_state(ctx);
+    let api = read_your_writes::waiting_on(api, progress);
     service_kit::server::with_common_layers(api)
 }
 

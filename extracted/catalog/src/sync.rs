@@ -10,9 +10,11 @@
 //! in one transaction here.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use service_kit::db::{Database, Sql};
 use service_kit::outbox::{self, Follower, Outbox};
+use service_kit::read_your_writes::Progress;
 use sqlx::Row;
 
 use crate::cache::ReadCache;
@@ -102,8 +104,9 @@ pub async fn register(source: &Database, target: &Database) -> anyhow::Result<()
     Ok(())
 }
 
-/// Follows the monolith's outbox until the process stops.
-pub async fn run(source: Database, target: Database, cache: ReadCache) {
+/// Follows the monolith's outbox until the process stops, publishing how far it has applied it
+/// (`progress`: requests that carry the position of their own write wait on it).
+pub async fn run(source: Database, target: Database, cache: ReadCache, progress: Arc<Progress>) {
     let mut follower = Follower::new(MONOLITH_OUTBOX);
     let mut tick = outbox::ticker();
     loop {
@@ -116,8 +119,11 @@ pub async fn run(source: Database, target: Database, cache: ReadCache) {
         }
     }
     loop {
-        tick.tick().await;
+        progress.next_round(&mut tick).await;
         let result = round(&source, &target, &cache, &mut follower).await;
         outbox::log_round("products from the monolith", result);
+        if let Ok(position) = outbox::checkpoint(&target, CHECKPOINT).await {
+            progress.applied(position);
+        }
     }
 }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use service_kit::db::Database;
+use service_kit::read_your_writes::{self, Progress, Stream};
 use tokio::net::TcpListener;
 
 use crate::config::Cli;
@@ -20,20 +21,26 @@ pub const PATHS: &[&str] = &["/api/search"];
 pub struct ApiContext {
     pub db: Database,
     pub index: Arc<SearchIndex>,
+    /// With `--sync-from`: how far the monolith's product changes are indexed here (a request
+    /// carrying its own write's position waits for it).
+    pub progress: Option<Arc<Progress>>,
 }
 
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
-    let ctx = connect(&cli).await?;
+    let mut ctx = connect(&cli).await?;
     if let Some(from) = &cli.sync_from {
         let monolith = Database::connect(from, 4)
             .await
             .context("connecting to the monolith's database for sync")?;
         tracing::info!("following the monolith's products");
+        let progress = Progress::new(Stream::Products);
         tokio::spawn(crate::sync::run(
             ctx.db.clone(),
             monolith,
             ctx.index.clone(),
+            progress.clone(),
         ));
+        ctx.progress = Some(progress);
     }
     let listener = TcpListener::bind(cli.listen)
         .await
@@ -54,15 +61,21 @@ pub async fn connect(cli: &Cli) -> anyhow::Result<ApiContext> {
     let started = std::time::Instant::now();
     let loaded = crate::sync::load_index(&db, &index).await?;
     tracing::info!(backend = ?db.backend, documents = loaded, elapsed_ms = started.elapsed().as_millis() as u64, "search service ready");
-    Ok(ApiContext { db, index })
+    Ok(ApiContext {
+        db,
+        index,
+        progress: None,
+    })
 }
 
 pub fn router(ctx: ApiContext) -> Router {
+    let progress = ctx.progress.clone();
     let api = Router::new()
         .route("/health", get(health))
         .merge(service_kit::openapi::route(PATHS))
         .merge(crate::search::router())
         .with_state(ctx);
+    let api = read_your_writes::waiting_on(api, progress);
     service_kit::server::with_common_layers(api)
 }
 

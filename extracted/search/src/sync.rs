@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use service_kit::db::{Database, Sql};
 use service_kit::outbox::{self, Follower, Outbox};
+use service_kit::read_your_writes::Progress;
 use sqlx::Row;
 
 use crate::index::{Document, SearchIndex};
@@ -196,7 +197,12 @@ pub async fn forward(
 }
 
 /// Backfills (retrying until it succeeds), then follows the outbox until the process stops.
-pub async fn run(own: Database, monolith: Database, index: Arc<SearchIndex>) {
+pub async fn run(
+    own: Database,
+    monolith: Database,
+    index: Arc<SearchIndex>,
+    progress: Arc<Progress>,
+) {
     let mut tick = outbox::ticker();
     loop {
         tick.tick().await;
@@ -221,8 +227,11 @@ pub async fn run(own: Database, monolith: Database, index: Arc<SearchIndex>) {
     }
     let mut follower = Follower::new(MONOLITH_OUTBOX);
     loop {
-        tick.tick().await;
+        progress.next_round(&mut tick).await;
         let result = forward(&own, &monolith, &index, &mut follower).await;
         outbox::log_round("products from the monolith", result);
+        if let Ok(position) = outbox::checkpoint(&own, FORWARD).await {
+            progress.applied(position);
+        }
     }
 }
