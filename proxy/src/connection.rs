@@ -100,13 +100,7 @@ where
         // Served on the thread its events arrive at (see `register_here`).
         let stream: Stream = if stream.as_any().is::<TcpClient>() {
             match stream.into_any().downcast::<TcpClient>() {
-                Ok(tcp) => {
-                    if self.lifecycle.is_closing() {
-                        // Accepted from a listener that holds off new connections.
-                        crate::lifecycle::listener::let_through(&*tcp);
-                    }
-                    crate::balance::register_here(tcp)
-                }
+                Ok(tcp) => crate::balance::register_here(tcp),
                 Err(_) => unreachable!("checked to be a TCP stream"),
             }
         } else {

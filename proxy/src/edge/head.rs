@@ -62,7 +62,10 @@ pub async fn read<S: AsyncRead + Unpin>(
     mut buf: Vec<u8>,
     limits: &HeadLimits,
 ) -> Head {
-    let deadline = tokio::time::Instant::now() + limits.timeout;
+    // One timer for the whole head, not one per read: a trickling client costs a wakeup and a
+    // read per piece, nothing more.
+    let deadline = tokio::time::sleep(limits.timeout);
+    tokio::pin!(deadline);
     let mut searched = 0;
     loop {
         if let Some(end) = head_end(&buf, &mut searched) {
@@ -82,10 +85,12 @@ pub async fn read<S: AsyncRead + Unpin>(
             // client sent.
             buf.reserve_exact(STEP.min(limits.max_bytes - buf.len()).max(1));
         }
-        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Head::Closed,
-            Err(_) => return Head::TimedOut,
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => match read {
+                Ok(n) if n > 0 => {}
+                _ => return Head::Closed,
+            },
+            () = &mut deadline => return Head::TimedOut,
         }
     }
 }

@@ -4,11 +4,11 @@
 //! process has not accepted yet. Closing the socket resets them, and by then their clients have
 //! usually sent a request: under a steady load of keep-alive clients told to reconnect, a
 //! SIGTERM cost a few requests each time this way. So on a stop, before the listener closes,
-//! the kernel is told to drop new connection attempts (a socket filter that drops every packet
-//! reaching the listener: a client's SYN goes unanswered and is retried a second later, by when
-//! the listener is gone and the retry is refused; no request was sent), and the accept loop
-//! gets a moment to take what is already queued. Connections accepted while closing get the
-//! filter removed (a child socket inherits its listener's filter).
+//! the kernel is told to drop new connection attempts (a socket filter on the listener: a
+//! client's SYN goes unanswered and is retried a second later, by when the listener is gone and
+//! the retry is refused; no request was sent), and the accept loop
+//! gets a moment to take what is already queued. The filter drops only a connection's opening
+//! SYN: a handshake already under way completes, and data flows on every connection.
 //!
 //! Not on an upgrade: the new process accepts on the same socket, and must go on doing so.
 //!
@@ -17,15 +17,44 @@
 #![allow(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
-/// A filter program of one instruction: `ret #0`, drop the packet.
-const DROP_ALL: [libc::sock_filter; 1] = [libc::sock_filter {
-    code: (libc::BPF_RET | libc::BPF_K) as u16,
-    jt: 0,
-    jf: 0,
-    k: 0,
-}];
+/// A filter program that drops a connection's opening SYN and lets everything else through.
+/// On a TCP socket the filter sees the packet from its TCP header, whose byte 13 holds the
+/// flags: a packet without ACK (0x10) is a new connection's SYN. Handshakes already under way
+/// (their final ACK) and data on connections queued for accept pass, so they complete and are
+/// accepted; connections accepted later inherit the filter, and pass too (all their packets
+/// carry ACK).
+const DROP_SYN: [libc::sock_filter; 4] = [
+    // ldb [13]
+    libc::sock_filter {
+        code: (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16,
+        jt: 0,
+        jf: 0,
+        k: 13,
+    },
+    // jset #0x10: ACK set -> accept (2 ahead), else drop (next)
+    libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+        jt: 1,
+        jf: 0,
+        k: 0x10,
+    },
+    // ret #0: drop
+    libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    },
+    // ret #-1: the whole packet
+    libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: u32::MAX,
+    },
+];
 
 /// Makes the listening socket(s) bound to `listen` drop new connection attempts. Returns how
 /// many listening sockets it found.
@@ -42,26 +71,11 @@ pub fn stop_new_connections(listen: SocketAddr) -> usize {
         else {
             continue;
         };
-        if is_listener_on(fd, listen) && attach(fd, &DROP_ALL) {
+        if is_listener_on(fd, listen) && attach(fd, &DROP_SYN) {
             found += 1;
         }
     }
     found
-}
-
-/// Removes the drop-all filter a connection accepted while closing inherited.
-pub fn let_through(stream: &impl AsRawFd) {
-    // SAFETY: setsockopt on a descriptor the caller holds open; SO_DETACH_FILTER takes no
-    // value (a zero-length option) and fails harmlessly (ENOENT) when there is no filter.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_DETACH_FILTER,
-            std::ptr::null(),
-            0,
-        );
-    }
 }
 
 fn is_listener_on(fd: RawFd, listen: SocketAddr) -> bool {
@@ -150,7 +164,6 @@ mod tests {
         assert_eq!(stop_new_connections(addr), 1);
         // Already queued: still accepted, and its bytes still arrive.
         let (mut accepted, _) = listener.accept().unwrap();
-        let_through(&accepted);
         use std::io::{Read, Write};
         (&queued).write_all(b"x").unwrap();
         let mut b = [0u8; 1];
