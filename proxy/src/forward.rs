@@ -474,7 +474,7 @@ impl ProxyHttp for Banyan {
             attempts = ctx.tried.len(),
             elapsed_ms = format_args!("{:.2}", elapsed.as_secs_f64() * 1000.0),
             request_id = %ctx.request_id,
-            error = %e.map_or_else(String::new, |e| e.etype().as_str().to_owned()),
+            error = e.map(|e| e.etype().as_str()),
             "request"
         );
     }

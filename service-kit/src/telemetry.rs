@@ -28,10 +28,21 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// nothing an operator acts on, so they are kept to warnings unless `RUST_LOG` names tantivy.
 pub fn init() {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("tantivy"))
-        && let Ok(quiet) = "tantivy=warn".parse()
-    {
-        filter = filter.add_directive(quiet);
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    // Libraries' chatter that says nothing an operator can act on, unless asked for by name:
+    // tantivy's segment housekeeping; Pingora's upstream pool, whose two messages are both about
+    // an idle connection it lost a race for or found unusable (it opens a fresh one, and the
+    // request succeeds): "failed to acquire reusable stream" is logged as an ERROR on requests
+    // that succeed (cloudflare/pingora#201).
+    for (target, directive) in [
+        ("tantivy", "tantivy=warn"),
+        ("pingora_core::connectors", "pingora_core::connectors=off"),
+    ] {
+        if !asked.contains(target)
+            && let Ok(quiet) = directive.parse()
+        {
+            filter = filter.add_directive(quiet);
+        }
     }
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
@@ -42,8 +53,72 @@ pub fn init() {
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
-        builder.try_init()
+        builder.fmt_fields(Truncated).try_init()
     };
+}
+
+/// The longest a logged field value may be; the rest is cut and counted. A slow-statement
+/// warning once carried a whole 1,000-row `INSERT` (70 KB) in one line.
+const MAX_FIELD: usize = 400;
+
+/// Text-format fields, each value cut at [`MAX_FIELD`] characters.
+struct Truncated;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for Truncated {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = TruncatingVisitor {
+            writer,
+            result: Ok(()),
+            first: true,
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TruncatingVisitor<'writer> {
+    writer: tracing_subscriber::fmt::format::Writer<'writer>,
+    result: std::fmt::Result,
+    first: bool,
+}
+
+/// `s` cut at [`MAX_FIELD`] characters (on a character boundary), saying how much was cut.
+fn cut(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_FIELD) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((at, _)) => {
+            std::borrow::Cow::Owned(format!("{}… [{} bytes cut]", &s[..at], s.len() - at))
+        }
+    }
+}
+
+impl tracing::field::Visit for TruncatingVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{}", cut(value)));
+        } else {
+            self.record_debug(field, &format_args!("{:?}", cut(value)));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        let text = format!("{value:?}");
+        let text = cut(&text);
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{sep}{text}")
+        } else {
+            write!(self.writer, "{sep}{}={text}", field.name())
+        };
+    }
 }
 
 /// A caller-supplied id is kept only if it is short and plain, so it cannot smuggle anything
@@ -83,15 +158,15 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Health probes (load balancers, the proxy's health checks: one every 2 s per backend)
+    // would be most of an idle stack's log; they are logged at debug.
+    let probe = path == "/health" || path == "/healthz";
     span.in_scope(|| {
-        tracing::info!(
-            target: "access",
-            method = %method,
-            path = %path,
-            status,
-            elapsed_ms = format_args!("{elapsed_ms:.2}"),
-            "request"
-        );
+        if probe {
+            tracing::debug!(target: "access", method = %method, path = %path, status, elapsed_ms = format_args!("{elapsed_ms:.2}"), "request");
+        } else {
+            tracing::info!(target: "access", method = %method, path = %path, status, elapsed_ms = format_args!("{elapsed_ms:.2}"), "request");
+        }
     });
     response.headers_mut().insert(REQUEST_ID.clone(), id);
     response
@@ -100,6 +175,15 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(MAX_FIELD + 10);
+        let c = cut(&long);
+        assert!(c.starts_with(&"é".repeat(MAX_FIELD)));
+        assert!(c.ends_with("… [20 bytes cut]"), "{c}");
+    }
 
     #[test]
     fn request_ids() {

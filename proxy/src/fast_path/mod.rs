@@ -308,7 +308,7 @@ impl FastPath {
             attempts = outcome.attempts,
             elapsed_ms = format_args!("{:.2}", elapsed.as_secs_f64() * 1000.0),
             request_id = %request_id,
-            error = outcome.error,
+            error = (!outcome.error.is_empty()).then_some(outcome.error),
             "request"
         );
         Some(if outcome.status == 0 {
