@@ -196,12 +196,10 @@ impl Metrics {
         self.table_info.with_label_values(&[&table.version]).set(1);
     }
 
-    /// Requests per route id, by status class (for the admin API's `/routes`).
-    pub fn requests_by_route(
-        &self,
-    ) -> std::collections::HashMap<String, std::collections::BTreeMap<String, u64>> {
-        let mut out: std::collections::HashMap<String, std::collections::BTreeMap<String, u64>> =
-            Default::default();
+    /// Requests per route id: by status class, and by side (upstream) and class, so a split's
+    /// real share shows (for the admin API's `/routes`).
+    pub fn requests_by_route(&self) -> std::collections::HashMap<String, RouteCounts> {
+        let mut out: std::collections::HashMap<String, RouteCounts> = Default::default();
         for family in self.registry.gather() {
             if family.name() != "banyan_requests_total" {
                 continue;
@@ -214,10 +212,12 @@ impl Metrics {
                         .map(|l| l.value().to_owned())
                         .unwrap_or_default()
                 };
-                *out.entry(label("route"))
-                    .or_default()
-                    .entry(label("class"))
-                    .or_default() += m.get_counter().get_value() as u64;
+                let n = m.get_counter().get_value() as u64;
+                let route = out.entry(label("route")).or_default();
+                *route.classes.entry(label("class")).or_default() += n;
+                let side = route.sides.entry(label("upstream")).or_default();
+                *side.entry(label("class")).or_default() += n;
+                *side.entry("total".to_owned()).or_default() += n;
             }
         }
         out
@@ -231,4 +231,13 @@ impl Metrics {
             .expect("metrics encode");
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// What `/routes` shows of one route's traffic.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RouteCounts {
+    /// Status class -> requests.
+    pub classes: std::collections::BTreeMap<String, u64>,
+    /// Upstream -> status class (and `total`) -> requests.
+    pub sides: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }

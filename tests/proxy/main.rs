@@ -13,3 +13,4 @@ mod routing;
 mod shadow;
 mod shutdown;
 mod split;
+mod walkthrough;

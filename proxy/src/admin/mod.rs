@@ -72,27 +72,11 @@ async fn routes(State(s): State<AdminState>) -> Json<Value> {
         .routes
         .iter()
         .map(|r| {
-            json!({
-                "id": r.id,
-                "path": r.path,
-                "methods": r.methods.as_ref().map(|ms| ms.iter().map(ToString::to_string).collect::<Vec<_>>()),
-                "headers": r.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
-                "upstream": r.upstream,
-                "split": r.split.as_ref().map(|sp| json!({
-                    "to": sp.to,
-                    "percent": f64::from(sp.basis_points) / 100.0,
-                    "sticky": sp.sticky.to_string(),
-                })),
-                "shadow": r.shadow.as_ref().map(|sh| json!({
-                    "to": sh.to,
-                    "percent": f64::from(sh.basis_points) / 100.0,
-                    "writes": sh.writes,
-                    "second_primary": sh.second_primary,
-                    "timeout_ms": sh.timeout.as_millis() as u64,
-                    "max_in_flight": sh.max_in_flight,
-                })),
-                "requests": counters.get(&r.id).cloned().unwrap_or_default(),
-            })
+            let mut route = crate::config::describe::route(r);
+            let counts = counters.get(&r.id).cloned().unwrap_or_default();
+            route["requests"] = json!(counts.classes);
+            route["sides"] = json!(counts.sides);
+            route
         })
         .collect();
     let upstreams: BTreeMap<&str, Value> = table

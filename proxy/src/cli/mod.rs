@@ -1,6 +1,13 @@
 //! The `banyan` command line: `run` serves, `check` validates route tables offline with the same
-//! validation every reload uses, `shadow report` prints shadow comparison results (from a running
-//! proxy's admin API, or straight from the Redis that proxies share them through).
+//! validation every reload uses ([`check`]), `routes` shows the table a running proxy serves
+//! ([`routes`]), `shadow report` prints shadow comparison results ([`shadow`]). Commands that
+//! talk to a running proxy find its admin API and token the same way ([`admin`]).
+
+mod admin;
+mod check;
+mod routes;
+mod shadow;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,13 +16,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config;
 use crate::lifecycle::Timing;
 use crate::lifecycle::upgrade::Handoff;
 use crate::server::{self, Overrides};
-use crate::shadow::report;
-use crate::shadow::results::Snapshot;
-use crate::shadow::share::Shared;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,19 +83,23 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The table a running proxy serves, per-side request counts, and a refused reload on top
+    /// (exit status 1 while the last reload stands refused)
+    Routes {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+        /// The admin API's JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ShadowCommand {
     /// Per route: compared, mismatch %, drops and failures, top differing fields with an example
     Report {
-        /// The admin API of a running proxy
-        #[arg(
-            long,
-            env = "BANYAN_ADMIN_URL",
-            default_value = "http://127.0.0.1:9901"
-        )]
-        admin: String,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
         /// Read the results shared by all proxies straight from this Redis instead
         #[arg(long, env = "BANYAN_SHADOW_REDIS", hide_env_values = true)]
         redis: Option<String>,
@@ -105,16 +112,14 @@ pub enum ShadowCommand {
         /// Print the results as JSON instead of a table
         #[arg(long)]
         json: bool,
-        /// The admin token's file (needed when the admin API is not on loopback)
-        #[arg(long, env = "BANYAN_ADMIN_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
     },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { files } => check(&files),
+        Command::Check { files } => check::run(&files),
+        Command::Routes { admin, json } => routes::run(&admin, json),
         Command::Shadow {
             command:
                 ShadowCommand::Report {
@@ -123,16 +128,8 @@ pub fn main() -> ExitCode {
                     prefix,
                     route,
                     json,
-                    token_file,
                 },
-        } => match shadow_report(
-            &admin,
-            redis.as_deref(),
-            &prefix,
-            route.as_deref(),
-            json,
-            token_file.as_deref(),
-        ) {
+        } => match shadow::report(&admin, redis.as_deref(), &prefix, route.as_deref(), json) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -180,130 +177,5 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-    }
-}
-
-fn shadow_report(
-    admin: &str,
-    redis: Option<&str>,
-    prefix: &str,
-    route: Option<&str>,
-    json: bool,
-    token_file: Option<&std::path::Path>,
-) -> anyhow::Result<String> {
-    let token = token_file
-        .map(crate::admin::guard::read_token)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--token-file: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut snap: Snapshot = runtime.block_on(async {
-        match redis {
-            Some(url) => {
-                let shared = Shared::connect(url, prefix).await?;
-                shared
-                    .read()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("reading shadow results from Redis: {e}"))
-            }
-            None => {
-                let url = format!("{}/shadow", admin.trim_end_matches('/'));
-                let mut request = reqwest::Client::new()
-                    .get(&url)
-                    .timeout(std::time::Duration::from_secs(10));
-                if let Some(token) = &token {
-                    request = request.bearer_auth(token);
-                }
-                let resp = request
-                    .send()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot reach the admin API at {admin}: {e}"))?;
-                let status = resp.status();
-                let body: serde_json::Value = resp
-                    .json()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("unexpected answer from {url}: {e}"))?;
-                if !status.is_success() {
-                    anyhow::bail!("{url} answered {status}: {body}");
-                }
-                Ok(serde_json::from_value(body["routes"].clone())?)
-            }
-        }
-    })?;
-    if let Some(r) = route {
-        snap.retain(|id, _| id == r);
-    }
-    if json {
-        for r in snap.values_mut() {
-            r.samples.clear();
-        }
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&snap)?));
-    }
-    Ok(report::render(&snap, route))
-}
-
-fn check(files: &[PathBuf]) -> ExitCode {
-    let mut ok = true;
-    for file in files {
-        match config::load_file(file) {
-            Ok(c) => {
-                let splits = c.routes.iter().filter(|r| r.split.is_some()).count();
-                let shadows = c.routes.iter().filter(|r| r.shadow.is_some()).count();
-                println!(
-                    "{}: ok: {} routes ({} split, {} shadowed), {} upstreams, listen {}, admin {}",
-                    file.display(),
-                    c.routes.len(),
-                    splits,
-                    shadows,
-                    c.upstreams.len(),
-                    c.proxy.listen,
-                    c.proxy.admin
-                );
-                for r in &c.routes {
-                    let methods = r.methods.as_ref().map_or_else(
-                        || "*".to_owned(),
-                        |ms| {
-                            ms.iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        },
-                    );
-                    let split = r.split.as_ref().map_or_else(String::new, |s| {
-                        format!(
-                            " + {}% -> {} (sticky {})",
-                            f64::from(s.basis_points) / 100.0,
-                            s.to,
-                            s.sticky
-                        )
-                    });
-                    let shadow = r.shadow.as_ref().map_or_else(String::new, |s| {
-                        format!(
-                            " (shadow {}% -> {}{}{})",
-                            f64::from(s.basis_points) / 100.0,
-                            s.to,
-                            if s.writes { ", writes too" } else { "" },
-                            s.second_primary
-                                .as_ref()
-                                .map_or_else(String::new, |p| format!(", noise from {p}"))
-                        )
-                    });
-                    println!(
-                        "  {:<24} {:<21} {:<28} -> {}{split}{shadow}",
-                        r.id, methods, r.path, r.upstream
-                    );
-                }
-            }
-            Err(errors) => {
-                ok = false;
-                eprintln!("{errors}");
-            }
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }

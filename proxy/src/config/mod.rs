@@ -3,6 +3,7 @@
 //! column. The same loader serves `banyan check`, startup and every hot reload, so a file that
 //! passes `check` is exactly a file the running proxy accepts.
 
+pub mod describe;
 pub mod file;
 pub mod load;
 pub mod model;

@@ -1,0 +1,32 @@
+//! A route as JSON: what the admin API's `/routes` shows of each route, and what `banyan check`
+//! and `banyan routes` print from, so the file, the live table and the command line describe a
+//! route in one way.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::model::RouteSpec;
+
+pub fn route(r: &RouteSpec) -> Value {
+    json!({
+        "id": r.id,
+        "path": r.path,
+        "methods": r.methods.as_ref().map(|ms| ms.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "headers": r.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+        "upstream": r.upstream,
+        "split": r.split.as_ref().map(|sp| json!({
+            "to": sp.to,
+            "percent": f64::from(sp.basis_points) / 100.0,
+            "sticky": sp.sticky.to_string(),
+        })),
+        "shadow": r.shadow.as_ref().map(|sh| json!({
+            "to": sh.to,
+            "percent": f64::from(sh.basis_points) / 100.0,
+            "writes": sh.writes,
+            "second_primary": sh.second_primary,
+            "timeout_ms": sh.timeout.as_millis() as u64,
+            "max_in_flight": sh.max_in_flight,
+        })),
+    })
+}
