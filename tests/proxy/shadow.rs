@@ -318,7 +318,7 @@ async fn differences_are_reported_with_paths_examples_and_redacted_samples() {
             ("candidate", vec![candidate.addr]),
             ("failing", vec![failing.addr]),
         ],
-        "[[route]]\nid = \"items\"\npath = \"/items\"\nupstream = \"primary\"\nshadow = { to = \"candidate\", percent = 100, ignore = [\"/items/*/v\"] }\n\n\
+        "[[route]]\nid = \"items\"\npath = \"/items\"\nupstream = \"primary\"\nshadow = { to = \"candidate\", percent = 100, ignore = [\"/items/*/v\"], tolerance = { \"/items/*/price\" = 1 } }\n\n\
          [[route]]\nid = \"broken\"\npath = \"/broken\"\nupstream = \"primary\"\nshadow = { to = \"failing\", percent = 100 }\n",
     ))
     .await;
@@ -390,6 +390,14 @@ async fn differences_are_reported_with_paths_examples_and_redacted_samples() {
     );
     assert!(
         report.contains("/flavour") && report.contains("primary \"old\"  candidate \"new\""),
+        "{report}"
+    );
+    // The tolerance names a field the answers do not have: a typo the report points out; the
+    // ignore rule matched, so it is not listed.
+    assert!(
+        report.contains("rules that matched no field in 10 answers looked at")
+            && report.contains("    tolerance /items/*/price\n")
+            && !report.contains("    ignore /items/*/v\n"),
         "{report}"
     );
     // Reset forgets everything (an action: it needs the admin token).

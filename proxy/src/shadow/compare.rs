@@ -38,12 +38,75 @@ impl PathPattern {
     }
 }
 
+impl std::fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/{}", self.0.join("/"))
+    }
+}
+
 /// What a route allows to differ.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rules {
     pub ignore: Vec<PathPattern>,
     pub unordered: Vec<PathPattern>,
     pub tolerance: Vec<(PathPattern, f64)>,
+}
+
+impl Rules {
+    /// Each rule as an operator wrote it (`ignore /hits/*/score`), in a fixed order.
+    pub fn names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.ignore.iter().map(|p| format!("ignore {p}")).collect();
+        out.extend(self.unordered.iter().map(|p| format!("unordered {p}")));
+        out.extend(self.tolerance.iter().map(|(p, _)| format!("tolerance {p}")));
+        out
+    }
+
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.ignore.len() + self.unordered.len() + self.tolerance.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn patterns(&self) -> impl Iterator<Item = &PathPattern> {
+        self.ignore
+            .iter()
+            .chain(&self.unordered)
+            .chain(self.tolerance.iter().map(|(p, _)| p))
+    }
+
+    /// Sets `seen[i]` for each rule (in [`Rules::names`] order) whose path some value in `v`
+    /// has: a rule that never matches anything is a typo (`/hits/*/price` where the field is
+    /// `price_cents`), and `banyan shadow report` says so.
+    pub fn mark_seen(&self, v: &Value, seen: &mut [bool]) {
+        fn walk(v: &Value, rules: &Rules, path: &mut Vec<String>, seen: &mut [bool]) {
+            for (i, p) in rules.patterns().enumerate() {
+                if !seen[i] && p.matches(path) {
+                    seen[i] = true;
+                }
+            }
+            match v {
+                Value::Object(map) => {
+                    for (k, x) in map {
+                        path.push(k.clone());
+                        walk(x, rules, path, seen);
+                        path.pop();
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, x) in items.iter().enumerate() {
+                        path.push(i.to_string());
+                        walk(x, rules, path, seen);
+                        path.pop();
+                    }
+                }
+                _ => {}
+            }
+        }
+        walk(v, self, &mut Vec::new(), seen);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,6 +438,25 @@ mod tests {
             compare(&json!(1), &json!(1.0), &Rules::default()).len() == 1,
             "1 and 1.0 differ as JSON"
         );
+    }
+
+    #[test]
+    fn rules_that_match_no_path_are_found() {
+        let r = rules(&["/hits/*/score"], &["/hits"], &[("/hits/*/price", 0.5)]);
+        assert_eq!(
+            r.names(),
+            [
+                "ignore /hits/*/score",
+                "unordered /hits",
+                "tolerance /hits/*/price"
+            ]
+        );
+        let mut seen = vec![false; 3];
+        r.mark_seen(
+            &json!({"hits": [{"score": 1, "price_cents": 5}]}),
+            &mut seen,
+        );
+        assert_eq!(seen, [true, true, false]);
     }
 
     #[test]

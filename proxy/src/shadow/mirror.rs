@@ -591,6 +591,16 @@ async fn run(client: reqwest::Client, results: Arc<Results>, job: Job) {
         }
     };
     let diffs = answer::diff(&primary, &candidate, &spec.headers, &spec.rules);
+    if results.rule_check_due(&r.id, spec.rules.len())
+        && let Some(v) = answer::json_of(&primary.body)
+    {
+        let mut seen = vec![false; spec.rules.len()];
+        spec.rules.mark_seen(&v, &mut seen);
+        if let Some(c) = answer::json_of(&candidate.body) {
+            spec.rules.mark_seen(&c, &mut seen);
+        }
+        results.rules_seen(&r.id, &spec.rules.names(), &seen);
+    }
     // The second primary only teaches noise; when it failed, history still applies.
     let pair = match &second {
         Some(Ok(s)) => Some(answer::diff(&primary, s, &spec.headers, &spec.rules)),

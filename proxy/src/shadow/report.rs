@@ -94,10 +94,26 @@ pub fn render(snapshot: &Snapshot, route: Option<&str>) -> String {
     for (id, r) in &routes {
         let top = fields(r, false);
         let noise = fields(r, true);
-        if top.is_empty() && noise.is_empty() {
+        let unused: Vec<&str> = r
+            .rules
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(rule, _)| rule.as_str())
+            .collect();
+        if top.is_empty() && noise.is_empty() && unused.is_empty() {
             continue;
         }
         let _ = writeln!(out, "\n{id}:");
+        if !unused.is_empty() {
+            let _ = writeln!(
+                out,
+                "  rules that matched no field in {} answers looked at (a typo?):",
+                r.rules_checked
+            );
+            for rule in unused {
+                let _ = writeln!(out, "    {rule}");
+            }
+        }
         if !top.is_empty() {
             let _ = writeln!(out, "  top differing fields:");
         }

@@ -224,6 +224,13 @@ pub struct RouteStats {
     /// Newest first.
     #[serde(default)]
     pub samples: VecDeque<Sample>,
+    /// Per comparison rule (`ignore /hits/*/score`), in how many of the answers looked at some
+    /// field matched it: a rule at 0 matches nothing (a typo?).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, u64>,
+    /// Answers looked at for [`RouteStats::rules`].
+    #[serde(default)]
+    pub rules_checked: u64,
 }
 
 impl RouteStats {
@@ -280,6 +287,9 @@ struct Store {
 /// Samples per route are taken at most this often, unless a field has no example yet: a
 /// candidate failing every request must not cost a sample per request.
 pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many answers of a route are always checked against its rules.
+pub const RULE_CHECKS: u64 = 20;
 
 impl Store {
     /// Applies `f` to the endpoint's stats in the totals and in the pending delta.
@@ -437,6 +447,37 @@ impl Results {
         }
     }
 
+    /// Whether the rules should be checked against this compared answer: the first
+    /// [`RULE_CHECKS`] answers of a route, then every hundredth while a rule has matched nothing
+    /// (so a typo keeps being looked for, at little cost, and a route whose rules all matched
+    /// costs nothing).
+    pub fn rule_check_due(&self, route: &str, rules: usize) -> bool {
+        if rules == 0 {
+            return false;
+        }
+        let store = self.store.lock().unwrap();
+        let Some(r) = store.totals.get(route) else {
+            return true;
+        };
+        r.rules_checked < RULE_CHECKS
+            || (r.rules.values().any(|n| *n == 0) && r.totals().compared % 100 == 0)
+    }
+
+    /// Records which rules (`names`, in order) matched a field of one compared answer.
+    pub fn rules_seen(&self, route: &str, names: &[String], seen: &[bool]) {
+        let mut store = self.store.lock().unwrap();
+        let Store {
+            totals, pending, ..
+        } = &mut *store;
+        for stats in [totals, pending] {
+            let r = stats.entry(route.to_owned()).or_default();
+            r.rules_checked += 1;
+            for (name, hit) in names.iter().zip(seen) {
+                *r.rules.entry(name.clone()).or_default() += u64::from(*hit);
+            }
+        }
+    }
+
     /// Whether a mismatch with `findings` should be sampled: always when one of its fields has
     /// no example yet, else at most every [`SAMPLE_EVERY`] per route. Claims the slot.
     pub fn wants_sample(&self, route: &str, endpoint: &str, findings: &[Difference]) -> bool {
@@ -513,6 +554,10 @@ pub fn merge(into: &mut Snapshot, from: Snapshot) {
         }
         for s in r.samples.into_iter().rev() {
             target.add_sample(s);
+        }
+        target.rules_checked += r.rules_checked;
+        for (rule, n) in r.rules {
+            *target.rules.entry(rule).or_default() += n;
         }
     }
 }
