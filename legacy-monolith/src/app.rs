@@ -185,7 +185,7 @@ async fn prune_outboxes(db: service_kit::db::Database, every: Duration) {
 
 async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let (database, sessions) = tokio::join!(ctx.db.ping(), ctx.sessions.ping());
-    service_kit::server::health_response(&[("database", database), ("sessions", sessions)])
+    service_kit::server::health_response(&[("database", database), ("sessions", sessions)], None)
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -139,6 +139,24 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// Moves PostgreSQL's id sequence of `table` past the ids copied into it from another database,
+/// so rows created here never reuse one (SQLite picks `MAX(id) + 1` by itself). Only forward,
+/// and only when the sequence is behind: sequences are not transactional, and setting one back
+/// to `MAX(id)` while an insert holds an id handed out above it (not committed yet) handed that
+/// id out a second time (a create answered 409 for a sku it had never seen).
+pub async fn advance_id_sequence(db: &Database, table: &str) -> Result<(), sqlx::Error> {
+    if db.backend == Backend::Postgres {
+        let q = format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), t.m) FROM (SELECT MAX(id) AS m FROM {table}) AS t \
+             WHERE t.m > COALESCE(pg_sequence_last_value(pg_get_serial_sequence('{table}', 'id')::regclass), 0)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .execute(&db.pool)
+            .await?;
+    }
+    Ok(())
+}
+
 /// A row refers to one that does not exist (yet: during a migration, the row may still be on
 /// its way from the other side).
 pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {

@@ -18,6 +18,7 @@
 //! - [`db`]: connecting to MySQL/MariaDB, PostgreSQL or the embedded SQLite default by URL.
 //! - [`outbox`]: following another database's changes through an outbox (sync and handoff).
 //! - [`read_your_writes`]: a monolith write's position, carried by a cookie, waited for by the services.
+//! - [`set_aside`]: a row a follower cannot apply, set aside so the rows after it go on.
 //! - [`write_back`]: a service's own writes carried into the monolith before they are answered.
 //! - [`telemetry`]: logging setup, request ids, one access-log line per request.
 //! - [`server`]: serving a router on a listener until a shutdown signal, and readiness output.
@@ -40,6 +41,7 @@ pub mod priority;
 pub mod read_your_writes;
 pub mod server;
 pub mod session;
+pub mod set_aside;
 pub mod telemetry;
 pub mod validate;
 pub mod write_back;

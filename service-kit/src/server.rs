@@ -41,8 +41,12 @@ pub fn with_common_layers(router: Router) -> Router {
 }
 
 /// The `/health` answer: 200 `{"status":"ok","checks":{...}}` when every check passed, 503 with
-/// `"unavailable"` for the failed ones otherwise.
-pub fn health_response(checks: &[(&str, bool)]) -> axum::response::Response {
+/// `"unavailable"` for the failed ones otherwise; `sync`, when given, is shown under `"sync"`
+/// (what a following service has set aside), and changes no status.
+pub fn health_response(
+    checks: &[(&str, bool)],
+    sync: Option<serde_json::Value>,
+) -> axum::response::Response {
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let all = checks.iter().all(|(_, ok)| *ok);
     let detail: serde_json::Map<String, serde_json::Value> = checks
@@ -54,11 +58,11 @@ pub fn health_response(checks: &[(&str, bool)]) -> axum::response::Response {
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(serde_json::json!({"status": word(all), "checks": detail})),
-    )
-        .into_response()
+    let mut body = serde_json::json!({"status": word(all), "checks": detail});
+    if let Some(sync) = sync {
+        body["sync"] = sync;
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 /// The body of a service's `main`: logging, a runtime, `run`; errors are printed and the

@@ -86,6 +86,10 @@ impl<'a> Fields<'a> {
             self.fail(field, "must be a string");
             return None;
         };
+        if let Some(problem) = control_problem(s) {
+            self.fail(field, problem);
+            return None;
+        }
         let n = s.chars().count();
         if *len.start() > 0 && s.trim().is_empty() {
             self.fail(field, "must not be blank");
@@ -151,6 +155,16 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Text fields may hold no control character but tab, line feed and carriage return: a NUL, for
+/// one, is accepted by MySQL and SQLite but not by PostgreSQL, so a product named with one would
+/// stop every copy of the catalog that lives there (the OpenAPI document states the same rule as
+/// a `pattern` on every text field).
+pub fn control_problem(s: &str) -> Option<&'static str> {
+    s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        .then_some("must not contain control characters (other than tab and line breaks)")
+}
+
 fn range_problem(range: &RangeInclusive<i64>) -> String {
     match (*range.start(), *range.end()) {
         (lo, i64::MAX) => format!("must be at least {lo}"),
@@ -203,6 +217,10 @@ impl Params {
     /// An optional string of at most `max_len` characters; empty counts as absent.
     pub fn opt_string(&mut self, param: &str, max_len: usize) -> Option<String> {
         let raw = self.values.get(param).filter(|v| !v.is_empty())?;
+        if let Some(problem) = control_problem(raw) {
+            self.fail(param, problem);
+            return None;
+        }
         if raw.chars().count() > max_len {
             self.fail(param, format!("must be at most {max_len} characters long"));
             return None;
@@ -242,6 +260,22 @@ impl Params {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn control_characters_are_refused_but_tabs_and_line_breaks_pass() {
+        for bad in ["a\u{0}b", "\u{7}", "x\u{7f}", "\u{85}"] {
+            assert!(control_problem(bad).is_some(), "{bad:?}");
+        }
+        for good in [
+            "plain",
+            "two\nlines",
+            "tab\there",
+            "crlf\r\n",
+            "é ünïcödé ☕",
+        ] {
+            assert!(control_problem(good).is_none(), "{good:?}");
+        }
+    }
 
     #[test]
     fn reports_every_bad_field_at_once() {

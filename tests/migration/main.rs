@@ -6,5 +6,6 @@ mod across_the_cut;
 mod backfill;
 mod handoff;
 mod proxy_move;
+mod set_aside;
 mod shadow;
 mod sync;

@@ -9,8 +9,11 @@
 //! Events flow one way: events accepted by this service are not written back, so after a
 //! rollback the monolith's summary lacks them (the README says so).
 
+use std::collections::BTreeSet;
+
 use service_kit::db::{Database, Sql};
 use service_kit::outbox::{self, Follower, Outbox};
+use service_kit::set_aside::SetAside;
 use sqlx::Row;
 
 pub const CHECKPOINT: &str = "sync:events";
@@ -19,6 +22,9 @@ const MONOLITH_EVENTS: Outbox = Outbox {
     seq: "id",
     key: "id",
 };
+
+/// Events this service could not take, kept apart ([`service_kit::set_aside`]).
+pub const SET_ASIDE: SetAside = SetAside { stream: CHECKPOINT };
 
 /// One round: returns the events copied.
 pub async fn round(
@@ -30,11 +36,25 @@ pub async fn round(
     let Some(changes) = follower.next(monolith, checkpoint).await? else {
         return Ok(0);
     };
+    SET_ASIDE
+        .apply(monolith, own, &changes, checkpoint, |keys, to| {
+            apply(own, monolith, keys, to)
+        })
+        .await
+}
+
+/// Copies the events `keys` (and saves the checkpoint `to`, when given), in one transaction.
+async fn apply(
+    own: &Database,
+    monolith: &Database,
+    keys: BTreeSet<i64>,
+    to: Option<i64>,
+) -> anyhow::Result<usize> {
     let mut q = Sql::for_backend(
         monolith.backend,
         "SELECT id, type, product_id, user_id, at FROM analytics_events WHERE id IN (",
     );
-    for (i, id) in changes.keys.iter().enumerate() {
+    for (i, id) in keys.iter().enumerate() {
         if i > 0 {
             q.push(", ");
         }
@@ -62,8 +82,8 @@ pub async fn round(
         insert.push(" ON CONFLICT (monolith_id) DO NOTHING");
         copied += insert.build().execute(&mut *tx).await?.rows_affected() as usize;
     }
-    if changes.advance_to > checkpoint {
-        outbox::save_checkpoint(&mut tx, own.backend, CHECKPOINT, changes.advance_to).await?;
+    if let Some(to) = to {
+        outbox::save_checkpoint(&mut tx, own.backend, CHECKPOINT, to).await?;
     }
     tx.commit().await?;
     Ok(copied)
@@ -73,9 +93,15 @@ pub async fn round(
 pub async fn run(own: Database, monolith: Database) {
     let mut follower = Follower::new(MONOLITH_EVENTS);
     let mut tick = outbox::ticker();
-    loop {
+    for rounds in 1u64.. {
         tick.tick().await;
         let result = round(&own, &monolith, &mut follower).await;
         outbox::log_round("events from the monolith", result);
+        if rounds % service_kit::set_aside::RETRY_EVERY == 0 {
+            let result = SET_ASIDE
+                .retry(&own, |keys, to| apply(&own, &monolith, keys, to))
+                .await;
+            outbox::log_round("set-aside events", result);
+        }
     }
 }

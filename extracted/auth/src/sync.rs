@@ -23,6 +23,7 @@ use std::sync::Arc;
 use service_kit::db::{Backend, Database, Sql};
 use service_kit::outbox::{self, Follower, Outbox};
 use service_kit::read_your_writes::Progress;
+use service_kit::set_aside::SetAside;
 use service_kit::write_back::{Round, WriteBack, WriteThrough};
 use sqlx::Row;
 
@@ -175,18 +176,6 @@ async fn apply_here(
     Ok(written)
 }
 
-/// Moves PostgreSQL's id sequence past the copied ids, so registrations here never reuse one.
-async fn advance_id_sequence(db: &Database) -> Result<(), sqlx::Error> {
-    if db.backend == Backend::Postgres {
-        sqlx::query(
-            "SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST((SELECT MAX(id) FROM users), 1))",
-        )
-        .execute(&db.pool)
-        .await?;
-    }
-    Ok(())
-}
-
 /// Copies the monolith's users here, batch by batch from the last checkpoint. Returns the rows
 /// written.
 pub async fn backfill(own: &Database, monolith: &Database) -> anyhow::Result<u64> {
@@ -215,9 +204,12 @@ pub async fn backfill(own: &Database, monolith: &Database) -> anyhow::Result<u64
         tx.commit().await?;
         last = end;
     }
-    advance_id_sequence(own).await?;
+    service_kit::db::advance_id_sequence(own, "users").await?;
     Ok(total)
 }
+
+/// Users this service could not take, kept apart ([`service_kit::set_aside`]).
+pub const SET_ASIDE: SetAside = SetAside { stream: FORWARD };
 
 /// One forward round: the monolith's user changes after the checkpoint, applied here.
 pub async fn forward(
@@ -229,12 +221,34 @@ pub async fn forward(
     let Some(changes) = follower.next(monolith, checkpoint).await? else {
         return Ok(0);
     };
+    let written = SET_ASIDE
+        .apply(monolith, own, &changes, checkpoint, |keys, to| {
+            apply_forward(own, monolith, keys, to)
+        })
+        .await?;
+    if changes.advance_to > checkpoint {
+        outbox::report_consumed(monolith, &MONOLITH_OUTBOX, "auth", changes.advance_to).await?;
+    }
+    if written > 0 {
+        service_kit::db::advance_id_sequence(own, "users").await?;
+    }
+    Ok(written)
+}
+
+/// Applies the monolith's current rows of `keys` here (and the checkpoint `to`, when given), in
+/// one transaction.
+async fn apply_forward(
+    own: &Database,
+    monolith: &Database,
+    keys: BTreeSet<i64>,
+    to: Option<i64>,
+) -> anyhow::Result<usize> {
     let written_back = outbox::checkpoint(monolith, HANDOFF).await?;
-    let rows = read_users(monolith, &changes.keys).await?;
+    let rows = read_users(monolith, &keys).await?;
     let present: BTreeSet<i64> = rows.iter().map(|r| r.id).collect();
     let mut tx = own.pool.begin().await?;
     let mut written = apply_here(&mut tx, &rows, written_back).await?;
-    for gone in changes.keys.difference(&present) {
+    for gone in keys.difference(&present) {
         let mut del = Sql::new("DELETE FROM users WHERE id = ");
         del.bind(*gone).push(
             " AND NOT EXISTS (SELECT 1 FROM user_outbox o WHERE o.user_id = users.id AND o.seq > ",
@@ -242,16 +256,10 @@ pub async fn forward(
         del.bind(written_back).push(")");
         written += del.build().execute(&mut *tx).await?.rows_affected() as usize;
     }
-    if changes.advance_to > checkpoint {
-        outbox::save_checkpoint(&mut tx, own.backend, FORWARD, changes.advance_to).await?;
+    if let Some(to) = to {
+        outbox::save_checkpoint(&mut tx, own.backend, FORWARD, to).await?;
     }
     tx.commit().await?;
-    if changes.advance_to > checkpoint {
-        outbox::report_consumed(monolith, &MONOLITH_OUTBOX, "auth", changes.advance_to).await?;
-    }
-    if written > 0 {
-        advance_id_sequence(own).await?;
-    }
     Ok(written)
 }
 
@@ -346,10 +354,16 @@ async fn run(own: Database, monolith: Database, progress: Arc<Progress>) {
         }
     }
     let mut from_monolith = Follower::new(MONOLITH_OUTBOX);
-    loop {
+    for rounds in 1u64.. {
         progress.next_round(&mut tick).await;
         let result = forward(&own, &monolith, &mut from_monolith).await;
         outbox::log_round("users from the monolith", result);
+        if rounds % service_kit::set_aside::RETRY_EVERY == 0 {
+            let result = SET_ASIDE
+                .retry(&own, |keys, to| apply_forward(&own, &monolith, keys, to))
+                .await;
+            outbox::log_round("set-aside users", result);
+        }
         if let Ok(position) = outbox::checkpoint(&own, FORWARD).await {
             progress.applied(position);
         }

@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use service_kit::db::{Backend, Database, Sql};
+use service_kit::db::{Database, Sql};
 use sqlx::Row;
 
 pub const CHECKPOINT: &str = "backfill:products";
@@ -82,19 +82,6 @@ pub(crate) fn upsert(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<Sql> {
          OR excluded.updated_at > products.updated_at"
     ));
     Ok(insert)
-}
-
-/// Moves PostgreSQL's id sequence past the copied ids, so products created here never reuse a
-/// monolith id (SQLite picks `MAX(id) + 1` by itself).
-pub(crate) async fn advance_id_sequence(db: &Database) -> Result<(), sqlx::Error> {
-    if db.backend == Backend::Postgres {
-        sqlx::query(
-            "SELECT setval(pg_get_serial_sequence('products', 'id'), GREATEST((SELECT MAX(id) FROM products), 1))",
-        )
-        .execute(&db.pool)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Copies products from `source` (the monolith's database) into `target`, `batch` rows per
@@ -169,7 +156,7 @@ pub async fn run(
         report.written += written;
         progress(report.scanned, total);
     }
-    advance_id_sequence(target).await?;
+    service_kit::db::advance_id_sequence(target, "products").await?;
     tracing::info!(
         scanned = report.scanned,
         written = report.written,

@@ -91,5 +91,6 @@ pub async fn run(
 
 async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let database = ctx.db.ping().await;
-    service_kit::server::health_response(&[("database", database)])
+    let sync = service_kit::set_aside::SetAside::report(&ctx.db, &[crate::sync::SET_ASIDE]).await;
+    service_kit::server::health_response(&[("database", database)], sync)
 }

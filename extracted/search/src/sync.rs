@@ -16,6 +16,7 @@ use std::sync::Arc;
 use service_kit::db::{Database, Sql};
 use service_kit::outbox::{self, Follower, Outbox};
 use service_kit::read_your_writes::Progress;
+use service_kit::set_aside::SetAside;
 use sqlx::Row;
 
 use crate::index::{Document, SearchIndex};
@@ -146,7 +147,10 @@ pub async fn backfill(
     Ok(copied)
 }
 
-/// One round of the outbox: returns the products applied.
+/// Products this service could not index, kept apart ([`service_kit::set_aside`]).
+pub const SET_ASIDE: SetAside = SetAside { stream: FORWARD };
+
+/// One forward round: the monolith's product changes after the checkpoint, stored and indexed.
 pub async fn forward(
     own: &Database,
     monolith: &Database,
@@ -157,11 +161,31 @@ pub async fn forward(
     let Some(changes) = follower.next(monolith, checkpoint).await? else {
         return Ok(0);
     };
+    let applied = SET_ASIDE
+        .apply(monolith, own, &changes, checkpoint, |keys, to| {
+            apply(own, monolith, index, keys, to)
+        })
+        .await?;
+    if changes.advance_to > checkpoint {
+        outbox::report_consumed(monolith, &MONOLITH_OUTBOX, "search", changes.advance_to).await?;
+    }
+    Ok(applied)
+}
+
+/// Stores the monolith's current rows of `keys` (and the checkpoint `to`, when given) in one
+/// transaction, then indexes them.
+async fn apply(
+    own: &Database,
+    monolith: &Database,
+    index: &Arc<SearchIndex>,
+    keys: BTreeSet<i64>,
+    to: Option<i64>,
+) -> anyhow::Result<usize> {
     let mut q = Sql::for_backend(
         monolith.backend,
         &format!("SELECT {SOURCE_COLUMNS} FROM products WHERE id IN ("),
     );
-    for (i, id) in changes.keys.iter().enumerate() {
+    for (i, id) in keys.iter().enumerate() {
         if i > 0 {
             q.push(", ");
         }
@@ -176,7 +200,7 @@ pub async fn forward(
         .map(read)
         .collect::<Result<_, _>>()?;
     let present: BTreeSet<i64> = docs.iter().map(|(d, _)| d.id).collect();
-    let gone: Vec<i64> = changes.keys.difference(&present).copied().collect();
+    let gone: Vec<i64> = keys.difference(&present).copied().collect();
     let mut tx = own.pool.begin().await?;
     store(&mut tx, &docs).await?;
     for id in &gone {
@@ -184,13 +208,10 @@ pub async fn forward(
         del.bind(*id);
         del.build().execute(&mut *tx).await?;
     }
-    if changes.advance_to > checkpoint {
-        outbox::save_checkpoint(&mut tx, own.backend, FORWARD, changes.advance_to).await?;
+    if let Some(to) = to {
+        outbox::save_checkpoint(&mut tx, own.backend, FORWARD, to).await?;
     }
     tx.commit().await?;
-    if changes.advance_to > checkpoint {
-        outbox::report_consumed(monolith, &MONOLITH_OUTBOX, "search", changes.advance_to).await?;
-    }
     let applied = docs.len() + gone.len();
     apply_to_index(index, docs.into_iter().map(|(d, _)| d).collect(), gone).await?;
     Ok(applied)
@@ -226,10 +247,16 @@ pub async fn run(
         }
     }
     let mut follower = Follower::new(MONOLITH_OUTBOX);
-    loop {
+    for rounds in 1u64.. {
         progress.next_round(&mut tick).await;
         let result = forward(&own, &monolith, &index, &mut follower).await;
         outbox::log_round("products from the monolith", result);
+        if rounds % service_kit::set_aside::RETRY_EVERY == 0 {
+            let result = SET_ASIDE
+                .retry(&own, |keys, to| apply(&own, &monolith, &index, keys, to))
+                .await;
+            outbox::log_round("set-aside products", result);
+        }
         if let Ok(position) = outbox::checkpoint(&own, FORWARD).await {
             progress.applied(position);
         }
