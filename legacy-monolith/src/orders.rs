@@ -56,7 +56,7 @@ const MAX_ITEMS: usize = 50;
 const MAX_QUANTITY: i64 = 1_000;
 const MAX_ATTEMPTS: usize = 3;
 
-/// Validates `items` into product id -> quantity (duplicate lines are merged).
+/// Validates `items` into product id -> quantity (lines for the same product are added up).
 fn parse_items(body: &JsonObject) -> Result<BTreeMap<i64, i64>> {
     let mut f = body.fields();
     f.reject_unknown(&["items"], &[]);
@@ -85,14 +85,10 @@ fn parse_items(body: &JsonObject) -> Result<BTreeMap<i64, i64>> {
                     }
                     continue;
                 }
-                let q = wanted.entry(product.unwrap()).or_insert(0);
-                *q += quantity.unwrap();
-                if *q > MAX_QUANTITY {
-                    errors.insert(
-                        format!("items[{i}].quantity"),
-                        format!("at most {MAX_QUANTITY} of one product per order"),
-                    );
-                }
+                // Lines for the same product add up (at most 50 lines of 1,000: no overflow).
+                // The stock check, not a cap across lines, decides how many can be had: a
+                // rule between array items is one the document could not state.
+                *wanted.entry(product.unwrap()).or_insert(0) += quantity.unwrap();
             }
         }
         Some(_) => {
@@ -170,10 +166,11 @@ async fn place_once(ctx: &ApiContext, user_id: i64, wanted: &BTreeMap<i64, i64>)
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(row) = row else {
-            return Err(Error::invalid(
-                "items",
-                format!("product {product_id} does not exist"),
-            ));
+            // Well formed, but naming a product the catalog does not hold (now): a conflict
+            // with its state, like short stock (409, not 422: the request itself is valid).
+            return Err(Error::conflict(format!(
+                "product {product_id} does not exist"
+            )));
         };
         if taken.rows_affected() == 0 {
             let stock: i64 = row.try_get("stock")?;
@@ -188,8 +185,8 @@ async fn place_once(ctx: &ApiContext, user_id: i64, wanted: &BTreeMap<i64, i64>)
     }
     let currency = lines[0].4.clone();
     if lines.iter().any(|l| l.4 != currency) {
-        return Err(Error::invalid(
-            "items",
+        // A rule about the products' current state, not the request's shape: 409.
+        return Err(Error::conflict(
             "all products of one order must share a currency",
         ));
     }

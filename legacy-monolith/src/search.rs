@@ -56,6 +56,13 @@ async fn search(State(ctx): State<ApiContext>, query: QueryParams) -> Result<Jso
         category,
         limit,
     } = SearchQuery::parse(query)?;
+    if words.is_empty() {
+        return Ok(Json(SearchResult {
+            query: q,
+            total: 0,
+            hits: Vec::new(),
+        }));
+    }
 
     let mut count = QueryBuilder::<Any>::new("SELECT COUNT(*) FROM products WHERE ");
     push_match(&mut count, &words);

@@ -146,6 +146,18 @@ impl QueryParams {
     }
 
     pub fn parse(query: &str) -> Result<Self, ErrorResponse> {
+        // serde_urlencoded decodes leniently: `%ZZ` stays as it is and bytes that are not UTF-8
+        // become U+FFFD. A query string that is not well formed is the client's mistake (400).
+        if !well_formed_escapes(query) {
+            return Err(ErrorResponse::bad_request(
+                "malformed query string: '%' must be followed by two hex digits",
+            ));
+        }
+        if !decodes_to_utf8(query) {
+            return Err(ErrorResponse::bad_request(
+                "malformed query string: escapes must decode to UTF-8",
+            ));
+        }
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
             .map_err(|_| ErrorResponse::bad_request("malformed query string"))?;
         let mut map = HashMap::with_capacity(pairs.len());
@@ -159,6 +171,45 @@ impl QueryParams {
         }
         Ok(QueryParams(map))
     }
+}
+
+/// Every `%` is followed by two hex digits.
+fn well_formed_escapes(query: &str) -> bool {
+    let b = query.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        match (b.get(i + 1), b.get(i + 2)) {
+            (Some(x), Some(y)) if x.is_ascii_hexdigit() && y.is_ascii_hexdigit() => i += 3,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Each name and value percent-decodes to UTF-8 (the escapes are well formed).
+fn decodes_to_utf8(query: &str) -> bool {
+    fn hex(d: u8) -> u8 {
+        (d as char).to_digit(16).unwrap_or(0) as u8
+    }
+    query.split(['&', '=']).all(|part| {
+        let b = part.as_bytes();
+        let mut bytes = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                bytes.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
+                i += 3;
+            } else {
+                bytes.push(b[i]);
+                i += 1;
+            }
+        }
+        std::str::from_utf8(&bytes).is_ok()
+    })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
@@ -195,6 +246,10 @@ mod tests {
     #[test]
     fn duplicate_query_parameters_are_refused() {
         assert!(QueryParams::parse("page=1&page=2").is_err());
+        for bad in ["category=%ZZ", "q=%", "q=%4", "q=a%2", "q=%FF", "q=%C3"] {
+            assert!(QueryParams::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(QueryParams::parse("q=100%25").unwrap().0["q"], "100%");
         let q = QueryParams::parse("q=caf%C3%A9+noir&page=2").unwrap();
         assert_eq!(q.0["q"], "café noir");
     }

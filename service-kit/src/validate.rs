@@ -127,13 +127,24 @@ impl<'a> Fields<'a> {
     }
 
     fn check_int(&mut self, field: &str, v: &Value, range: RangeInclusive<i64>) -> Option<i64> {
-        match v.as_i64() {
-            Some(n) if range.contains(&n) => Some(n),
-            Some(_) => {
+        // JSON has one number type: `961.0` is the integer 961, as JSON Schema counts it.
+        let whole = v.as_f64().filter(|f| f.fract() == 0.0);
+        match (v.as_i64(), whole) {
+            (Some(n), _) if range.contains(&n) => Some(n),
+            (None, Some(f)) if f.abs() < 9.0e15 && range.contains(&(f as i64)) => Some(f as i64),
+            (Some(n), _) if n > *range.end() => {
+                self.fail(field, format!("must be at most {}", range.end()));
+                None
+            }
+            (None, Some(f)) if f > 0.0 => {
+                self.fail(field, format!("must be at most {}", range.end()));
+                None
+            }
+            (Some(_), _) | (None, Some(_)) => {
                 self.fail(field, range_problem(&range));
                 None
             }
-            None => {
+            (None, None) => {
                 self.fail(field, "must be an integer");
                 None
             }

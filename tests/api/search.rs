@@ -86,13 +86,12 @@ async fn search_input_is_data_not_syntax() {
             .json()
             .await
             .unwrap_or(json!(null));
-        if v.is_null() {
-            continue; // rejected as having no word: checked below
-        }
-        assert_ne!(v["total"], 50, "q={q} matched everything");
+        assert_ne!(v["total"], 50, "q={q} matched everything: {v}");
     }
-    let e = expect_error(app.get("/api/search?q=%25%25").await, 422, "validation").await;
-    assert!(e["fields"]["q"].is_string());
+    // No word at all: nothing to look for, so nothing is found (not an error: the document
+    // cannot say "at least one letter" in a way every regex engine reads alike).
+    let v: Value = app.get("/api/search?q=%25%25").await.json().await.unwrap();
+    assert_eq!(v, json!({"query": "%%", "total": 0, "hits": []}));
 }
 
 #[tokio::test]

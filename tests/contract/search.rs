@@ -143,12 +143,12 @@ async fn search_keeps_the_contract() {
     for (q, status) in [
         ("", 422),
         ("q=", 422),
-        ("q=%25%25%20__", 422),
+        ("q=%25%25%20__", 200),
         ("q=tea&limit=0", 422),
         ("q=tea&limit=101", 422),
         ("q=tea&limit=ten", 422),
         ("q=tea&q=cup", 400),
-        ("q=%ZZ", 200),
+        ("q=%ZZ", 400),
     ] {
         both(
             &t,

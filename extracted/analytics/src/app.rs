@@ -92,8 +92,5 @@ pub async fn run(
 async fn health(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let (database, sessions) = tokio::join!(ctx.db.ping(), ctx.sessions.ping());
     let sync = service_kit::set_aside::SetAside::report(&ctx.db, &[crate::sync::SET_ASIDE]).await;
-    service_kit::server::health_response(
-        &[("database", database), ("sessions", sessions)],
-        sync,
-    )
+    service_kit::server::health_response(&[("database", database), ("sessions", sessions)], sync)
 }

@@ -21,6 +21,13 @@ async fn search(State(ctx): State<ApiContext>, query: QueryParams) -> Result<Jso
         category,
         limit,
     } = SearchQuery::parse(query)?;
+    if terms.is_empty() {
+        return Ok(Json(SearchResult {
+            query: q,
+            total: 0,
+            hits: Vec::new(),
+        }));
+    }
     let index = ctx.index.clone();
     let (total, hits) = tokio::task::spawn_blocking(move || {
         index.search(&terms, category.as_deref(), limit as usize)

@@ -70,7 +70,8 @@ pub fn accepted() -> Value {
     json!({"status": "accepted"})
 }
 
-/// A valid summary request: the window as written and in milliseconds.
+/// A valid summary request: the window (as written, or `30d` when it asked for more) and in
+/// milliseconds. Windows longer than 30 days are cut to 30 days: events are not kept longer.
 pub fn parse_window_param(query: QueryParams) -> Result<(String, i64), ErrorResponse> {
     let mut p = query.params();
     let window = p
@@ -80,20 +81,25 @@ pub fn parse_window_param(query: QueryParams) -> Result<(String, i64), ErrorResp
     if ms.is_none() {
         p.fail(
             "window",
-            "must be a duration such as 30s, 15m, 1h or 7d, at most 30d",
+            "must be a duration such as 30s, 15m, 1h or 7d (a number and s, m, h or d)",
         );
     }
     p.finish()?;
-    Ok((window, ms.unwrap_or_default()))
+    let ms = ms.unwrap_or_default();
+    if ms >= MAX_WINDOW_MS {
+        return Ok(("30d".to_owned(), MAX_WINDOW_MS));
+    }
+    Ok((window, ms))
 }
 
-/// Parses `30s`, `15m`, `1h`, `7d` into milliseconds.
+/// Parses `30s`, `15m`, `1h`, `7d` (digits, no sign, then a unit) into milliseconds, at most
+/// [`MAX_WINDOW_MS`].
 pub fn parse_window(s: &str) -> Option<i64> {
     let unit = s.chars().last()?;
-    let n: i64 = s[..s.len() - unit.len_utf8()]
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)?;
+    let digits = &s[..s.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let ms = match unit {
         's' => 1_000,
         'm' => 60_000,
@@ -101,7 +107,14 @@ pub fn parse_window(s: &str) -> Option<i64> {
         'd' => 86_400_000,
         _ => return None,
     };
-    n.checked_mul(ms).filter(|w| *w <= MAX_WINDOW_MS)
+    // Digits only, so a failed parse is a number too large for i64: more than 30 days anyway.
+    Some(
+        digits
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(ms))
+            .map_or(MAX_WINDOW_MS, |w| w.min(MAX_WINDOW_MS)),
+    )
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -137,12 +150,14 @@ mod tests {
         assert_eq!(parse_window("1h"), Some(3_600_000));
         assert_eq!(parse_window("30s"), Some(30_000));
         assert_eq!(parse_window("30d"), Some(MAX_WINDOW_MS));
-        assert_eq!(parse_window("31d"), None);
+        assert_eq!(parse_window("31d"), Some(MAX_WINDOW_MS), "cut to 30 days");
         assert_eq!(parse_window("0h"), None);
         assert_eq!(parse_window("h"), None);
         assert_eq!(parse_window("5x"), None);
         assert_eq!(parse_window("-5m"), None);
-        assert_eq!(parse_window("9999999999999999d"), None);
+        assert_eq!(parse_window("+5m"), None);
+        assert_eq!(parse_window("05m"), None);
+        assert_eq!(parse_window("9999999999999999999999d"), Some(MAX_WINDOW_MS));
         assert_eq!(parse_window("1é"), None);
     }
 }

@@ -84,16 +84,21 @@ pub fn email_problem(email: &str) -> Option<&'static str> {
     if email.len() > 254 {
         return Some("must be at most 254 characters long");
     }
+    // The document's pattern, exactly: `local@domain`, the local part of RFC 5322's atext and
+    // dots, the domain of at least two labels of letters, digits and hyphens.
     let Some((local, domain)) = email.split_once('@') else {
         return Some("must be an email address");
     };
-    let ok = !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(char::is_whitespace);
-    (!ok).then_some("must be an email address")
+    let local_ok = !local.is_empty()
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    (!(local_ok && domain_ok)).then_some("must be an email address")
 }
 
 #[cfg(test)]
@@ -108,5 +113,12 @@ mod tests {
         assert!(email_problem("a@bco").is_some());
         assert!(email_problem("a@b@c.co").is_some());
         assert!(email_problem("a b@c.co").is_some());
+        assert!(email_problem("a@b..co").is_some());
+        assert!(email_problem("v^w@host.example*").is_some());
+        assert!(
+            email_problem("caf\u{e9}@b.co").is_some(),
+            "ASCII only, as the document says"
+        );
+        assert_eq!(email_problem("o'brien+x@mail.example-1.com"), None);
     }
 }

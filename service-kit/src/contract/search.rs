@@ -34,7 +34,7 @@ pub struct Hit {
 pub struct SearchQuery {
     /// The query as the client wrote it (echoed back).
     pub q: String,
-    /// Its words, lower-cased and deduplicated (never empty).
+    /// Its words, lower-cased and deduplicated (empty: the query matches nothing).
     pub terms: Vec<String>,
     pub category: Option<String>,
     pub limit: i64,
@@ -47,10 +47,10 @@ impl SearchQuery {
         let category = p.opt_string("category", 100);
         let limit = p.int("limit", 1..=100, 20);
         let words = q.as_deref().map(terms).unwrap_or_default();
-        match &q {
-            None => p.fail("q", "is required"),
-            Some(_) if words.is_empty() => p.fail("q", "must contain a letter or a digit"),
-            Some(_) => {}
+        // A query without a letter or digit has no words to look for: it matches nothing (an
+        // empty result, as for words no product has).
+        if q.is_none() {
+            p.fail("q", "is required");
         }
         p.finish()?;
         Ok(Self {
