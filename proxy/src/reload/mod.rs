@@ -206,7 +206,15 @@ impl LiveTable {
     }
 
     fn refuse(&self, version: String, errors: ConfigErrors) -> Outcome {
-        tracing::error!(version, errors = %errors, "route table refused; the previous table keeps serving");
+        tracing::error!(
+            version,
+            errors = errors.0.len(),
+            "route table refused; the previous table keeps serving"
+        );
+        // One line per problem, each naming its file:line:column, so none is cut off.
+        for e in &errors.0 {
+            tracing::error!("refused: {e}");
+        }
         let mut status = self.status.lock().unwrap();
         status.refused += 1;
         status.last_refused = Some(Refusal {
