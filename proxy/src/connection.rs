@@ -44,11 +44,14 @@ use pingora_core::protocols::l4::stream::Stream as TcpClient;
 use pingora_core::server::ShutdownWatch;
 
 use crate::balance::Workers;
+use crate::edge::failure::Failure;
 use crate::edge::head::{self, Head, HeadLimits};
+use crate::edge::headers;
+use crate::edge::record::{Pipeline, Record};
 use crate::edge::reply::write_error;
-use crate::fast_path::{Exchange, FastPath};
+use crate::edge::request::{self, Body};
+use crate::fast_path::{self, Exchange, FastPath};
 use crate::lifecycle::Lifecycle;
-use service_kit::ErrorResponse;
 
 /// How long a kept-alive client connection may stay idle between requests (Pingora's default).
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -120,12 +123,17 @@ where
         let mut first = true;
         // When the last answer left: a request may be on its way for a moment after it.
         let mut answered = Instant::now();
+        // Bytes already read past the last request: the beginning of the next (pipelined).
+        let mut pending: Option<Vec<u8>> = None;
         loop {
             // The fast path reads from the TCP stream itself; Banyan's listeners are plain TCP,
             // so this holds for every connection (anything else goes to Pingora only).
             if stream.as_any().is::<TcpClient>() {
                 let mut tcp: Box<TcpClient> = stream.into_any().downcast().ok()?;
-                let begun = next_request_begins(&mut tcp, shutdown, answered).await?;
+                let begun = match pending.take() {
+                    Some(bytes) => bytes,
+                    None => next_request_begins(&mut tcp, shutdown, answered).await?,
+                };
                 let started = Instant::now();
                 let limits = self.fast.live.current().config.proxy.head;
                 let (buf, end) = match head::read(&mut *tcp, begun, &limits).await {
@@ -139,17 +147,37 @@ where
                 // Boxed: the exchange's state (parsed header arrays, buffers, the upstream
                 // connection) is several KiB, and held inline it would size this loop's future,
                 // which every idle connection keeps. Allocated per request, freed with it.
-                let exchange = Box::pin(self.fast.serve(&mut tcp, buf, end, client_ip));
-                match exchange.await {
-                    Exchange::Served { keep_alive: true } => {
+                let mut dispatched =
+                    Box::pin(self.dispatch(&mut tcp, &buf, end, client_ip, started)).await;
+                // An absolute-form target: the same request again, as origin-form.
+                let (buf, end) = match dispatched {
+                    Dispatch::Rewritten { head } => {
+                        let mut rewritten = head;
+                        let head_end = rewritten.len();
+                        rewritten.extend_from_slice(&buf[end..]);
+                        dispatched = Box::pin(
+                            self.dispatch(&mut tcp, &rewritten, head_end, client_ip, started),
+                        )
+                        .await;
+                        (rewritten, head_end)
+                    }
+                    _ => (buf, end),
+                };
+                match dispatched {
+                    Dispatch::Served { keep_alive: true } => {
                         answered = Instant::now();
+                        pending = (buf.len() > end).then(|| buf[end..].to_vec());
                         stream = tcp;
                         continue;
                     }
-                    Exchange::Served { keep_alive: false } | Exchange::Closed => return None,
-                    Exchange::HandOver(read) => {
-                        // Pingora's parser reads the (complete) request head from its first byte.
-                        tcp.rewind(&read);
+                    Dispatch::Served { keep_alive: false } | Dispatch::Closed => return None,
+                    Dispatch::Rewritten { .. } => unreachable!("a rewritten head is origin-form"),
+                    Dispatch::HandOver { upto } => {
+                        // Pingora's parser reads the request (its head complete, and as much of
+                        // its body as came) from its first byte; a request pipelined behind it
+                        // waits here for its turn.
+                        tcp.rewind(&buf[..upto]);
+                        pending = (buf.len() > upto).then(|| buf[upto..].to_vec());
                         stream = tcp;
                     }
                 }
@@ -175,6 +203,105 @@ where
         }
     }
 
+    /// The edge's look at a complete request head (`buf[..end]`): refused here (400) when
+    /// [`request::inspect`] says so, else answered by the fast path when it takes it, else
+    /// handed to Pingora's pipeline with the bytes that are this request's.
+    async fn dispatch(
+        &self,
+        tcp: &mut TcpClient,
+        buf: &[u8],
+        end: usize,
+        client_ip: Option<IpAddr>,
+        started: Instant,
+    ) -> Dispatch {
+        let table = self.fast.live.current();
+        let max = table.config.proxy.head.max_headers;
+        // The head reader counted the lines already; a table allowing more than the stack
+        // array holds gets a heap one.
+        let mut stack = [httparse::EMPTY_HEADER; 100];
+        let mut heap;
+        let slots: &mut [httparse::Header<'_>] = if max < stack.len() {
+            &mut stack
+        } else {
+            heap = vec![httparse::EMPTY_HEADER; max + 1];
+            &mut heap
+        };
+        let mut req = httparse::Request::new(slots);
+        let parsed = req.parse(&buf[..end]);
+        let inspected = match parsed {
+            Ok(httparse::Status::Complete(_)) => request::inspect(&req),
+            _ => Err(Failure::BadRequest("malformed request head".into())),
+        };
+        let inspected = match inspected {
+            Ok(i) => i,
+            Err(failure) => {
+                let request_id = headers::request_id(req.headers);
+                self.refuse(
+                    tcp,
+                    req.method.unwrap_or("-"),
+                    &failure,
+                    &request_id,
+                    started,
+                )
+                .await;
+                return Dispatch::Served { keep_alive: false };
+            }
+        };
+        if inspected.host_from_target {
+            return Dispatch::Rewritten {
+                head: request::origin_form(&req, &inspected),
+            };
+        }
+        if fast_path::takes(&table, &req, &inspected) {
+            return match self
+                .fast
+                .serve(tcp, table, &req, &inspected, client_ip, started)
+                .await
+            {
+                Exchange::Served { keep_alive } => Dispatch::Served { keep_alive },
+                Exchange::Closed => Dispatch::Closed,
+            };
+        }
+        let upto = match inspected.body {
+            Body::None => end,
+            Body::Length(n) if (buf.len() - end) as u64 >= n => end + n as usize,
+            // The body is still coming (or chunked): all that came is this request's.
+            _ => buf.len(),
+        };
+        Dispatch::HandOver { upto }
+    }
+
+    /// Answers a request the edge refuses itself, counts and logs it.
+    async fn refuse(
+        &self,
+        tcp: &mut TcpClient,
+        method: &str,
+        failure: &Failure,
+        request_id: &str,
+        started: Instant,
+    ) {
+        let mut status = 0;
+        if let Some(answer) = failure.answer("")
+            && write_error(tcp, &answer, request_id).await
+        {
+            status = answer.status.as_u16();
+        }
+        Record {
+            pipeline: Pipeline::Edge,
+            started,
+            method,
+            path: "-",
+            status,
+            route: "-",
+            upstream: "-",
+            backend: None,
+            attempts: 0,
+            request_id,
+            failure: Some(failure),
+        }
+        .finish(&self.fast.metrics);
+    }
+
     /// Answers a head over its bounds (431, or 408 when it came too slowly), counts and logs it.
     async fn refuse_head(
         &self,
@@ -183,46 +310,28 @@ where
         limits: &HeadLimits,
         started: Instant,
     ) {
-        let error = match refused {
-            Head::TimedOut => ErrorResponse {
-                status: http::StatusCode::REQUEST_TIMEOUT,
-                code: "request_timeout",
-                message: format!(
-                    "the request head did not arrive within {} ms",
-                    limits.timeout.as_millis()
-                ),
-                fields: None,
-            },
-            Head::TooManyHeaders => ErrorResponse {
-                status: http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                code: "headers_too_large",
-                message: format!("more than {} request headers", limits.max_headers),
-                fields: None,
-            },
-            _ => ErrorResponse {
-                status: http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                code: "headers_too_large",
-                message: format!("request head over {} bytes", limits.max_bytes),
-                fields: None,
-            },
+        let failure = match refused {
+            Head::TimedOut => Failure::HeadTimeout(limits.timeout),
+            Head::TooManyHeaders => Failure::TooManyHeaders(limits.max_headers),
+            _ => Failure::HeadTooLarge(limits.max_bytes),
         };
         let request_id = service_kit::telemetry::new_request_id();
-        let status = error.status.as_u16();
-        let written = write_error(tcp, &error, &request_id).await;
-        self.fast.metrics.request(
-            "-",
-            "-",
-            if written { status } else { 0 },
-            started.elapsed(),
-        );
-        tracing::info!(
-            target: "access",
-            status,
-            request_id = %request_id,
-            error = error.code,
-            "request head refused"
-        );
+        self.refuse(tcp, "-", &failure, &request_id, started).await;
     }
+}
+
+/// What the edge made of one request.
+enum Dispatch {
+    /// Answered (by the edge or the fast path); `keep_alive`: the connection carries on.
+    Served { keep_alive: bool },
+    /// The client went away.
+    Closed,
+    /// An absolute-form target: this head (origin-form, the authority as `Host`) replaces the
+    /// one read, and the request is dispatched again.
+    Rewritten { head: Vec<u8> },
+    /// For Pingora's pipeline: `buf[..upto]` is this request's (its head and what came of its
+    /// body); anything after it is the next request's.
+    HandOver { upto: usize },
 }
 
 /// Waits, holding only the socket, for the client's next request and returns its first bytes.

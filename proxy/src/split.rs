@@ -15,7 +15,6 @@
 use std::hash::Hasher;
 use std::net::IpAddr;
 
-use http::HeaderMap;
 use siphasher::sip::SipHasher13;
 
 use crate::config::{SplitSpec, StickyKey};
@@ -32,32 +31,10 @@ pub fn bucket(target: &str, key: &[u8]) -> u32 {
     (h.finish() % 10_000) as u32
 }
 
-/// Request headers as the split reads them: a `HeaderMap` on Pingora's path, the parsed head on
-/// the fast path (which builds no map for it).
-pub trait Headers {
-    /// The values of header `name` (given in lower case), in order.
-    fn values<'a, 'n>(
-        &'a self,
-        name: &'n str,
-    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n, Self>;
-}
-
-impl Headers for HeaderMap {
-    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
-        self.get_all(name).iter().map(|v| v.as_bytes())
-    }
-}
-
-impl Headers for [httparse::Header<'_>] {
-    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
-        self.iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    }
-}
+pub(crate) use crate::edge::headers::Headers;
 
 /// The sticky key of a request, if it has one.
-pub fn sticky_key<'a, H: Headers + ?Sized>(
+pub(crate) fn sticky_key<'a, H: Headers + ?Sized>(
     sticky: &StickyKey,
     headers: &'a H,
     client: Option<IpAddr>,
@@ -80,10 +57,10 @@ pub fn sticky_key<'a, H: Headers + ?Sized>(
 
 /// The value of cookie `name` in the request's `Cookie` headers (those that are visible ASCII,
 /// as `HeaderValue::to_str` takes them).
-pub fn cookie<'a, H: Headers + ?Sized>(headers: &'a H, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a, H: Headers + ?Sized>(headers: &'a H, name: &str) -> Option<&'a str> {
     headers
         .values("cookie")
-        .filter(|v| crate::forward::is_header_string(v))
+        .filter(|v| crate::edge::headers::is_header_string(v))
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
@@ -93,7 +70,7 @@ pub fn cookie<'a, H: Headers + ?Sized>(headers: &'a H, name: &str) -> Option<&'a
 }
 
 /// True when the request goes to the split's new side.
-pub fn goes_to_new_side<H: Headers + ?Sized>(
+pub(crate) fn goes_to_new_side<H: Headers + ?Sized>(
     split: &SplitSpec,
     headers: &H,
     client: Option<IpAddr>,
@@ -113,6 +90,7 @@ pub fn goes_to_new_side<H: Headers + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     #[test]
     fn buckets_are_stable_and_uniform() {

@@ -8,6 +8,7 @@ mod connections;
 mod fast_path;
 mod heads;
 mod health;
+mod parity;
 mod reload;
 mod routing;
 mod shadow;

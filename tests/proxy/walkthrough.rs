@@ -22,7 +22,10 @@ async fn save(proxy: &ProxyApp, text: &str) -> Value {
     loop {
         let r = proxy.routes().await;
         if r["reloads"] != before {
-            return r;
+            // `/routes` reads the table, then the reload status; a reload between the two shows
+            // the new status beside the old table. The table is swapped in before the status
+            // changes, so once the status has changed a new look shows both.
+            return proxy.routes().await;
         }
         assert!(
             Instant::now() < deadline,

@@ -1,11 +1,36 @@
-//! The edge: what Banyan does to every request before either pipeline sees it, and how it
-//! answers one it will not forward.
+//! The edge: every rule Banyan applies to a request and its answer, written once, whichever
+//! pipeline serves the request (the fast path, Pingora's pipeline) and for the shadow copy.
 //!
-//! - [`head`]: the request head is read whole, within a size, header-count and time bound,
-//!   before the fast path or Pingora's pipeline looks at it; the pipelines never read a head
-//!   themselves, so the bounds hold for both.
-//! - [`reply`]: an error answer written straight to the client socket, in the catalog API's
-//!   error format, for the answers given before a pipeline runs.
+//! A request meets the edge in this order:
+//! - [`head`]: the head is read whole, within a size, header-count and time bound, before either
+//!   pipeline looks at it (the pipelines never read a head themselves, so the bounds hold for
+//!   both);
+//! - [`request`]: the request line, `Host` and body framing are checked; what a strict proxy
+//!   must refuse is answered 400 here, the same for every pipeline;
+//! - [`route`]: the one routing step (normalize, match, split), once per request;
+//! - [`headers`]: what is passed on, dropped and added, in both directions (one hop-by-hop
+//!   table, the headers only the edge may set, `Via`, the request id);
+//! - [`failure`]: what went wrong, mapped to one answer, metric and log label, and which
+//!   requests are retried;
+//! - [`reply`]: the error answers the edge writes itself, in the catalog API's error format;
+//! - [`record`]: what is counted and logged of every request.
+//!
+//! A pipeline holds only what is its own: how it moves bytes. Everything it decides about a
+//! request, it asks one of these. `tests/proxy/parity.rs` runs each rule through both pipelines
+//! and requires the same answer, the same request at the origin, the same metrics and the same
+//! access log.
 
+use std::time::Duration;
+
+pub(crate) mod failure;
 pub mod head;
-pub mod reply;
+pub(crate) mod headers;
+pub(crate) mod record;
+pub(crate) mod reply;
+pub(crate) mod request;
+pub(crate) mod route;
+
+/// How long a write towards a client may take before the client is taken to be gone: a client
+/// that stops reading must not hold its exchange (and an upstream connection) for ever. The
+/// same on both pipelines.
+pub(crate) const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);

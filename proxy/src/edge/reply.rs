@@ -1,15 +1,28 @@
-//! Error answers written straight to the client socket, in the catalog API's error format,
-//! for the requests the edge answers itself (a head over its bounds, a failure on the fast
-//! path). They always close the connection: whatever the client sent after the head is not
-//! read.
+//! The answers the edge gives itself, in the catalog API's error format: a request refused
+//! before any pipeline (a head over its bounds, a request line or `Host` it will not forward),
+//! and a routing or upstream failure on either pipeline. [`error_head`] is what every such
+//! answer says, whichever pipeline writes it; [`write_error`] writes one straight to the
+//! client socket. They always close the connection: whatever the client sent after the head is
+//! not read.
 
 use service_kit::ErrorResponse;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::forward::VIA_VALUE;
+use super::headers::{REQUEST_ID, VIA_VALUE};
+
+/// The headers of an error answer with a body of `body_len` bytes, in order (Pingora's
+/// pipeline adds `Date` and `Connection` itself; [`write_error`] adds `connection: close`).
+pub(crate) fn error_head(body_len: usize, request_id: &str) -> [(&'static str, String); 4] {
+    [
+        ("content-type", "application/json".to_owned()),
+        ("content-length", body_len.to_string()),
+        (REQUEST_ID, request_id.to_owned()),
+        ("via", VIA_VALUE.to_owned()),
+    ]
+}
 
 /// Writes `err` with `connection: close`; false when the client was gone.
-pub async fn write_error<S: AsyncWrite + Unpin>(
+pub(crate) async fn write_error<S: AsyncWrite + Unpin>(
     client: &mut S,
     err: &ErrorResponse,
     request_id: &str,
@@ -19,12 +32,14 @@ pub async fn write_error<S: AsyncWrite + Unpin>(
     let mut out = Vec::with_capacity(256 + body.len());
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         x-request-id: {request_id}\r\nvia: {VIA_VALUE}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\n",
         err.status.as_u16(),
         err.status.canonical_reason().unwrap_or(""),
-        body.len(),
     );
+    for (name, value) in error_head(body.len(), request_id) {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(body.as_bytes());
     client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
 }

@@ -32,17 +32,32 @@ pub const MAX_IDLE_PER_BACKEND: usize = 1024;
 struct Idle {
     stream: TcpStream,
     since: Instant,
+    /// The upstream's `idle_timeout` when it was returned (for the sweep).
+    timeout: Duration,
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, VecDeque<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<Pool> = RefCell::new(Pool::default());
 }
+
+#[derive(Default)]
+struct Pool {
+    lists: HashMap<SocketAddr, VecDeque<Idle>>,
+    /// Returns since the last sweep.
+    puts: u32,
+}
+
+/// Every this many returns, expired connections of every backend are closed and empty lists
+/// dropped: a backend a reload removed is never asked for again, so its list would otherwise
+/// keep its connections (and its entry) for the life of the thread.
+const SWEEP_EVERY: u32 = 256;
 
 /// A kept-alive connection to `addr` that is still usable, if there is one.
 pub fn take(addr: SocketAddr, idle_timeout: Duration) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.lists.get_mut(&addr)?;
+        let mut found = None;
         while let Some(c) = list.pop_back() {
             if c.since.elapsed() >= idle_timeout {
                 // Everything older is expired too.
@@ -50,10 +65,14 @@ pub fn take(addr: SocketAddr, idle_timeout: Duration) -> Option<TcpStream> {
                 break;
             }
             if usable(&c.stream) {
-                return Some(c.stream);
+                found = Some(c.stream);
+                break;
             }
         }
-        None
+        if list.is_empty() {
+            idle.lists.remove(&addr);
+        }
+        found
     })
 }
 
@@ -61,7 +80,15 @@ pub fn take(addr: SocketAddr, idle_timeout: Duration) -> Option<TcpStream> {
 pub fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        idle.puts += 1;
+        if idle.puts >= SWEEP_EVERY {
+            idle.puts = 0;
+            idle.lists.retain(|_, list| {
+                list.retain(|c| c.since.elapsed() < c.timeout);
+                !list.is_empty()
+            });
+        }
+        let list = idle.lists.entry(addr).or_default();
         while list
             .front()
             .is_some_and(|c| c.since.elapsed() >= idle_timeout)
@@ -74,13 +101,19 @@ pub fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
         list.push_back(Idle {
             stream,
             since: Instant::now(),
+            timeout: idle_timeout,
         });
     })
 }
 
 /// Idle connections this thread holds to `addr` (for tests).
 pub fn count(addr: SocketAddr) -> usize {
-    IDLE.with(|idle| idle.borrow().get(&addr).map_or(0, |l| l.len()))
+    IDLE.with(|idle| idle.borrow().lists.get(&addr).map_or(0, |l| l.len()))
+}
+
+/// Backends this thread keeps a list for (for tests).
+pub fn backends() -> usize {
+    IDLE.with(|idle| idle.borrow().lists.len())
 }
 
 /// An idle connection is usable when reading from it would block: no EOF (the backend closed
@@ -152,6 +185,28 @@ mod tests {
             }
         }
         panic!("the connection's state never showed")
+    }
+
+    #[tokio::test]
+    async fn a_backend_no_longer_asked_for_loses_its_list() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let (c, _s) = pair(&listener).await;
+        put(gone, c, Duration::ZERO);
+        assert_eq!(backends(), 1);
+        let addr = listener.local_addr().unwrap();
+        let mut servers = Vec::new();
+        for _ in 0..SWEEP_EVERY {
+            let (c, s) = pair(&listener).await;
+            servers.push(s);
+            put(addr, c, Duration::from_secs(60));
+        }
+        assert_eq!(
+            count(gone),
+            0,
+            "the removed backend's connection was closed"
+        );
+        assert_eq!(backends(), 1, "and its list dropped");
     }
 
     #[tokio::test]

@@ -38,20 +38,23 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_core::protocols::l4::stream::Stream as ClientStream;
-use service_kit::ErrorResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::edge::CLIENT_WRITE_TIMEOUT;
+use crate::edge::failure::{self, Failure};
+use crate::edge::headers::{self, EdgeRequest, EdgeResponse};
+use crate::edge::record::{Pipeline, Record};
 use crate::edge::reply::write_error;
-use crate::forward::{REQUEST_ID, acceptable_request_id, edge_header_list, upstream_error};
+use crate::edge::request::{Body, Inspected};
+use crate::edge::route::{self, Routed};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
-use crate::route_table::normalize::normalize;
+use crate::route_table::RouteTable;
 use crate::shadow::mirror::{Mirror, Shadower};
-use crate::split;
 use crate::upstream::{Backend, Pool};
-use wire::{Chunked, Edge, Framing, ResponseEdge};
+use wire::{Chunked, Framing};
 
 /// Body bytes moved per read.
 const BODY_CHUNK: usize = 64 * 1024;
@@ -65,9 +68,6 @@ const FIRST_READ: usize = 16 * 1024;
 pub enum Exchange {
     /// Answered here. `keep_alive`: the connection may carry another request.
     Served { keep_alive: bool },
-    /// Not for the fast path: Pingora's path takes the connection, with these bytes (the
-    /// beginning of the request) put back in front of it.
-    HandOver(Vec<u8>),
     /// The client went away, or stopped mid-head; nothing to answer.
     Closed,
 }
@@ -80,7 +80,7 @@ pub struct FastPath {
 }
 
 /// What the exchange needs to know about the request it forwards.
-struct Routed<'a> {
+struct Exchanging<'a> {
     /// A HEAD request: the response has no body whatever its headers say.
     head: bool,
     request_id: &'a str,
@@ -92,194 +92,137 @@ struct Routed<'a> {
     debug: Option<(&'a str, &'a str)>,
 }
 
-/// Why an exchange with the upstream failed before the response head reached the client.
-enum UpstreamFailure {
-    /// Connect failed or timed out on every backend tried (`timeout`: the last one timed out).
-    Connect {
-        timeout: bool,
-    },
-    NoBackend,
-    Timeout,
-    Broken,
-}
-
-impl UpstreamFailure {
-    fn answer(&self, upstream: &str) -> (ErrorResponse, &'static str) {
-        match self {
-            UpstreamFailure::NoBackend => (upstream_error(503, upstream), "error"),
-            UpstreamFailure::Connect { timeout: true } | UpstreamFailure::Timeout => {
-                (upstream_error(504, upstream), "timeout")
-            }
-            UpstreamFailure::Connect { timeout: false } | UpstreamFailure::Broken => {
-                (upstream_error(502, upstream), "error")
-            }
-        }
-    }
-}
-
-/// What one exchange did, for the metrics and the access log.
+/// What one exchange did, for the access record.
 struct Outcome {
     status: u16,
     backend: Option<SocketAddr>,
     attempts: usize,
-    error: &'static str,
+    failure: Option<Failure>,
     keep_alive: bool,
 }
 
-impl FastPath {
-    /// Answers the request whose complete head is `buf[..head_end]` (read by
-    /// [`crate::edge::head`]) if it qualifies (see the module docs).
-    pub async fn serve(
-        &self,
-        client: &mut ClientStream,
-        buf: Vec<u8>,
-        head_end: usize,
-        client_ip: Option<IpAddr>,
-    ) -> Exchange {
-        let started = Instant::now();
-        // Exactly one request, nothing behind it (a body, or pipelined requests: Pingora's).
-        if head_end != buf.len() {
-            return Exchange::HandOver(buf);
-        }
-        let mut headers = [httparse::EMPTY_HEADER; wire::MAX_REQUEST_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-                let outcome = self
-                    .qualify_and_forward(&req, client, client_ip, started)
-                    .await;
-                outcome.unwrap_or(Exchange::HandOver(buf))
-            }
-            // Too many headers for this path, or a malformed head: Pingora's path answers.
-            _ => Exchange::HandOver(buf),
-        }
-    }
+/// Whether the fast path takes a request the edge accepted (see the module docs). Asked
+/// before anything is routed: the `fast_path` setting first, then the request's shape.
+pub(crate) fn takes(
+    table: &RouteTable,
+    req: &httparse::Request<'_, '_>,
+    inspected: &Inspected<'_>,
+) -> bool {
+    table.config.proxy.fast_path
+        && matches!(req.method, Some("GET" | "HEAD"))
+        && req.version == Some(1)
+        && !inspected.host_from_target
+        && inspected.path.starts_with('/')
+        && inspected.body == Body::None
+        && !req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("expect"))
+}
 
-    /// `None`: the request does not qualify; nothing was sent anywhere.
-    async fn qualify_and_forward(
+impl FastPath {
+    /// Answers a request [`takes`] took: `req` is its parsed head, which the edge inspected.
+    pub(crate) async fn serve(
         &self,
-        req: &httparse::Request<'_, '_>,
         client: &mut ClientStream,
+        table: Arc<RouteTable>,
+        req: &httparse::Request<'_, '_>,
+        inspected: &Inspected<'_>,
         client_ip: Option<IpAddr>,
         started: Instant,
-    ) -> Option<Exchange> {
-        let head = match req.method? {
-            "GET" => false,
-            "HEAD" => true,
-            _ => return None,
-        };
-        let target = req.path?;
-        if req.version != Some(1) || !target.starts_with('/') || target.contains('#') {
-            return None;
-        }
-        let mut host = None;
-        let mut hosts = 0;
-        let mut client_close = false;
-        let mut via = None;
-        let mut client_request_id = None;
-        for h in req.headers.iter() {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("host") {
-                hosts += 1;
-                host = Some(h.value);
-            } else if ["content-length", "transfer-encoding", "upgrade", "expect"]
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n))
-            {
-                return None;
-            } else if name.eq_ignore_ascii_case("connection") {
-                for t in wire::tokens(h.value) {
-                    if t.eq_ignore_ascii_case(b"close") {
-                        client_close = true;
-                    } else if !t.eq_ignore_ascii_case(b"keep-alive") {
-                        return None;
-                    }
-                }
-            } else if name.eq_ignore_ascii_case("via") {
-                // As Pingora's path: the first `Via`, if it is a valid header string.
-                via.get_or_insert(Some(h.value).filter(|v| crate::forward::is_header_string(v)));
-            } else if name.eq_ignore_ascii_case(REQUEST_ID) {
-                client_request_id.get_or_insert(h.value);
-            }
-        }
-        if hosts != 1 {
-            return None;
-        }
-        // The same checks and rewriting as `forward::request_filter`.
-        let uri: http::Uri = target.parse().ok()?;
-        let path = normalize(uri.path()).ok()?;
-        let forward_target = match uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.clone(),
-        };
-        forward_target.parse::<http::Uri>().ok()?;
-
-        let table = self.live.current();
-        if !table.config.proxy.fast_path {
-            return None;
-        }
+    ) -> Exchange {
+        let method_str = req.method.unwrap_or("GET");
+        let head = method_str == "HEAD";
         let method = if head { Method::HEAD } else { Method::GET };
-        // A header map only where something needs one: header conditions in the table, or a
-        // shadow copy of this request. The split reads the parsed head directly.
-        let mut map = None;
-        if table.matches_on_headers() {
-            map = Some(header_map(req.headers)?);
-        }
-        // (`HeaderMap::new` does not allocate.)
-        let index = match &map {
-            Some(map) => table.find(&path, &method, map)?,
-            None => table.find(&path, &method, &HeaderMap::new())?,
+        let request_id = headers::request_id(req.headers);
+        let client_close = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| headers::tokens(h.value))
+            .any(|t| t.eq_ignore_ascii_case(b"close"));
+        let mut record = Record {
+            pipeline: Pipeline::Fast,
+            started,
+            method: method_str,
+            path: "-",
+            status: 0,
+            route: "-",
+            upstream: "-",
+            backend: None,
+            attempts: 0,
+            request_id: &request_id,
+            failure: None,
         };
-        let route = table.route(index);
-        if route.shadow.is_some() && map.is_none() {
-            map = Some(header_map(req.headers)?);
-        }
-        let pool_name = match &route.split {
-            Some(s) if split::goes_to_new_side(s, &*req.headers, client_ip) => &s.to,
-            _ => &route.upstream,
+        let routed = match route::route(
+            &table,
+            &method,
+            inspected.path,
+            inspected.query,
+            req.headers,
+            client_ip,
+        ) {
+            Ok(r) => r,
+            Err(unrouted) => {
+                let answer = unrouted.failure.answer("");
+                if let Some(answer) = answer
+                    && write_error(client, &answer, &request_id).await
+                {
+                    record.status = answer.status.as_u16();
+                }
+                record.path = &unrouted.path;
+                record.failure = Some(&unrouted.failure);
+                record.finish(&self.metrics);
+                return Exchange::Served { keep_alive: false };
+            }
         };
-        let pool = table.pool(pool_name).clone();
-        let request_id = match client_request_id {
-            Some(v) if acceptable_request_id(v) => String::from_utf8_lossy(v).into_owned(),
-            _ => service_kit::telemetry::new_request_id(),
-        };
+        let Routed {
+            index,
+            pool,
+            path,
+            target,
+        } = &routed;
+        let route = table.route(*index);
 
         // From here the request is this path's to answer.
         let _in_flight = self
             .lifecycle
             .inflight
-            .register(&request_id, Some((table.clone(), index)));
-        let mut mirror = match &map {
-            Some(map) if route.shadow.is_some() => Mirror::begin(
-                &self.shadow,
-                &table,
-                index,
-                pool_name,
-                &method,
-                &forward_target,
-                map,
-                || edge_header_list(client_ip, host, via.flatten(), &request_id),
-            ),
-            _ => None,
+            .register(&request_id, Some((table.clone(), *index)));
+        let via = headers::via(req.headers);
+        let edge = EdgeRequest {
+            client_ip,
+            host: inspected.host,
+            request_id: &request_id,
+            via: &via,
+        };
+        let mut mirror = match route.shadow {
+            Some(_) => header_map(req.headers).and_then(|map| {
+                Mirror::begin(
+                    &self.shadow,
+                    &table,
+                    *index,
+                    pool.name(),
+                    &method,
+                    target,
+                    &map,
+                    &edge,
+                )
+            }),
+            None => None,
         };
         if let Some(m) = &mut mirror {
             // GET and HEAD carry no body.
             m.request_body(None, true);
         }
         let mut out = Vec::with_capacity(1024);
-        let edge = Edge {
-            client_ip,
-            host,
-            request_id: &request_id,
-            via: via.flatten(),
-        };
-        wire::upstream_request_head(&mut out, req.method?, &forward_target, req.headers, &edge);
+        wire::upstream_request_head(&mut out, method_str, target, req.headers, &edge);
         let debug = table
             .config
             .proxy
             .debug_headers
             .then_some((route.id.as_str(), pool.name()));
-        let routed = Routed {
+        let exchanging = Exchanging {
             head,
             request_id: &request_id,
             client_close,
@@ -287,37 +230,26 @@ impl FastPath {
             debug,
         };
         let outcome = self
-            .forward(client, &pool, &out, &routed, mirror.as_mut())
+            .forward(client, pool, &method, &out, &exchanging, mirror.as_mut())
             .await;
         if let Some(m) = mirror {
-            m.finish(outcome.status > 0 && outcome.error.is_empty());
+            m.finish(outcome.status > 0 && outcome.failure.is_none());
         }
-
-        self.metrics
-            .request(&route.id, pool.name(), outcome.status, started.elapsed());
-        self.metrics.pipeline("fast");
-        let elapsed = started.elapsed();
-        tracing::info!(
-            target: "access",
-            method = req.method?,
-            path = %path,
-            status = outcome.status,
-            route = %route.id,
-            upstream = pool.name(),
-            backend = %outcome.backend.map_or_else(|| "-".to_owned(), |b| b.to_string()),
-            attempts = outcome.attempts,
-            elapsed_ms = format_args!("{:.2}", elapsed.as_secs_f64() * 1000.0),
-            request_id = %request_id,
-            error = (!outcome.error.is_empty()).then_some(outcome.error),
-            "request"
-        );
-        Some(if outcome.status == 0 {
+        record.path = path;
+        record.status = outcome.status;
+        record.route = &route.id;
+        record.upstream = pool.name();
+        record.backend = outcome.backend;
+        record.attempts = outcome.attempts;
+        record.failure = outcome.failure.as_ref();
+        record.finish(&self.metrics);
+        if outcome.status == 0 {
             Exchange::Closed
         } else {
             Exchange::Served {
                 keep_alive: outcome.keep_alive,
             }
-        })
+        }
     }
 
     /// Sends the request upstream (retrying where that cannot duplicate anything) and relays
@@ -326,61 +258,60 @@ impl FastPath {
         &self,
         client: &mut ClientStream,
         pool: &Pool,
+        method: &Method,
         request: &[u8],
-        routed: &Routed<'_>,
+        exchanging: &Exchanging<'_>,
         mirror: Option<&mut Mirror>,
     ) -> Outcome {
         let mut tried = Vec::new();
         let mut rbuf = Vec::with_capacity(FIRST_READ);
-        let opened = self.open(pool, request, &mut tried, &mut rbuf).await;
-        let attempts = tried.len();
-        let (up, backend) = match opened {
-            Ok(x) => x,
-            Err(failure) => {
-                let (answer, kind) = failure.answer(pool.name());
-                self.metrics.upstream_failure(pool.name(), kind);
-                let status = answer.status.as_u16();
-                let written = write_error(client, &answer, routed.request_id).await;
-                return Outcome {
-                    status: if written { status } else { 0 },
-                    backend: tried.last().copied(),
-                    attempts,
-                    error: "upstream",
-                    keep_alive: false,
-                };
-            }
-        };
+        let opened = self
+            .open(pool, method, request, &mut tried, &mut rbuf)
+            .await;
         let mut outcome = Outcome {
             status: 0,
-            backend: Some(backend.addr),
-            attempts,
-            error: "",
+            backend: tried.last().copied(),
+            attempts: tried.len(),
+            failure: None,
             keep_alive: false,
         };
-        match relay(client, up, &mut rbuf, pool, backend.addr, routed, mirror).await {
-            Ok((status, keep_alive)) => {
-                outcome.status = status;
-                outcome.keep_alive = keep_alive;
-            }
-            Err(Relay::BeforeHead(failure)) => {
-                let (answer, kind) = failure.answer(pool.name());
-                self.metrics.upstream_failure(pool.name(), kind);
-                let status = answer.status.as_u16();
-                if write_error(client, &answer, routed.request_id).await {
-                    outcome.status = status;
+        let failure = match opened {
+            Ok((up, backend)) => {
+                outcome.backend = Some(backend.addr);
+                match relay(
+                    client,
+                    up,
+                    &mut rbuf,
+                    pool,
+                    backend.addr,
+                    exchanging,
+                    mirror,
+                )
+                .await
+                {
+                    Ok((status, keep_alive)) => {
+                        outcome.status = status;
+                        outcome.keep_alive = keep_alive;
+                        return outcome;
+                    }
+                    Err(Relay::BeforeHead(failure)) => failure,
+                    Err(Relay::Midway { status, failure }) => {
+                        // The head went out: the client learns of the failure by the
+                        // connection closing before the body is complete.
+                        outcome.status = status;
+                        outcome.failure = Some(failure);
+                        return outcome;
+                    }
                 }
-                outcome.error = "upstream";
             }
-            Err(Relay::Midway { status, error }) => {
-                // The head went out: the client learns of the failure by the connection
-                // closing before the body is complete.
-                outcome.status = status;
-                outcome.error = error;
-                if error == "upstream" {
-                    self.metrics.upstream_failure(pool.name(), "error");
-                }
-            }
+            Err(failure) => failure,
+        };
+        if let Some(answer) = failure.answer(pool.name())
+            && write_error(client, &answer, exchanging.request_id).await
+        {
+            outcome.status = answer.status.as_u16();
         }
+        outcome.failure = Some(failure);
         outcome
     }
 
@@ -389,10 +320,11 @@ impl FastPath {
     async fn open(
         &self,
         pool: &Pool,
+        method: &Method,
         request: &[u8],
         tried: &mut Vec<SocketAddr>,
         rbuf: &mut Vec<u8>,
-    ) -> Result<(TcpStream, Arc<Backend>), UpstreamFailure> {
+    ) -> Result<(TcpStream, Arc<Backend>), Failure> {
         let spec = &pool.spec;
         // After a kept-alive connection turned out closed, use new ones only.
         let mut fresh_only = false;
@@ -400,9 +332,9 @@ impl FastPath {
         loop {
             let Some(backend) = pool.pick(tried) else {
                 return Err(match last_connect_timeout {
-                    None if tried.is_empty() => UpstreamFailure::NoBackend,
-                    None => UpstreamFailure::Connect { timeout: false },
-                    Some(timeout) => UpstreamFailure::Connect { timeout },
+                    None if tried.is_empty() => Failure::NoBackend,
+                    None => Failure::Connect { timeout: false },
+                    Some(timeout) => Failure::Connect { timeout },
                 });
             };
             tried.push(backend.addr);
@@ -417,10 +349,10 @@ impl FastPath {
                 None => match connect(backend.addr, spec.connect_timeout).await {
                     Ok(up) => up,
                     Err(timeout) => {
-                        backend.mark_connect_failure(spec.health.is_some());
-                        self.metrics.upstream_failure(pool.name(), "connect");
-                        tracing::warn!(upstream = pool.name(), backend = %backend.addr, timeout, "connect failed; backend out of rotation");
-                        // GET and HEAD are idempotent: another backend may take them.
+                        failure::connect_failed(&self.metrics, pool, &backend, timeout);
+                        if !failure::retried_on_connect_failure(method) {
+                            return Err(Failure::Connect { timeout });
+                        }
                         last_connect_timeout = Some(timeout);
                         continue;
                     }
@@ -444,9 +376,9 @@ impl FastPath {
                     fresh_only = true;
                 }
                 Err(HeadError::Stale) | Err(HeadError::Broken) => {
-                    return Err(UpstreamFailure::Broken);
+                    return Err(Failure::BadUpstream);
                 }
-                Err(HeadError::Timeout) => return Err(UpstreamFailure::Timeout),
+                Err(HeadError::Timeout) => return Err(Failure::Timeout),
             }
         }
     }
@@ -460,11 +392,12 @@ enum HeadError {
 }
 
 enum Relay {
-    BeforeHead(UpstreamFailure),
-    Midway { status: u16, error: &'static str },
+    BeforeHead(Failure),
+    Midway { status: u16, failure: Failure },
 }
 
-/// The request's headers as a map (`None`: one is not a valid header; Pingora's path answers).
+/// The request's headers as a map, for the shadow copy (`None`: one is not a valid header
+/// value for a map; such a request is not shadowed).
 fn header_map(headers: &[httparse::Header<'_>]) -> Option<HeaderMap> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for h in headers {
@@ -472,6 +405,19 @@ fn header_map(headers: &[httparse::Header<'_>]) -> Option<HeaderMap> {
         map.append(name, HeaderValue::from_bytes(h.value).ok()?);
     }
     Some(map)
+}
+
+/// Writes to the client within [`CLIENT_WRITE_TIMEOUT`] (a client that stops reading does not
+/// hold the exchange, and its upstream connection, for ever).
+async fn write_client(client: &mut ClientStream, bytes: &[u8]) -> Result<(), ()> {
+    let write = async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    };
+    match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 /// Connects to a backend. `Err(true)`: timed out.
@@ -536,7 +482,7 @@ async fn relay(
     rbuf: &mut Vec<u8>,
     pool: &Pool,
     backend: SocketAddr,
-    routed: &Routed<'_>,
+    exchanging: &Exchanging<'_>,
     mut mirror: Option<&mut Mirror>,
 ) -> Result<(u16, bool), Relay> {
     let spec = &pool.spec;
@@ -544,11 +490,11 @@ async fn relay(
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(rbuf) {
         Ok(httparse::Status::Complete(len)) => len,
-        _ => return Err(Relay::BeforeHead(UpstreamFailure::Broken)),
+        _ => return Err(Relay::BeforeHead(Failure::BadUpstream)),
     };
     let status = resp.code.unwrap_or(0);
-    let framing = wire::response_framing(routed.head, status, resp.headers)
-        .map_err(|_| Relay::BeforeHead(UpstreamFailure::Broken))?;
+    let framing = wire::response_framing(exchanging.head, status, resp.headers)
+        .map_err(|_| Relay::BeforeHead(Failure::BadUpstream))?;
     if let Some(m) = mirror.as_deref_mut() {
         // As Pingora's path gives it: the upstream's headers, in a map.
         let mut map = HeaderMap::with_capacity(resp.headers.len());
@@ -570,22 +516,25 @@ async fn relay(
     };
     let mut upstream_reusable = framing != Framing::UntilClose
         && wire::upstream_keeps_alive(resp.version.unwrap_or(0), resp.headers);
-    let keep_alive =
-        !routed.client_close && !routed.lifecycle.is_closing() && framing != Framing::UntilClose;
+    let keep_alive = !exchanging.client_close
+        && !exchanging.lifecycle.is_closing()
+        && framing != Framing::UntilClose;
     let mut out = Vec::with_capacity(len + 256);
+    let via = headers::via(resp.headers);
     wire::client_response_head(
         &mut out,
         status,
         resp.reason.unwrap_or(""),
         resp.headers,
         framing,
-        &ResponseEdge {
-            request_id: routed.request_id,
-            debug: routed.debug,
+        &EdgeResponse {
+            request_id: exchanging.request_id,
+            via: &via,
+            debug: exchanging.debug,
             close: !keep_alive,
         },
     );
-    let midway = |error| Relay::Midway { status, error };
+    let midway = |failure| Relay::Midway { status, failure };
     // The body bytes that came with the head, and what is still due after them.
     let body = &rbuf[len..];
     let mut chunked = Chunked::new();
@@ -611,7 +560,7 @@ async fn relay(
                 out.extend_from_slice(body);
                 None
             }
-            Err(_) => return Err(Relay::BeforeHead(UpstreamFailure::Broken)),
+            Err(_) => return Err(Relay::BeforeHead(Failure::BadUpstream)),
         },
         Framing::UntilClose => {
             out.extend_from_slice(body);
@@ -619,7 +568,9 @@ async fn relay(
             None
         }
     };
-    client.write_all(&out).await.map_err(|_| midway("client"))?;
+    write_client(client, &out)
+        .await
+        .map_err(|_| midway(Failure::ClientGone))?;
     // The rest of the body, as it comes.
     loop {
         if remaining == Some(0) {
@@ -635,14 +586,14 @@ async fn relay(
         .await
         {
             Ok(Ok(n)) => n,
-            Ok(Err(_)) => return Err(midway("upstream")),
-            Err(_) => return Err(midway("upstream timeout")),
+            Ok(Err(_)) => return Err(midway(Failure::BadUpstream)),
+            Err(_) => return Err(midway(Failure::Timeout)),
         };
         if n == 0 {
             if framing == Framing::UntilClose {
                 break;
             }
-            return Err(midway("upstream"));
+            return Err(midway(Failure::BadUpstream));
         }
         let mut pass = n;
         match framing {
@@ -658,16 +609,14 @@ async fn relay(
                     remaining = Some(0);
                 }
                 Ok(None) => {}
-                Err(_) => return Err(midway("upstream")),
+                Err(_) => return Err(midway(Failure::BadUpstream)),
             },
             Framing::Empty => {}
         }
-        client
-            .write_all(&rbuf[..pass])
+        write_client(client, &rbuf[..pass])
             .await
-            .map_err(|_| midway("client"))?;
+            .map_err(|_| midway(Failure::ClientGone))?;
     }
-    client.flush().await.map_err(|_| midway("client"))?;
     if upstream_reusable {
         idle::put(backend, up, spec.idle_timeout);
     }

@@ -7,8 +7,6 @@
 //! [`Chunked`] follows its framing to find its end, which is what decides whether the upstream
 //! connection can be reused.
 
-use std::net::IpAddr;
-
 /// Headers a client's request may have for the fast path to take it (more: Pingora's path).
 pub const MAX_REQUEST_HEADERS: usize = 64;
 /// Headers an upstream's response may have.
@@ -16,46 +14,8 @@ pub const MAX_RESPONSE_HEADERS: usize = 128;
 /// An upstream response head longer than this is a bad gateway.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-pub const VIA_VALUE: &[u8] = crate::forward::VIA_VALUE.as_bytes();
-
-/// Request headers never forwarded as the client sent them: hop-by-hop headers, and the ones
-/// Banyan sets itself as the edge (a client cannot choose its forwarded address, request id or
-/// shadow marking). Lower case.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "upgrade",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-request-id",
-    "via",
-    crate::shadow::mirror::MARKER,
-];
-
-/// Response headers not passed to the client as the upstream sent them: hop-by-hop headers and
-/// the ones Banyan sets on every answer.
-const NOT_RETURNED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "x-request-id",
-    "via",
-];
-
-fn is_one_of(name: &str, list: &[&str]) -> bool {
-    list.iter().any(|n| name.eq_ignore_ascii_case(n))
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
-}
+/// How the fast path writes the edge's header rules ([`crate::edge::headers`]).
+use crate::edge::headers::{self, Disposition, EdgeRequest, EdgeResponse, Nominated, tokens};
 
 /// Where a head (request or response) ends in `buf`: just past its empty line (CRLF CRLF, or
 /// the bare LF LF parsers also accept). `searched`: how far earlier calls got, so a head that
@@ -74,46 +34,28 @@ pub fn head_end(buf: &[u8], searched: &mut usize) -> Option<usize> {
     None
 }
 
-/// What Banyan adds to a forwarded request: the same as Pingora's path (`forward::edge_headers`).
-pub struct Edge<'a> {
-    pub client_ip: Option<IpAddr>,
-    pub host: Option<&'a [u8]>,
-    pub request_id: &'a str,
-    /// The first `Via` the client sent.
-    pub via: Option<&'a [u8]>,
-}
-
 /// Writes the head of the request sent upstream: `method target HTTP/1.1`, the client's headers
-/// minus [`NOT_FORWARDED`], then the edge headers.
-pub fn upstream_request_head(
+/// the edge passes on (in the client's order and case), then the edge's own.
+pub(crate) fn upstream_request_head(
     out: &mut Vec<u8>,
     method: &str,
     target: &str,
     headers: &[httparse::Header<'_>],
-    edge: &Edge<'_>,
+    edge: &EdgeRequest<'_>,
 ) {
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let nominated = Nominated::of(headers);
     for h in headers {
-        if !is_one_of(h.name, NOT_FORWARDED) {
+        if headers::request_header(h.name, &nominated) != Disposition::Drop {
             header(out, h.name.as_bytes(), h.value);
         }
     }
-    if let Some(ip) = edge.client_ip {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        // An address formats into at most 45 bytes; `write!` into the Vec does not allocate.
-        use std::io::Write;
-        let _ = write!(out, "{ip}");
-        out.extend_from_slice(b"\r\n");
+    for (name, value) in headers::request_additions(edge) {
+        header(out, name.as_bytes(), &value);
     }
-    header(out, b"x-forwarded-proto", b"http");
-    if let Some(host) = edge.host {
-        header(out, b"x-forwarded-host", host);
-    }
-    header(out, b"x-request-id", edge.request_id.as_bytes());
-    via(out, edge.via);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -121,16 +63,6 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn via(out: &mut Vec<u8>, previous: Option<&[u8]>) {
-    out.extend_from_slice(b"via: ");
-    if let Some(prev) = previous {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(VIA_VALUE);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -203,63 +135,33 @@ pub fn upstream_keeps_alive(version: u8, headers: &[httparse::Header<'_>]) -> bo
     !close && (version == 1 || keep_alive)
 }
 
-/// What Banyan adds to a response it passes on.
-pub struct ResponseEdge<'a> {
-    pub request_id: &'a str,
-    /// `x-banyan-route` and `x-banyan-upstream`, when the table turns debug headers on.
-    pub debug: Option<(&'a str, &'a str)>,
-    /// Tell the client this connection closes after the response.
-    pub close: bool,
-}
-
-/// Writes the head of the response sent to the client: the upstream's status and headers minus
-/// [`NOT_RETURNED`] (and a `Content-Length` beside chunked framing), then Banyan's.
-pub fn client_response_head(
+/// Writes the head of the response sent to the client: the upstream's status and the headers
+/// the edge passes on (a `Content-Length` beside chunked framing dropped), then the edge's own.
+pub(crate) fn client_response_head(
     out: &mut Vec<u8>,
     status: u16,
     reason: &str,
     headers: &[httparse::Header<'_>],
     framing: Framing,
-    edge: &ResponseEdge<'_>,
+    edge: &EdgeResponse<'_>,
 ) {
     use std::io::Write;
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
-    // Headers the upstream named in its `Connection` header are hop-by-hop too (RFC 9110
-    // §7.6.1). Rare, so only looked for when some `Connection` names more than close/keep-alive.
-    let connection_tokens = || {
-        headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| tokens(h.value))
-    };
-    let names_others = connection_tokens()
-        .any(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"));
-    let nominated = |name: &str| {
-        names_others && connection_tokens().any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
-    };
-    let mut previous_via = None;
+    let nominated = Nominated::of(headers);
     for h in headers {
-        if h.name.eq_ignore_ascii_case("via") {
-            previous_via.get_or_insert(h.value);
-            continue;
+        let keep = match headers::response_header(h.name, &nominated) {
+            Disposition::Keep => true,
+            Disposition::Framing => {
+                !(framing == Framing::Chunked && h.name.eq_ignore_ascii_case("content-length"))
+            }
+            Disposition::Drop => false,
+        };
+        if keep {
+            header(out, h.name.as_bytes(), h.value);
         }
-        if is_one_of(h.name, NOT_RETURNED)
-            || nominated(h.name)
-            || (framing == Framing::Chunked && h.name.eq_ignore_ascii_case("content-length"))
-            || (edge.debug.is_some() && is_one_of(h.name, &["x-banyan-route", "x-banyan-upstream"]))
-        {
-            continue;
-        }
-        header(out, h.name.as_bytes(), h.value);
     }
-    header(out, b"x-request-id", edge.request_id.as_bytes());
-    via(out, previous_via);
-    if let Some((route, upstream)) = edge.debug {
-        header(out, b"x-banyan-route", route.as_bytes());
-        header(out, b"x-banyan-upstream", upstream.as_bytes());
-    }
-    if edge.close {
-        header(out, b"connection", b"close");
+    for (name, value) in headers::response_additions(edge) {
+        header(out, name.as_bytes(), value);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -523,14 +425,15 @@ mod tests {
             h("x-banyan-shadow", "1"),
             h("Connection", "keep-alive"),
             h("Via", "1.0 cdn"),
+            h("Proxy-Authorization", "Basic eA=="),
             h("Accept", "*/*"),
         ];
         let mut out = Vec::new();
-        let edge = Edge {
+        let edge = EdgeRequest {
             client_ip: Some("10.1.2.3".parse().unwrap()),
             host: Some(b"shop.example"),
             request_id: "abc",
-            via: Some(b"1.0 cdn"),
+            via: b"1.0 cdn, 1.1 banyan",
         };
         upstream_request_head(&mut out, "GET", "/api/x?q=1", &headers, &edge);
         assert_eq!(
@@ -554,8 +457,9 @@ mod tests {
             h("x-internal-hop", "secret"),
         ];
         let mut out = Vec::new();
-        let edge = ResponseEdge {
+        let edge = EdgeResponse {
             request_id: "abc",
+            via: b"1.1 banyan",
             debug: Some(("products", "legacy")),
             close: true,
         };

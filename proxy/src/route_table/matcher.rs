@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 
-use http::{HeaderMap, Method};
+use http::Method;
+
+use crate::edge::headers::Headers;
 
 use super::normalize::segments;
 use crate::config::RouteSpec;
@@ -53,20 +55,21 @@ impl Matcher {
     }
 
     /// The index of the route for a request with this normalized path, method and headers.
-    pub fn find(
+    pub(crate) fn find<H: Headers + ?Sized>(
         &self,
         routes: &[RouteSpec],
         path: &str,
         method: &Method,
-        headers: &HeaderMap,
+        headers: &H,
     ) -> Option<usize> {
         let accepts = |i: &usize| {
             let r = &routes[*i];
             r.methods.as_ref().is_none_or(|ms| ms.contains(method))
                 && r.headers.iter().all(|(name, value)| {
                     headers
-                        .get(name)
-                        .is_some_and(|v| v.as_bytes() == value.as_bytes())
+                        .values(name.as_str())
+                        .next()
+                        .is_some_and(|v| v == value.as_bytes())
                 })
         };
         let mut best = self.root.routes.iter().copied().find(|i| accepts(i));
@@ -136,7 +139,7 @@ upstream = "b"
         method: Method,
         beta: bool,
     ) -> &'a str {
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         if beta {
             h.insert("x-beta", "yes".parse().unwrap());
         }

@@ -10,7 +10,9 @@ pub mod normalize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::Method;
+
+use crate::edge::headers::Headers;
 
 use crate::config::{Config, RouteSpec};
 use crate::shadow::bounds::{Bounds, RouteBound};
@@ -82,7 +84,12 @@ impl RouteTable {
     }
 
     /// The index of the route for a request (normalized path).
-    pub fn find(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+    pub(crate) fn find<H: Headers + ?Sized>(
+        &self,
+        path: &str,
+        method: &Method,
+        headers: &H,
+    ) -> Option<usize> {
         self.matcher
             .find(&self.config.routes, path, method, headers)
     }

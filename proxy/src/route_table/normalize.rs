@@ -17,6 +17,8 @@
 pub enum PathError {
     NotAbsolute,
     BadEscape,
+    /// Bytes that are not UTF-8 (the head parser lets them through in a target).
+    NotUtf8,
 }
 
 impl std::fmt::Display for PathError {
@@ -24,6 +26,7 @@ impl std::fmt::Display for PathError {
         match self {
             PathError::NotAbsolute => write!(f, "path must start with '/'"),
             PathError::BadEscape => write!(f, "path has a malformed percent-escape"),
+            PathError::NotUtf8 => write!(f, "path is not UTF-8"),
         }
     }
 }
@@ -51,8 +54,8 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if !needs_work(bytes) {
         return Ok(raw.to_owned());
     }
-    // 1. Escapes.
-    let mut decoded = String::with_capacity(raw.len());
+    // 1. Escapes. Bytes, not chars: a raw multi-byte character passes as the client sent it.
+    let mut decoded: Vec<u8> = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -65,18 +68,20 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
             };
             let c = h * 16 + l;
             if is_unreserved(c) {
-                decoded.push(c as char);
+                decoded.push(c);
             } else {
-                decoded.push('%');
-                decoded.push(bytes[i + 1].to_ascii_uppercase() as char);
-                decoded.push(bytes[i + 2].to_ascii_uppercase() as char);
+                decoded.push(b'%');
+                decoded.push(bytes[i + 1].to_ascii_uppercase());
+                decoded.push(bytes[i + 2].to_ascii_uppercase());
             }
             i += 3;
         } else {
-            decoded.push(b as char);
+            decoded.push(b);
             i += 1;
         }
     }
+    // Only ASCII was decoded and every other byte kept, so this holds whenever `raw` is UTF-8.
+    let decoded = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
     // 2 + 3. Segments.
     let trailing_slash = decoded.len() > 1 && decoded.ends_with('/');
     let mut out: Vec<&str> = Vec::new();
@@ -127,6 +132,15 @@ pub fn segments(path: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_utf8_passes_as_the_client_sent_it() {
+        assert_eq!(
+            normalize("/api/products/caf\u{e9}/%41").unwrap(),
+            "/api/products/caf\u{e9}/A"
+        );
+        assert_eq!(normalize("/caf\u{e9}//x").unwrap(), "/caf\u{e9}/x");
+    }
 
     #[test]
     fn normalizes_the_acceptance_spellings() {

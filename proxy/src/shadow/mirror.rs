@@ -43,28 +43,13 @@ use super::results::{
     self, Event, Example, Results, Sample, SampleAnswer, SampleDifference, SampleRequest,
 };
 use crate::config::ShadowSpec;
+use crate::edge::headers::{self, Disposition, EdgeRequest, Nominated};
 use crate::route_table::RouteTable;
 use crate::upstream::Pool;
 
 /// Marks a request as shadow traffic. Its value says which copy: `candidate` or
 /// `second-primary`.
-pub const MARKER: &str = "x-banyan-shadow";
-
-/// Headers that belong to one connection and are never copied.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-    "content-length",
-    MARKER,
-];
+pub const MARKER: &str = crate::edge::headers::SHADOW_MARKER;
 
 pub fn is_write(method: &Method) -> bool {
     matches!(
@@ -299,7 +284,7 @@ impl Mirror {
     /// pool the client's request goes to; `edge` gives the headers the primary gets on top of the
     /// client's (`X-Forwarded-*`, `X-Request-Id`, `Via`).
     #[allow(clippy::too_many_arguments)]
-    pub fn begin(
+    pub(crate) fn begin(
         shadower: &Arc<Shadower>,
         table: &Arc<RouteTable>,
         route: usize,
@@ -307,7 +292,7 @@ impl Mirror {
         method: &Method,
         target: &str,
         client_headers: &HeaderMap,
-        edge: impl FnOnce() -> Vec<(HeaderName, HeaderValue)>,
+        edge: &EdgeRequest<'_>,
     ) -> Option<Mirror> {
         let r = table.route(route);
         let spec = r.shadow.as_ref()?;
@@ -337,25 +322,19 @@ impl Mirror {
             shadower.event(&r.id, &ep, Event::DroppedInFlight, &bound.backlog);
             return None;
         };
-        let mut headers = client_headers.clone();
-        let named_in_connection: Vec<HeaderName> = headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for h in HOP_BY_HOP {
-            headers.remove(*h);
+        // The edge's rules, as for the primary; the copy's body is framed anew, so the
+        // framing headers go too.
+        let nominated = Nominated::of(client_headers);
+        let mut headers = HeaderMap::with_capacity(client_headers.len() + 6);
+        for (name, value) in client_headers {
+            if headers::request_header(name.as_str(), &nominated) == Disposition::Keep {
+                headers.append(name.clone(), value.clone());
+            }
         }
-        for h in named_in_connection {
-            headers.remove(h);
-        }
-        for h in ["x-forwarded-for", "x-forwarded-host"] {
-            headers.remove(h);
-        }
-        for (k, v) in edge() {
-            headers.insert(k, v);
+        for (name, value) in headers::request_additions(edge) {
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
         }
         Some(Mirror {
             shadower: shadower.clone(),

@@ -1,0 +1,883 @@
+//! Parity: every edge rule gives the same result on both pipelines.
+//!
+//! Two proxies run the same route table, one with `fast_path = true` and one with
+//! `fast_path = false` (everything through Pingora's pipeline), in front of the same origins.
+//! Each case sends the same raw bytes to both and requires the same answers (status, headers
+//! with `Date` aside, body), the same requests at the origins (byte for byte, a generated
+//! request id aside), the same metric increments and the same access-log fields. Cases cover
+//! routing, normalization, splits, header conditions, the edge's headers (spoofed ones
+//! included), the requests a strict proxy refuses, error answers and retries; most state what
+//! the right answer is as well, so both pipelines being wrong the same way fails too.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banyan_tests::proxy::{ProxyApp, spawn_proxy, table};
+use banyan_tests::raw_origin::{RawOrigin, Reply, Seen};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The requests an origin received, as heads (request line and headers).
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn answer(body: &str, extra: &str) -> Reply {
+    Reply::raw(&format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    ))
+}
+
+/// An origin that records every request and answers by its target.
+async fn origin(name: &'static str, log: Log) -> RawOrigin {
+    RawOrigin::start(move |seen: &Seen| {
+        log.lock().unwrap().push(seen.head.clone());
+        match seen.target() {
+            "/api/products/response-hop" => answer(
+                "hop",
+                "Connection: X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n\
+                 X-Request-Id: made-upstream\r\nVia: 1.0 upstream\r\nProxy-Authenticate: Basic\r\n\
+                 X-Banyan-Route: forged\r\n",
+            ),
+            "/api/products/response-via-obs" => Reply::Pieces(vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.0 caf\xc3\xa9\r\n\r\nok".to_vec(),
+            ]),
+            "/api/slow" => Reply::Pieces(vec![]),
+            "/api/broken" => Reply::raw("HTTP/1.1 abc\r\n\r\n"),
+            "/api/closes" => Reply::Close,
+            target => {
+                let body = format!("{name} {} {target}", seen.method());
+                if seen.method() == "HEAD" {
+                    Reply::raw(&format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    ))
+                } else {
+                    answer(&body, "")
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A loopback address nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Rig {
+    fast: ProxyApp,
+    pingora: ProxyApp,
+    logs: Vec<(&'static str, Log)>,
+    _origins: Vec<RawOrigin>,
+}
+
+async fn rig() -> Rig {
+    let (a_log, b_log, t_log): (Log, Log, Log) = Default::default();
+    let a = origin("a", a_log.clone()).await;
+    let b = origin("b", b_log.clone()).await;
+    let t = origin("t", t_log.clone()).await;
+    let routes = format!(
+        r#"
+[upstreams.dead]
+addrs = ["{dead}"]
+connect_timeout = "500ms"
+
+[upstreams.retry]
+addrs = ["{dead2}", "{a}"]
+
+[upstreams.retry_post]
+addrs = ["{dead3}", "{a}"]
+
+[upstreams.retry_trace]
+addrs = ["{dead4}", "{a}"]
+
+[upstreams.slow]
+addrs = ["{t}"]
+read_timeout = "300ms"
+
+[[route]]
+id = "products"
+path = "/api/products"
+upstream = "a"
+
+[[route]]
+id = "products-beta"
+path = "/api/products"
+methods = ["GET", "HEAD"]
+headers = {{ x-beta = "yes" }}
+upstream = "b"
+
+[[route]]
+id = "split"
+path = "/api/split"
+upstream = "a"
+split = {{ to = "b", percent = 50, sticky = "cookie:uid" }}
+
+[[route]]
+id = "admin"
+path = "/api/admin"
+upstream = "a"
+
+[[route]]
+id = "dead"
+path = "/api/dead"
+upstream = "dead"
+
+[[route]]
+id = "retry"
+path = "/api/retry"
+upstream = "retry"
+
+[[route]]
+id = "retry-post"
+path = "/api/retry-post"
+upstream = "retry_post"
+
+[[route]]
+id = "retry-trace"
+path = "/api/retry-trace"
+upstream = "retry_trace"
+
+[[route]]
+id = "slow"
+path = "/api/slow"
+upstream = "slow"
+
+[[route]]
+id = "broken"
+path = "/api/broken"
+upstream = "slow"
+
+[[route]]
+id = "closes"
+path = "/api/closes"
+upstream = "slow"
+"#,
+        dead = closed_port(),
+        dead2 = closed_port(),
+        dead3 = closed_port(),
+        dead4 = closed_port(),
+        a = a.addr,
+        t = t.addr,
+    );
+    let base = table(&[("a", vec![a.addr]), ("b", vec![b.addr])], "");
+    let on = base.replace("[proxy]\n", "[proxy]\nfast_path = true\n");
+    let off = base.replace("[proxy]\n", "[proxy]\nfast_path = false\n");
+    let (on, off) = (format!("{on}{routes}"), format!("{off}{routes}"));
+    let (fast, pingora) = tokio::join!(spawn_proxy(&on), spawn_proxy(&off));
+    Rig {
+        fast,
+        pingora,
+        logs: vec![("a", a_log), ("b", b_log), ("t", t_log)],
+        _origins: vec![a, b, t],
+    }
+}
+
+/// One answer as the client read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    /// Lower-cased names, sorted, `Date` aside.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` on a new connection and reads every answer until the connection closes or
+/// `expect` answers have come (then it is closed).
+async fn exchange(proxy: &ProxyApp, request: &[u8], head: bool, expect: usize) -> Vec<Answer> {
+    let mut s = TcpStream::connect(proxy.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut closed = false;
+    while answers.len() < expect {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let mut lines = text.split("\r\n");
+            let status = lines
+                .next()
+                .unwrap()
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            let mut headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+                .filter(|(n, _)| n != "date")
+                .collect();
+            headers.sort();
+            let length = if head {
+                0
+            } else {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == "content-length")
+                    .map_or(0, |(_, v)| v.parse().unwrap())
+            };
+            if buf.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                buf.drain(..end + 4 + length);
+                answers.push(Answer {
+                    status,
+                    headers,
+                    body,
+                });
+                continue;
+            }
+        }
+        if closed {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => closed = true,
+            Err(_) => panic!(
+                "no answer within 10 s to {:?}",
+                String::from_utf8_lossy(request)
+            ),
+        }
+    }
+    answers
+}
+
+/// The counters a request moves, by series, the pipeline label aside.
+async fn counters(proxy: &ProxyApp) -> BTreeMap<String, f64> {
+    proxy
+        .admin_text("/metrics")
+        .await
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && (l.starts_with("banyan_requests_total")
+                    || l.starts_with("banyan_upstream_failures_total")
+                    || l.starts_with("banyan_request_duration_seconds_count")
+                    || l.starts_with("banyan_backend_up")
+                    || l.starts_with("banyan_shadow_requests_total"))
+        })
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(k, d)| *d != 0.0 || k.starts_with("banyan_backend_up"))
+        .collect()
+}
+
+/// The access-log fields of the request with this id (waits for the line to be written).
+/// Only lines past byte `from` of the log count (earlier cases used the same ids).
+async fn access_fields(
+    proxy: &ProxyApp,
+    request_id: &str,
+    from: usize,
+    nth: usize,
+) -> BTreeMap<String, String> {
+    let needle = format!("request_id=\"{request_id}\"");
+    for _ in 0..500 {
+        let log = proxy.process.log();
+        if let Some(line) = log[from..]
+            .lines()
+            .filter(|l| l.contains(" request method=") && l.split(' ').any(|w| w == needle))
+            .nth(nth)
+        {
+            return line
+                .split(' ')
+                .filter_map(|w| w.split_once('='))
+                .filter(|(k, _)| *k != "elapsed_ms" && *k != "request_id")
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no access line with {needle}:\n{}", proxy.process.log());
+}
+
+/// What one pipeline did with a case.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    answers: Vec<Answer>,
+    /// Per origin, the heads it received (generated request ids replaced).
+    at_origin: Vec<(&'static str, Vec<String>)>,
+    counters: Vec<(String, f64)>,
+    access: Vec<BTreeMap<String, String>>,
+}
+
+fn generated_ids_replaced(head: &str, answers: &[Answer]) -> String {
+    let mut out = head.to_owned();
+    for a in answers {
+        if let Some(id) = a.header("x-request-id")
+            && !id.starts_with("parity-")
+        {
+            out = out.replace(id, "<generated>");
+        }
+    }
+    out
+}
+
+fn answers_with_generated_ids_replaced(answers: &[Answer]) -> Vec<Answer> {
+    answers
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            for (n, v) in &mut a.headers {
+                if n == "x-request-id" && !v.starts_with("parity-") {
+                    *v = "<generated>".into();
+                }
+            }
+            a
+        })
+        .collect()
+}
+
+async fn run(rig: &Rig, proxy: &ProxyApp, request: &[u8], expect: usize) -> Observed {
+    let head = request.starts_with(b"HEAD ");
+    for (_, log) in &rig.logs {
+        log.lock().unwrap().clear();
+    }
+    let before = counters(proxy).await;
+    let from = proxy.process.log().len();
+    let answers = exchange(proxy, request, head, expect).await;
+    let mut access = Vec::new();
+    for (i, a) in answers.iter().enumerate() {
+        if let Some(id) = a.header("x-request-id") {
+            let earlier = answers[..i]
+                .iter()
+                .filter(|b| b.header("x-request-id") == Some(id))
+                .count();
+            access.push(access_fields(proxy, id, from, earlier).await);
+        }
+    }
+    let after = counters(proxy).await;
+    let at_origin = rig
+        .logs
+        .iter()
+        .map(|(name, log)| {
+            let heads = log.lock().unwrap().clone();
+            (
+                *name,
+                heads
+                    .iter()
+                    .map(|h| generated_ids_replaced(h, &answers))
+                    .collect(),
+            )
+        })
+        .collect();
+    Observed {
+        answers: answers_with_generated_ids_replaced(&answers),
+        at_origin,
+        counters: delta(&before, &after),
+        access,
+    }
+}
+
+/// A case: the bytes sent, how many answers are due, and what both pipelines must give.
+struct Case {
+    name: &'static str,
+    request: Vec<u8>,
+    answers: usize,
+    check: fn(&Observed),
+}
+
+fn req(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+fn origin_heads<'a>(seen: &'a Observed, origin: &str) -> &'a [String] {
+    &seen.at_origin.iter().find(|(n, _)| *n == origin).unwrap().1
+}
+
+fn only_head<'a>(seen: &'a Observed, origin: &str) -> &'a str {
+    let heads = origin_heads(seen, origin);
+    assert_eq!(heads.len(), 1, "{origin} received {heads:?}");
+    &heads[0]
+}
+
+fn status(seen: &Observed) -> u16 {
+    seen.answers[0].status
+}
+
+fn refused_400(seen: &Observed) {
+    assert_eq!(status(seen), 400, "{seen:#?}");
+    assert_eq!(
+        seen.answers[0].header("content-type"),
+        Some("application/json")
+    );
+    for (name, heads) in &seen.at_origin {
+        assert!(heads.is_empty(), "{name} received {heads:?}");
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let get = |target: &str, extra: &str| {
+        req(&format!(
+            "GET {target} HTTP/1.1\r\nHost: shop.example\r\nX-Request-Id: parity-1\r\n{extra}\r\n"
+        ))
+    };
+    vec![
+        Case {
+            name: "a plain GET is routed and answered",
+            request: get("/api/products?page=2", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 200);
+                assert!(only_head(s, "a").starts_with("GET /api/products?page=2 HTTP/1.1\r\n"));
+                assert_eq!(s.answers[0].header("x-banyan-route"), Some("products"));
+            },
+        },
+        Case {
+            name: "a path is normalized before it is matched and forwarded",
+            request: get("/api//products/./x/../%70ics?q=a%20b", ""),
+            answers: 1,
+            check: |s| {
+                assert!(only_head(s, "a").starts_with("GET /api/products/pics?q=a%20b HTTP/1.1"));
+            },
+        },
+        Case {
+            name: "raw UTF-8 in a path that needs normalizing passes as sent",
+            request: [
+                &b"GET /api/products/caf\xc3\xa9/%41 HTTP/1.1\r\nHost: shop.example\r\n"[..],
+                b"X-Request-Id: parity-1\r\n\r\n",
+            ]
+            .concat(),
+            answers: 1,
+            check: |s| {
+                let head = only_head(s, "a");
+                assert!(head.starts_with("GET /api/products/caf\u{e9}/A HTTP/1.1"), "{head}");
+            },
+        },
+        Case {
+            name: "a malformed escape is a 400",
+            request: get("/api/products/%zz", ""),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "no route is a 404 in the error format",
+            request: get("/elsewhere", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 404);
+                assert_eq!(s.access[0].get("error").map(String::as_str), Some("no_route"));
+            },
+        },
+        Case {
+            name: "HEAD is routed and answered without a body",
+            request: req(
+                "HEAD /api/products HTTP/1.1\r\nHost: shop.example\r\nX-Request-Id: parity-1\r\n\r\n",
+            ),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 200);
+                assert!(s.answers[0].body.is_empty());
+            },
+        },
+        Case {
+            name: "a header condition picks its route",
+            request: get("/api/products", "X-Beta: yes\r\n"),
+            answers: 1,
+            check: |s| {
+                assert_eq!(s.answers[0].header("x-banyan-route"), Some("products-beta"));
+                assert_eq!(origin_heads(s, "b").len(), 1);
+            },
+        },
+        Case {
+            name: "a sticky split sends a cookie to one side",
+            request: get("/api/split", "Cookie: uid=alice\r\n"),
+            answers: 1,
+            check: |s| assert_eq!(status(s), 200),
+        },
+        Case {
+            name: "a sticky split sends another cookie to its side",
+            request: get("/api/split", "Cookie: theme=dark; uid=bob\r\n"),
+            answers: 1,
+            check: |s| assert_eq!(status(s), 200),
+        },
+        Case {
+            name: "what only the edge may say is replaced, never passed through",
+            request: get(
+                "/api/products",
+                "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n\
+                 X-Banyan-Shadow: candidate\r\n",
+            ),
+            answers: 1,
+            check: |s| {
+                let head = only_head(s, "a").to_ascii_lowercase();
+                assert!(!head.contains("6.6.6.6") && !head.contains("evil"), "{head}");
+                assert!(!head.contains("x-banyan-shadow"), "{head}");
+                assert!(head.contains("x-forwarded-for: 127.0.0.1\r\n"), "{head}");
+                assert!(head.contains("x-forwarded-host: shop.example\r\n"), "{head}");
+                assert!(head.contains("x-forwarded-proto: http\r\n"), "{head}");
+            },
+        },
+        Case {
+            name: "a plain client request id is kept",
+            request: get("/api/products", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(s.answers[0].header("x-request-id"), Some("parity-1"));
+                assert!(only_head(s, "a").contains("x-request-id: parity-1\r\n"));
+            },
+        },
+        Case {
+            name: "a request id that is not plain is replaced by a generated one",
+            request: req(
+                "GET /api/products HTTP/1.1\r\nHost: shop.example\r\nX-Request-Id: a;b\r\n\r\n",
+            ),
+            answers: 1,
+            check: |s| {
+                assert_eq!(s.answers[0].header("x-request-id"), Some("<generated>"));
+                assert!(!only_head(s, "a").contains("a;b"));
+            },
+        },
+        Case {
+            name: "a client's Via is kept and Banyan's added",
+            request: get("/api/products", "Via: 1.0 cdn\r\n"),
+            answers: 1,
+            check: |s| assert!(only_head(s, "a").contains("via: 1.0 cdn, 1.1 banyan\r\n")),
+        },
+        Case {
+            name: "a client's Via with obs-text is kept too",
+            request: [
+                &b"GET /api/products HTTP/1.1\r\nHost: shop.example\r\nX-Request-Id: parity-1\r\n"[..],
+                b"Via: 1.0 caf\xc3\xa9\r\n\r\n",
+            ]
+            .concat(),
+            answers: 1,
+            check: |s| assert!(only_head(s, "a").contains("via: 1.0 caf\u{e9}, 1.1 banyan\r\n")),
+        },
+        Case {
+            name: "hop-by-hop request headers never reach the origin",
+            request: get(
+                "/api/products",
+                "Connection: keep-alive, X-Custom\r\nX-Custom: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+                 Trailer: X-Sum\r\nProxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\n\
+                 HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nUpgrade: h2c\r\nAccept: */*\r\n",
+            ),
+            answers: 1,
+            check: |s| {
+                let head = only_head(s, "a").to_ascii_lowercase();
+                for gone in [
+                    "x-custom", "keep-alive", "te:", "trailer", "proxy-", "http2-settings",
+                    "upgrade", "connection",
+                ] {
+                    assert!(!head.contains(gone), "{gone} in {head}");
+                }
+                assert!(head.contains("accept: */*"), "{head}");
+            },
+        },
+        Case {
+            name: "hop-by-hop and edge-only response headers never reach the client",
+            request: get("/api/products/response-hop", ""),
+            answers: 1,
+            check: |s| {
+                let a = &s.answers[0];
+                for gone in ["x-hop", "keep-alive", "proxy-authenticate"] {
+                    assert_eq!(a.header(gone), None, "{gone}");
+                }
+                assert_eq!(a.header("x-request-id"), Some("parity-1"));
+                assert_eq!(a.header("via"), Some("1.0 upstream, 1.1 banyan"));
+                assert_eq!(a.header("x-banyan-route"), Some("products"));
+            },
+        },
+        Case {
+            name: "an upstream's Via with obs-text is appended to",
+            request: get("/api/products/response-via-obs", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 200);
+                assert!(s.answers[0].header("via").unwrap().ends_with(", 1.1 banyan"));
+            },
+        },
+        Case {
+            name: "a Host with userinfo is a 400",
+            request: req("GET /api/admin HTTP/1.1\r\nHost: user@evil\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "a Host with a space is a 400",
+            request: req("GET /api/admin HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "an empty Host is a 400",
+            request: req("GET /api/admin HTTP/1.1\r\nHost:\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "an unclosed IP literal Host is a 400",
+            request: req("GET /api/admin HTTP/1.1\r\nHost: [::1\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "an HTTP/1.1 request without Host is a 400",
+            request: req("GET /api/admin HTTP/1.1\r\nAccept: */*\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "two Host headers are a 400",
+            request: req("GET /api/admin HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "a relative target is a 400, not a request for /",
+            request: req("GET x/api/admin HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "an @ target is a 400",
+            request: req("GET @evil/api/admin HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "an encoded-slash target is a 400",
+            request: req("GET %2fapi/admin HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "two spaces before the target are a 400",
+            request: req("GET  /api/admin HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "an absolute-form target is routed by its path, for its authority",
+            request: req(
+                "GET http://shop.example:8080/api/products?x=1 HTTP/1.1\r\nHost: other\r\n\
+                 X-Request-Id: parity-1\r\n\r\n",
+            ),
+            answers: 1,
+            check: |s| {
+                let head = only_head(s, "a").to_ascii_lowercase();
+                assert!(head.starts_with("get /api/products?x=1 http/1.1\r\n"), "{head}");
+                assert!(head.contains("host: shop.example:8080\r\n"), "{head}");
+                assert!(!head.contains("other"), "{head}");
+            },
+        },
+        Case {
+            name: "* is only for OPTIONS",
+            request: req("GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "OPTIONS * has no route",
+            request: req("OPTIONS * HTTP/1.1\r\nHost: a\r\nX-Request-Id: parity-1\r\n\r\n"),
+            answers: 1,
+            check: |s| assert_eq!(status(s), 404),
+        },
+        Case {
+            name: "a Content-Length list is a 400",
+            request: req("POST /api/products HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\nx"),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "two equal Content-Length lines are a 400",
+            request: req(
+                "POST /api/products HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            ),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "Content-Length beside Transfer-Encoding is a 400",
+            request: req(
+                "POST /api/products HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ),
+            answers: 1,
+            check: refused_400,
+        },
+        Case {
+            name: "a POST with a body is forwarded with it",
+            request: req(
+                "POST /api/products HTTP/1.1\r\nHost: a\r\nX-Request-Id: parity-1\r\n\
+                 Content-Length: 5\r\n\r\nhello",
+            ),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 200);
+                assert!(only_head(s, "a").contains("Content-Length: 5\r\n"));
+            },
+        },
+        Case {
+            name: "a refused connection is a 502",
+            request: get("/api/dead", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 502);
+                assert_eq!(s.access[0].get("error").map(String::as_str), Some("connect"));
+            },
+        },
+        Case {
+            name: "then the backend is out of rotation: 503",
+            request: get("/api/dead", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 503);
+                assert_eq!(s.access[0].get("error").map(String::as_str), Some("no_backend"));
+            },
+        },
+        Case {
+            name: "an upstream slower than read_timeout is a 504",
+            request: get("/api/slow", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 504);
+                assert_eq!(
+                    s.access[0].get("error").map(String::as_str),
+                    Some("upstream_timeout")
+                );
+            },
+        },
+        Case {
+            name: "a malformed upstream answer is a 502",
+            request: get("/api/broken", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 502);
+                assert_eq!(s.access[0].get("error").map(String::as_str), Some("bad_upstream"));
+            },
+        },
+        Case {
+            name: "an upstream that closes without answering is a 502",
+            request: get("/api/closes", ""),
+            answers: 1,
+            check: |s| assert_eq!(status(s), 502),
+        },
+        Case {
+            name: "a GET whose connection failed is retried on another backend",
+            request: get("/api/retry", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 200);
+                assert_eq!(s.access[0].get("attempts").map(String::as_str), Some("2"));
+            },
+        },
+        Case {
+            name: "a POST whose connection failed is not retried",
+            request: req(
+                "POST /api/retry-post HTTP/1.1\r\nHost: a\r\nX-Request-Id: parity-1\r\n\
+                 Content-Length: 0\r\n\r\n",
+            ),
+            answers: 1,
+            check: |s| assert_eq!(status(s), 502),
+        },
+        Case {
+            name: "a TRACE whose connection failed is not retried",
+            request: req("TRACE /api/retry-trace HTTP/1.1\r\nHost: a\r\nX-Request-Id: parity-1\r\n\r\n"),
+            answers: 1,
+            check: |s| assert_eq!(status(s), 502),
+        },
+        Case {
+            name: "three pipelined requests are answered in order",
+            request: [
+                get("/api/products/1", ""),
+                get("/api/products/2", ""),
+                get("/api/products/3", ""),
+            ]
+            .concat(),
+            answers: 3,
+            check: |s| {
+                assert_eq!(s.answers.len(), 3, "{s:#?}");
+                for (i, a) in s.answers.iter().enumerate() {
+                    let want = format!("a GET /api/products/{}", i + 1);
+                    assert_eq!(a.body, want);
+                }
+            },
+        },
+        Case {
+            name: "a pipelined POST and GET are answered in order",
+            request: [
+                req("POST /api/products HTTP/1.1\r\nHost: a\r\nX-Request-Id: parity-1\r\nContent-Length: 2\r\n\r\nhi"),
+                get("/api/products/after", ""),
+            ]
+            .concat(),
+            answers: 2,
+            check: |s| {
+                assert_eq!(s.answers.len(), 2, "{s:#?}");
+                assert_eq!(s.answers[1].body, "a GET /api/products/after");
+            },
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_edge_rule_is_the_same_on_both_pipelines() {
+    let rig = rig().await;
+    let cases = cases();
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let fast = run(&rig, &rig.fast, &case.request, case.answers).await;
+        let pingora = run(&rig, &rig.pingora, &case.request, case.answers).await;
+        if fast != pingora {
+            failures.push(format!(
+                "{}: the pipelines differ\n  fast path: {fast:#?}\n  pingora:   {pingora:#?}",
+                case.name
+            ));
+            continue;
+        }
+        if let Err(panic) = std::panic::catch_unwind(|| (case.check)(&fast)) {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            failures.push(format!(
+                "{}: both pipelines are wrong: {why}\n  both: {fast:#?}",
+                case.name
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+    // The fast path did take the cases it could: the comparison is between two pipelines.
+    let fast_count = rig.fast.admin_text("/metrics").await;
+    assert!(
+        fast_count.contains("banyan_request_pipeline_total{pipeline=\"fast\"}"),
+        "{fast_count}"
+    );
+    let pingora_count = rig.pingora.admin_text("/metrics").await;
+    assert!(
+        !pingora_count.contains("pipeline=\"fast\"}"),
+        "{pingora_count}"
+    );
+}
