@@ -19,18 +19,23 @@
 //! ([`crate::balance`]; Pingora's own placement is random), and its socket is registered with
 //! that thread's event loop rather than the accepting thread's.
 //!
-//! Every request's head is read whole, within the `[proxy]` bounds, by [`crate::edge::head`]
-//! before either pipeline sees it. At shutdown an idle connection that answered within the last
+//! Every request's head is read whole, within the `[proxy]` bounds, by [`crate::edge::head`],
+//! and inspected by [`crate::edge::request`] before either pipeline sees it: what the edge
+//! refuses is answered here, the same whichever pipeline would have served it. Pipelined
+//! requests are answered in order: bytes read past a request (a bodiless one, or one whose
+//! whole body came with it) are kept here as the beginning of the next, and Pingora is handed
+//! only the bytes that are its request's. At shutdown an idle connection that answered within the last
 //! second waits that long for a request that may be on its way and answers it (with
 //! `Connection: close`), so closing never leaves a request sent on a kept-alive connection
 //! without an answer.
 //!
 //! What the loop keeps from Pingora's: keep-alive on for 60 s unless shutting down, the server
 //! options' `keepalive_request_limit`, and the per-connection settings Pingora carries from one
-//! request to the next. Banyan serves cleartext HTTP/1.1 only (no TLS, no h2c) and never turns
-//! on request pipelining, so the other branches of Pingora's loop do not apply; with pipelining
-//! off Pingora refuses to reuse a connection that sent bytes past its request, so no request can
-//! be waiting unseen in a buffer while this waits on the socket.
+//! request to the next. Banyan serves cleartext HTTP/1.1 only (no TLS, no h2c), so the other
+//! branches of Pingora's loop do not apply. Pingora's own pipelining stays off: it only ever
+//! gets one request's bytes, and should a client send the next request while Pingora is still
+//! reading a chunked body, Pingora answers the first and closes (the client then sends the next
+//! again, as RFC 9112 §9.3.2 expects of it).
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -43,7 +43,8 @@ use crate::lifecycle::inflight::{OwnedRegistration, register_owned};
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
 use crate::route_table::RouteTable;
-use crate::shadow::mirror::{Mirror, Shadower};
+use crate::shadow::mirror::Mirror;
+use crate::shadow::thread::Shadower;
 use crate::upstream::{Backend, Pool};
 
 pub struct Banyan {

@@ -13,17 +13,17 @@
 //! - [`upstream`]: pools, round-robin, passive and active health.
 //! - [`reload`]: the live table, swapped atomically; `settle` (a file is applied once it has
 //!   stopped changing) and `triggers` (directory watcher, poll, SIGHUP).
-//! - [`forward`]: the Pingora `ProxyHttp` phases: routing, headers, retries, error answers.
+//! - [`forward`]: the Pingora `ProxyHttp` phases, each asking the edge what to do.
 //! - [`admin`], [`metrics`]: what operators see (the admin API checks Host and a token).
 //! - [`shadow`]: shadow traffic: mirroring to a candidate, comparing, noise, results.
 //! - [`connection`]: client connections between requests (idle ones hold only their socket).
 //! - [`balance`]: each new client connection to the worker thread serving the fewest, its
 //!   socket registered with that thread's event loop.
 //! - [`fast_path`]: plain `GET`/`HEAD` forwarded without Pingora's proxy pipeline (its own
-//!   HTTP/1.1 head handling and per-thread upstream keep-alive); everything else goes through
+//!   HTTP/1.1 byte moving and per-thread upstream keep-alive); everything else goes through
 //!   [`forward`].
-//! - [`edge`]: what happens to every request before a pipeline sees it (the head read whole,
-//!   within bounds) and the answers the edge gives itself.
+//! - [`edge`]: every rule both pipelines and the shadow copy share, written once: the head's
+//!   bounds, the request checks, routing, headers, failure answers, the access record.
 //! - [`lifecycle`]: draining on SIGTERM, handing sockets over on an upgrade, exiting once
 //!   nothing is in flight.
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.

@@ -26,9 +26,9 @@ use crate::lifecycle::upgrade::Handoff;
 use crate::lifecycle::{Lifecycle, Timing, drain, notify};
 use crate::metrics::Metrics;
 use crate::reload::{self, LiveTable};
-use crate::shadow::mirror::Shadower;
 use crate::shadow::results::Results;
 use crate::shadow::share::{self, Shared};
+use crate::shadow::thread::Shadower;
 use crate::upstream::health;
 
 /// Socket buffering of client connections. Pingora's default puts a 64 KiB read buffer in

@@ -1,61 +1,19 @@
 //! From text to a validated [`Config`], or to every problem in the file at once, each naming
-//! `file:line:column` and what is wrong (`routes.toml:14:12: unknown upstream "catalgo"`).
+//! `file:line:column` and what is wrong. This file is the whole flow (read, parse the TOML,
+//! validate each section); [`super::error`] locates problems, [`super::units`] reads durations,
+//! sizes and addresses, [`super::validate`] checks each section.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
-use toml::Spanned;
-
-use super::file::{
-    FileConfig, HealthSection, RouteSection, ShadowSection, SplitSection, UpstreamSection,
-};
+use super::file::FileConfig;
 use super::model::*;
-use crate::shadow::compare::{PathPattern, Rules};
 
-/// Shadows in flight per route when `max_in_flight` is not set.
-pub const DEFAULT_SHADOW_IN_FLIGHT: usize = 64;
-use crate::route_table::normalize::normalize;
-
-/// One problem, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
-    }
-}
-
-/// Every problem found in one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+use super::error::Checker;
+pub use super::error::{ConfigError, ConfigErrors};
+pub use super::units::{parse_duration, parse_size};
+use super::validate::{check_ties, route, token_file, upstream};
 
 /// Reads and validates `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
@@ -68,155 +26,6 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
             column: 0,
             message: format!("cannot read the file: {e}"),
         }])),
-    }
-}
-
-struct Checker<'a> {
-    text: &'a str,
-    file: &'a str,
-    errors: Vec<ConfigError>,
-}
-
-impl Checker<'_> {
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let (line, column) = line_col(self.text, span.start);
-        self.errors.push(ConfigError {
-            file: self.file.to_owned(),
-            line,
-            column,
-            message: message.into(),
-        });
-    }
-
-    fn duration(
-        &mut self,
-        v: &Option<Spanned<String>>,
-        default: Duration,
-        range: (Duration, Duration),
-        what: &str,
-    ) -> Duration {
-        let Some(v) = v else { return default };
-        match parse_duration(v.get_ref()) {
-            Some(d) if d >= range.0 && d <= range.1 => d,
-            Some(_) => {
-                self.at(
-                    v.span(),
-                    format!("{what} must be between {:?} and {:?}", range.0, range.1),
-                );
-                default
-            }
-            None => {
-                self.at(v.span(), format!("invalid duration {:?}: expected a number and a unit, such as 500ms, 2s or 1m", v.get_ref()));
-                default
-            }
-        }
-    }
-
-    fn size(&mut self, v: &Option<Spanned<String>>, default: usize, what: &str) -> usize {
-        let Some(v) = v else { return default };
-        match parse_size(v.get_ref()) {
-            Some(n) if n <= 64 * 1024 * 1024 => n,
-            Some(_) => {
-                self.at(v.span(), format!("{what} must be at most 64MiB"));
-                default
-            }
-            None => {
-                self.at(
-                    v.span(),
-                    format!(
-                        "invalid size {:?}: expected a number and a unit, such as 512B, 64KiB or 1MiB",
-                        v.get_ref()
-                    ),
-                );
-                default
-            }
-        }
-    }
-
-    fn address(&mut self, v: &Spanned<String>) -> Option<SocketAddr> {
-        let s = v.get_ref();
-        if let Ok(a) = s.parse::<SocketAddr>() {
-            return Some(a);
-        }
-        let Some((host, port)) = s.rsplit_once(':') else {
-            self.at(
-                v.span(),
-                format!("invalid address {s:?}: expected host:port"),
-            );
-            return None;
-        };
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            self.at(
-                v.span(),
-                format!("invalid address {s:?}: expected host:port"),
-            );
-            return None;
-        }
-        match s.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => Some(a),
-            _ => {
-                self.at(v.span(), format!("address {s:?} does not resolve"));
-                None
-            }
-        }
-    }
-}
-
-/// `admin_token_file`, resolved against the table's directory: it must hold a token.
-fn token_file(c: &mut Checker<'_>, f: &Spanned<String>) -> Option<std::path::PathBuf> {
-    let raw = std::path::Path::new(f.get_ref());
-    let path = if raw.is_absolute() {
-        raw.to_owned()
-    } else {
-        std::path::Path::new(c.file)
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(raw)
-    };
-    match crate::admin::guard::read_token(&path) {
-        Ok(_) => Some(path),
-        Err(e) => {
-            c.at(f.span(), format!("admin_token_file: {e}"));
-            None
-        }
-    }
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
-        before[nl + 1..].chars().count()
-    }) + 1;
-    (line, column)
-}
-
-/// `500ms`, `2s`, `1m`, `1h`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
-    }
-}
-
-/// `512B`, `64KiB`, `1MiB` (binary units; `KB`/`MB` are refused as ambiguous).
-pub fn parse_size(s: &str) -> Option<usize> {
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: usize = n.parse().ok()?;
-    match unit {
-        "B" => Some(n),
-        "KiB" => n.checked_mul(1024),
-        "MiB" => n.checked_mul(1024 * 1024),
-        _ => None,
     }
 }
 
@@ -364,378 +173,53 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-fn upstream(
-    c: &mut Checker<'_>,
-    name: &Spanned<String>,
-    up: &Spanned<UpstreamSection>,
-) -> Option<UpstreamSpec> {
-    let n = name.get_ref();
-    if n.is_empty()
-        || !n
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        c.at(
-            name.span(),
-            format!("upstream name {n:?} may contain only letters, digits, '-' and '_'"),
-        );
-    }
-    let up = up.get_ref();
-    if up.addrs.get_ref().is_empty() {
-        c.at(up.addrs.span(), format!("upstream {n:?} has no addrs"));
-    }
-    let mut addrs = Vec::new();
-    for a in up.addrs.get_ref() {
-        if let Some(addr) = c.address(a) {
-            if addrs.contains(&addr) {
-                c.at(
-                    a.span(),
-                    format!("address {:?} is listed twice", a.get_ref()),
-                );
-            }
-            addrs.push(addr);
-        }
-    }
-    let health = up.health.as_ref().map(|h| health(c, h));
-    let limit = (Duration::from_millis(1), Duration::from_secs(3600));
-    Some(UpstreamSpec {
-        name: n.clone(),
-        addrs,
-        health,
-        // Longer than Linux's first SYN retransmission (1 s): one SYN dropped by a busy
-        // backend's full accept queue must not fail the request and eject the backend.
-        connect_timeout: c.duration(
-            &up.connect_timeout,
-            Duration::from_secs(3),
-            limit,
-            "connect_timeout",
-        ),
-        read_timeout: c.duration(
-            &up.read_timeout,
-            Duration::from_secs(30),
-            limit,
-            "read_timeout",
-        ),
-        write_timeout: c.duration(
-            &up.write_timeout,
-            Duration::from_secs(30),
-            limit,
-            "write_timeout",
-        ),
-        idle_timeout: c.duration(
-            &up.idle_timeout,
-            Duration::from_secs(60),
-            limit,
-            "idle_timeout",
-        ),
-    })
-}
-
-fn health(c: &mut Checker<'_>, h: &Spanned<HealthSection>) -> HealthSpec {
-    let h = h.get_ref();
-    let path = h.path.get_ref();
-    if !path.starts_with('/') || path.contains(char::is_whitespace) {
-        c.at(
-            h.path.span(),
-            format!("health path {path:?} must start with '/' and contain no spaces"),
-        );
-    }
-    let interval = c.duration(
-        &h.interval,
-        Duration::from_secs(2),
-        (Duration::from_millis(100), Duration::from_secs(300)),
-        "health interval",
-    );
-    let timeout = c.duration(
-        &h.timeout,
-        Duration::from_secs(1).min(interval),
-        (Duration::from_millis(10), Duration::from_secs(60)),
-        "health timeout",
-    );
-    HealthSpec {
-        path: path.clone(),
-        interval,
-        timeout,
-    }
-}
-
-fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> Option<RouteSpec> {
-    let id = r.id.get_ref();
-    if id.is_empty()
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        c.at(
-            r.id.span(),
-            format!("route id {id:?} may contain only letters, digits, '-' and '_'"),
-        );
-    }
-    let raw_path = r.path.get_ref();
-    let path = match normalize(raw_path) {
-        Ok(p) => {
-            let trimmed = if p.len() > 1 {
-                p.trim_end_matches('/').to_owned()
-            } else {
-                p
-            };
-            if &trimmed != raw_path && raw_path.trim_end_matches('/') != trimmed {
-                c.at(
-                    r.path.span(),
-                    format!("path {raw_path:?} is not normalized: write {trimmed:?}"),
-                );
-            }
-            trimmed
-        }
-        Err(e) => {
-            c.at(r.path.span(), format!("invalid path {raw_path:?}: {e}"));
-            return None;
-        }
-    };
-    let methods = r.methods.as_ref().map(|ms| {
-        if ms.get_ref().is_empty() {
-            c.at(
-                ms.span(),
-                "methods must not be empty (leave it out to match any method)",
-            );
-        }
-        let mut out: Vec<Method> = Vec::new();
-        for m in ms.get_ref() {
-            match m.get_ref().parse::<Method>() {
-                Ok(method) if m.get_ref().bytes().all(|b| b.is_ascii_uppercase()) => {
-                    if out.contains(&method) {
-                        c.at(m.span(), format!("method {} is listed twice", m.get_ref()));
-                    }
-                    out.push(method);
-                }
-                _ => c.at(
-                    m.span(),
-                    format!(
-                        "invalid method {:?}: expected an upper-case HTTP method such as GET",
-                        m.get_ref()
-                    ),
-                ),
-            }
-        }
-        out
-    });
-    let mut headers = Vec::new();
-    for (name, value) in &r.headers {
-        match HeaderName::from_bytes(name.get_ref().as_bytes()) {
-            Ok(h) => headers.push((h, value.get_ref().clone())),
-            Err(_) => c.at(
-                name.span(),
-                format!("invalid header name {:?}", name.get_ref()),
-            ),
-        }
-    }
-    let known = |name: &str| raw.upstreams.keys().any(|k| k.get_ref() == name);
-    let upstream = r.upstream.get_ref();
-    if !known(upstream) {
-        c.at(r.upstream.span(), format!("unknown upstream {upstream:?}"));
-    }
-    let split = r.split.as_ref().map(|s| split(c, s, upstream, &known));
-    let shadow = r.shadow.as_ref().map(|s| shadow(c, s, upstream, &known));
-    Some(RouteSpec {
-        id: id.clone(),
-        path,
-        methods,
-        headers,
-        upstream: upstream.clone(),
-        split: split.flatten(),
-        shadow,
-    })
-}
-
-fn percent_to_basis_points(c: &mut Checker<'_>, p: &Spanned<f64>) -> u32 {
-    let percent = *p.get_ref();
-    if (0.0..=100.0).contains(&percent) {
-        (percent * 100.0).round() as u32
-    } else {
-        c.at(
-            p.span(),
-            format!("percent must be between 0 and 100, not {percent}"),
-        );
-        0
-    }
-}
-
-fn shadow(
-    c: &mut Checker<'_>,
-    s: &Spanned<ShadowSection>,
-    upstream: &str,
-    known: &dyn Fn(&str) -> bool,
-) -> ShadowSpec {
-    let s = s.get_ref();
-    let to = s.to.get_ref();
-    if !known(to) {
-        c.at(s.to.span(), format!("unknown upstream {to:?}"));
-    } else if to == upstream {
-        c.at(
-            s.to.span(),
-            format!("shadow goes to {to:?}, the route's own upstream: nothing to compare"),
-        );
-    }
-    let basis_points = percent_to_basis_points(c, &s.percent);
-    let writes = s.writes.unwrap_or(false);
-    if let Some(second) = &s.second_primary {
-        let name = second.get_ref();
-        if !known(name) {
-            c.at(second.span(), format!("unknown upstream {name:?}"));
-        } else if name == to {
-            c.at(
-                second.span(),
-                "second_primary must run the old code, not the candidate's",
-            );
-        } else if writes {
-            c.at(
-                second.span(),
-                "second_primary cannot be used with writes = true: every mirrored write would reach the old code twice",
-            );
-        }
-    }
-    let timeout = c.duration(
-        &s.timeout,
-        Duration::from_secs(2),
-        (Duration::from_millis(10), Duration::from_secs(60)),
-        "shadow timeout",
-    );
-    let max_in_flight = match &s.max_in_flight {
-        Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => {
-            c.at(n.span(), "max_in_flight must be between 1 and 100000");
-            DEFAULT_SHADOW_IN_FLIGHT
-        }
-        None => DEFAULT_SHADOW_IN_FLIGHT,
-    };
-    let max_request_body = c.size(&s.max_request_body, 64 * 1024, "max_request_body");
-    let max_response_body = c.size(&s.max_response_body, 1024 * 1024, "max_response_body");
-    let mut headers = Vec::new();
-    match &s.headers {
-        None => headers.push(http::header::CONTENT_TYPE),
-        Some(list) => {
-            for h in list {
-                match HeaderName::from_bytes(h.get_ref().as_bytes()) {
-                    Ok(name) => headers.push(name),
-                    Err(_) => c.at(h.span(), format!("invalid header name {:?}", h.get_ref())),
-                }
-            }
-        }
-    }
-    let pattern = |c: &mut Checker<'_>, p: &Spanned<String>| match PathPattern::parse(p.get_ref()) {
-        Ok(pat) => Some(pat),
-        Err(e) => {
-            c.at(p.span(), format!("invalid field path: {e}"));
-            None
-        }
-    };
-    let mut rules = Rules::default();
-    for p in s.ignore.iter().flatten() {
-        rules.ignore.extend(pattern(c, p));
-    }
-    for p in s.unordered.iter().flatten() {
-        rules.unordered.extend(pattern(c, p));
-    }
-    for (p, tol) in s.tolerance.iter().flatten() {
-        if let Some(pat) = pattern(c, p) {
-            let t = *tol.get_ref();
-            if t.is_finite() && t >= 0.0 {
-                rules.tolerance.push((pat, t));
-            } else {
-                c.at(
-                    tol.span(),
-                    format!("tolerance must be a number >= 0, not {t}"),
-                );
-            }
-        }
-    }
-    ShadowSpec {
-        to: to.clone(),
-        basis_points,
-        writes,
-        second_primary: s.second_primary.as_ref().map(|n| n.get_ref().clone()),
-        timeout,
-        max_in_flight,
-        max_request_body,
-        max_response_body,
-        headers,
-        rules,
-    }
-}
-
-fn split(
-    c: &mut Checker<'_>,
-    s: &Spanned<SplitSection>,
-    upstream: &str,
-    known: &dyn Fn(&str) -> bool,
-) -> Option<SplitSpec> {
-    let s = s.get_ref();
-    let to = s.to.get_ref();
-    if !known(to) {
-        c.at(s.to.span(), format!("unknown upstream {to:?}"));
-    } else if to == upstream {
-        c.at(
-            s.to.span(),
-            format!("split goes to {to:?}, the route's own upstream"),
-        );
-    }
-    let basis_points = percent_to_basis_points(c, &s.percent);
-    let sticky = match s.sticky.as_ref().map(|k| (k, k.get_ref().as_str())) {
-        None => StickyKey::PerRequest,
-        Some((_, "client")) => StickyKey::ClientAddr,
-        Some((k, key)) => match key.split_once(':') {
-            Some(("cookie", name))
-                if !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b)) =>
-            {
-                StickyKey::Cookie(name.to_owned())
-            }
-            Some(("header", name)) if HeaderName::from_bytes(name.as_bytes()).is_ok() => {
-                StickyKey::Header(HeaderName::from_bytes(name.as_bytes()).unwrap())
-            }
-            _ => {
-                c.at(k.span(), format!("invalid sticky key {key:?}: expected \"cookie:NAME\", \"header:NAME\" or \"client\""));
-                StickyKey::PerRequest
-            }
-        },
-    };
-    Some(SplitSpec {
-        to: to.clone(),
-        basis_points,
-        sticky,
-    })
-}
-
-/// Two routes tie when some request would match both with the same specificity: same path,
-/// both with or both without a method list (and the lists overlap), the same number of header
-/// conditions, and no header condition that tells them apart.
-fn check_ties(c: &mut Checker<'_>, routes: &[(Range<usize>, RouteSpec)]) {
-    for (i, (_, a)) in routes.iter().enumerate() {
-        for (span_b, b) in &routes[i + 1..] {
-            if a.path != b.path || a.headers.len() != b.headers.len() {
-                continue;
-            }
-            let methods_overlap = match (&a.methods, &b.methods) {
-                (None, None) => true,
-                (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
-                _ => false,
-            };
-            let headers_disjoint = a
-                .headers
-                .iter()
-                .any(|(n, v)| b.headers.iter().any(|(m, w)| n == m && v != w));
-            if methods_overlap && !headers_disjoint {
-                c.at(span_b.clone(), format!("route {:?} ties with route {:?}: same path {:?} and equally specific; add methods or headers to one of them", b.id, a.id, a.path));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `proxy/reference.toml` gives every key its default: parsed, it must equal the model's
+    /// `Default`s, so neither can change without the other.
+    #[test]
+    fn the_reference_documents_the_models_defaults() {
+        let c = parse(include_str!("../../reference.toml"), "reference.toml").unwrap();
+        assert_eq!(c.proxy, ProxySettings::default());
+        let legacy = &c.upstreams["legacy"];
+        let d = UpstreamSpec::default();
+        assert_eq!(
+            (
+                legacy.connect_timeout,
+                legacy.read_timeout,
+                legacy.write_timeout,
+                legacy.idle_timeout
+            ),
+            (
+                d.connect_timeout,
+                d.read_timeout,
+                d.write_timeout,
+                d.idle_timeout
+            )
+        );
+        assert_eq!(legacy.health.as_ref(), Some(&HealthSpec::default()));
+        let shadow = c.routes[0].shadow.as_ref().unwrap();
+        let d = ShadowSpec::default();
+        assert_eq!(
+            (
+                shadow.basis_points,
+                shadow.writes,
+                shadow.timeout,
+                shadow.max_in_flight
+            ),
+            (d.basis_points, d.writes, d.timeout, d.max_in_flight)
+        );
+        assert_eq!(
+            (
+                shadow.max_request_body,
+                shadow.max_response_body,
+                &shadow.headers
+            ),
+            (d.max_request_body, d.max_response_body, &d.headers)
+        );
+    }
 
     const GOOD: &str = r#"
 [proxy]
@@ -898,7 +382,7 @@ tolerance = { "/hits/*/price" = 0.5 }
         let c = parse(&minimal, "routes.toml").unwrap();
         let s = c.routes[0].shadow.as_ref().unwrap();
         assert_eq!(s.timeout, Duration::from_secs(2));
-        assert_eq!(s.max_in_flight, DEFAULT_SHADOW_IN_FLIGHT);
+        assert_eq!(s.max_in_flight, ShadowSpec::default().max_in_flight);
         assert_eq!(s.headers, vec![http::header::CONTENT_TYPE]);
         assert_eq!(s.max_request_body, 64 * 1024);
     }

@@ -4,9 +4,12 @@
 //! passes `check` is exactly a file the running proxy accepts.
 
 pub mod describe;
+mod error;
 pub mod file;
 pub mod load;
 pub mod model;
+mod units;
+mod validate;
 
 pub use load::{ConfigError, ConfigErrors, load_file, parse};
 pub use model::*;

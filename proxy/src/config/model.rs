@@ -62,11 +62,40 @@ pub struct UpstreamSpec {
     pub idle_timeout: Duration,
 }
 
+/// An upstream's settings where `routes.toml` leaves them out (`name` and `addrs` are always
+/// given).
+impl Default for UpstreamSpec {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            addrs: Vec::new(),
+            health: None,
+            // Longer than Linux's first SYN retransmission (1 s): one SYN dropped by a busy
+            // backend's full accept queue must not fail the request and eject the backend.
+            connect_timeout: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthSpec {
     pub path: String,
     pub interval: Duration,
+    /// At most the interval (a probe never outlives the next one).
     pub timeout: Duration,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            path: "/health".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +133,25 @@ pub struct ShadowSpec {
     /// Response headers compared, besides the status and the body.
     pub headers: Vec<HeaderName>,
     pub rules: crate::shadow::compare::Rules,
+}
+
+/// A shadow's settings where `routes.toml` leaves them out (`to` and `percent` are always
+/// given; `basis_points` is the reference's `percent = 100`).
+impl Default for ShadowSpec {
+    fn default() -> Self {
+        Self {
+            to: String::new(),
+            basis_points: 10_000,
+            writes: false,
+            second_primary: None,
+            timeout: Duration::from_secs(2),
+            max_in_flight: 64,
+            max_request_body: 64 * 1024,
+            max_response_body: 1024 * 1024,
+            headers: vec![http::header::CONTENT_TYPE],
+            rules: crate::shadow::compare::Rules::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,23 +8,24 @@
 //! `ProxyHttp` can remove that; a bare Pingora proxy did 0.36x nginx's requests/s.
 //!
 //! What it is: for the common case, which is most of a catalog API's traffic, the connection
-//! loop ([`crate::connection`]) reads the request head itself, and when the request qualifies
-//! answers it here, from the same route table, with the same routing, split, headers, retries,
-//! error answers, metrics and access log as [`crate::forward`]. Heads are parsed in place and
-//! written straight into one buffer; bodies stream through unchanged; upstream connections are
-//! kept per thread ([`idle`]).
+//! loop ([`crate::connection`]) reads and inspects the request head at the edge, and when the
+//! request qualifies the fast path answers it here. Everything it decides (routing, split,
+//! headers, retries, error answers, metrics, the access log) it asks [`crate::edge`], as
+//! [`crate::forward`] does: only moving bytes is its own. Heads are parsed in place and written
+//! straight into one buffer; bodies stream through unchanged; upstream connections are kept per
+//! thread ([`idle`]).
 //!
-//! What qualifies (anything else goes, with the bytes already read, to Pingora's path, which
-//! therefore still answers every error at routing time and every case below):
-//! - HTTP/1.1, `GET` or `HEAD`, origin-form target, exactly one `Host`, no body (no
-//!   `Content-Length`, no `Transfer-Encoding`), no `Upgrade` or `Expect`, `Connection` at most
-//!   `keep-alive` or `close`, nothing pipelined behind it, at most 64 headers (the head's size,
-//!   header count and arrival time are bounded for both pipelines by [`crate::edge::head`]);
-//! - a path that normalizes and matches a route (a shadowed route too: the copy and the
-//!   comparison are handed to the same shadower as on Pingora's path, with the response body
-//!   as it passes, decoded from chunks);
+//! What qualifies ([`takes`], asked before anything is routed; anything else goes, with the
+//! bytes already read, to Pingora's pipeline, which routes it once):
 //! - `[proxy] fast_path` not turned off (it is on by default; turning it off sends everything
-//!   through Pingora's pipeline, for comparison or as an escape hatch; it applies on reload).
+//!   through Pingora's pipeline, for comparison or as an escape hatch; it applies on reload);
+//! - HTTP/1.1, `GET` or `HEAD`, no body (no `Content-Length`, no `Transfer-Encoding`), no
+//!   `Expect` (the edge has already checked the target, `Host` and the head's bounds).
+//!
+//! A request it takes, it answers, whatever happens: a path that cannot be normalized or
+//! matches no route is answered here as the edge says, so no request is routed twice. A
+//! shadowed route's copy and comparison go to the same shadower as on Pingora's path, with the
+//! response body as it passes, decoded from chunks.
 //!
 //! What Pingora still does for these requests: the listener, accepting, the process (graceful
 //! shutdown and upgrade), and everything else.
@@ -52,7 +53,8 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
 use crate::route_table::RouteTable;
-use crate::shadow::mirror::{Mirror, Shadower};
+use crate::shadow::mirror::Mirror;
+use crate::shadow::thread::Shadower;
 use crate::upstream::{Backend, Pool};
 use wire::{Chunked, Framing};
 

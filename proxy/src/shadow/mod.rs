@@ -1,8 +1,10 @@
 //! Shadow traffic: a copy of live requests goes to a candidate upstream, and its answers are
 //! compared with the primary's, before a route moves.
 //!
-//! - [`mirror`]: the copy, sent off the client's path (sampling, write opt-in, body caps, the
-//!   in-flight bound, the candidate's timeout, the shadow marker header).
+//! - [`mirror`]: the copy, captured on the client's path (sampling, write opt-in, body caps,
+//!   the in-flight bound, the shadow marker header); [`thread`] runs it off that path,
+//!   [`exchange`] sends it to the candidate with the route's timeout, [`sample`] keeps what the
+//!   report shows.
 //! - [`bounds`]: what a shadowed route keeps across reloads: its in-flight bound, and the
 //!   backlog of events that did not fit in the shadow thread's bounded inbox.
 //! - [`answer`] and [`compare`]: status, chosen headers, and JSON bodies field by field under a
@@ -18,9 +20,12 @@ pub mod answer;
 pub mod bounds;
 pub mod compare;
 pub mod endpoint;
+mod exchange;
 pub mod mirror;
 pub mod noise;
 pub mod redact;
 pub mod report;
 pub mod results;
+mod sample;
 pub mod share;
+pub(crate) mod thread;
