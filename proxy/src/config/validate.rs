@@ -228,14 +228,7 @@ fn shadow(
 ) -> ShadowSpec {
     let s = s.get_ref();
     let to = s.to.get_ref();
-    if !known(to) {
-        c.at(s.to.span(), format!("unknown upstream {to:?}"));
-    } else if to == upstream {
-        c.at(
-            s.to.span(),
-            format!("shadow goes to {to:?}, the route's own upstream: nothing to compare"),
-        );
-    }
+    other_upstream(c, &s.to, upstream, known, "shadow", ": nothing to compare");
     let basis_points = percent_to_basis_points(c, &s.percent);
     let writes = s.writes.unwrap_or(ShadowSpec::default().writes);
     if let Some(second) = &s.second_primary {
@@ -336,14 +329,7 @@ fn split(
 ) -> Option<SplitSpec> {
     let s = s.get_ref();
     let to = s.to.get_ref();
-    if !known(to) {
-        c.at(s.to.span(), format!("unknown upstream {to:?}"));
-    } else if to == upstream {
-        c.at(
-            s.to.span(),
-            format!("split goes to {to:?}, the route's own upstream"),
-        );
-    }
+    other_upstream(c, &s.to, upstream, known, "split", "");
     let basis_points = percent_to_basis_points(c, &s.percent);
     let sticky = match s.sticky.as_ref().map(|k| (k, k.get_ref().as_str())) {
         None => StickyKey::PerRequest,
@@ -395,5 +381,25 @@ pub(super) fn check_ties(c: &mut Checker<'_>, routes: &[(Range<usize>, RouteSpec
                 c.at(span_b.clone(), format!("route {:?} ties with route {:?}: same path {:?} and equally specific; add methods or headers to one of them", b.id, a.id, a.path));
             }
         }
+    }
+}
+
+/// A shadow's or split's `to`: a known upstream, and not the route's own.
+fn other_upstream(
+    c: &mut Checker<'_>,
+    to: &Spanned<String>,
+    upstream: &str,
+    known: &dyn Fn(&str) -> bool,
+    what: &str,
+    why: &str,
+) {
+    let name = to.get_ref();
+    if !known(name) {
+        c.at(to.span(), format!("unknown upstream {name:?}"));
+    } else if name == upstream {
+        c.at(
+            to.span(),
+            format!("{what} goes to {name:?}, the route's own upstream{why}"),
+        );
     }
 }

@@ -265,16 +265,18 @@ pub(crate) fn response_additions<'a>(
         )))
 }
 
+/// A parsed header, for tests of code that reads parsed heads.
+#[cfg(test)]
+pub(crate) fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
+    httparse::Header {
+        name,
+        value: value.as_bytes(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
-        httparse::Header {
-            name,
-            value: value.as_bytes(),
-        }
-    }
 
     #[test]
     fn hop_by_hop_and_edge_only_headers_never_cross() {

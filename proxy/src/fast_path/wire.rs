@@ -299,13 +299,7 @@ impl Chunked {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
-        httparse::Header {
-            name,
-            value: value.as_bytes(),
-        }
-    }
+    use crate::edge::headers::h;
 
     #[test]
     fn a_chunked_body_ends_after_its_last_chunk_and_trailers_in_any_slicing() {
