@@ -34,7 +34,7 @@ struct Worker {
 
 /// The worker threads seen so far and their connection counts.
 #[derive(Default)]
-pub struct Workers {
+pub(crate) struct Workers {
     threads: RwLock<Vec<Worker>>,
 }
 
@@ -51,7 +51,7 @@ impl Workers {
     /// Runs `serve` (one client connection, from its first request to its end) on the thread
     /// with the fewest connections: awaited here when this thread is one of those, else spawned
     /// there and left to run (this returns at once, and the task it was accepted in ends).
-    pub async fn place<F>(&self, serve: F)
+    pub(crate) async fn place<F>(&self, serve: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -72,7 +72,7 @@ impl Workers {
     }
 
     /// Client connections open now, on every thread.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.threads
             .read()
             .unwrap()
@@ -132,7 +132,7 @@ impl Workers {
 /// deregisters it from the accepting thread and closes only its descriptor. The new stream has
 /// Pingora's transport buffers off (its `From<TcpStream>`): the fast path writes whole answers
 /// itself. When the duplicate cannot be made (descriptors exhausted), the original is kept.
-pub fn register_here(tcp: Box<TcpClient>) -> Box<TcpClient> {
+pub(crate) fn register_here(tcp: Box<TcpClient>) -> Box<TcpClient> {
     use std::os::fd::{AsRawFd, BorrowedFd};
     // SAFETY: the descriptor is `tcp`'s, open for as long as `tcp` lives, which outlasts this
     // borrow; `try_clone_to_owned` makes a new descriptor (dup with close-on-exec) that the

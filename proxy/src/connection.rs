@@ -59,7 +59,7 @@ use crate::fast_path::{self, Exchange, FastPath};
 use crate::lifecycle::Lifecycle;
 
 /// How long a kept-alive client connection may stay idle between requests (Pingora's default).
-pub const KEEPALIVE: Duration = Duration::from_secs(60);
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The most a request's first read takes (the rest of a longer head is read by
 /// [`crate::edge::head`]).
@@ -68,7 +68,7 @@ const FIRST_READ: usize = 16 * 1024;
 /// Serves client connections, one request at a time, idle in between without the
 /// request-handling state (see the module docs): each request on [`FastPath`] when it
 /// qualifies, otherwise on `A` (Pingora's proxy pipeline).
-pub struct Connections<A> {
+pub(crate) struct Connections<A> {
     pub app: Arc<A>,
     pub fast: FastPath,
     /// Where new connections go: the worker thread with the fewest.

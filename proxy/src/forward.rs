@@ -47,7 +47,7 @@ use crate::shadow::mirror::Mirror;
 use crate::shadow::thread::Shadower;
 use crate::upstream::{Backend, Pool};
 
-pub struct Banyan {
+pub(crate) struct Banyan {
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
     pub shadow: Arc<Shadower>,
@@ -55,7 +55,7 @@ pub struct Banyan {
 }
 
 /// Per-request state across phases.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     started: Instant,
     table: Option<Arc<RouteTable>>,
     route: Option<usize>,

@@ -28,19 +28,23 @@
 //!   nothing is in flight.
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.
 
-pub mod admin;
-pub mod balance;
+// Everything is crate-private but the `banyan` command: a `pub` item that nothing outside
+// can reach is a warning, so dead code shows.
+#![warn(unreachable_pub)]
+
+pub(crate) mod admin;
+pub(crate) mod balance;
 pub mod cli;
-pub mod config;
-pub mod connection;
-pub mod edge;
-pub mod fast_path;
-pub mod forward;
-pub mod lifecycle;
-pub mod metrics;
-pub mod reload;
-pub mod route_table;
-pub mod server;
-pub mod shadow;
-pub mod split;
-pub mod upstream;
+pub(crate) mod config;
+pub(crate) mod connection;
+pub(crate) mod edge;
+pub(crate) mod fast_path;
+pub(crate) mod forward;
+pub(crate) mod lifecycle;
+pub(crate) mod metrics;
+pub(crate) mod reload;
+pub(crate) mod route_table;
+pub(crate) mod server;
+pub(crate) mod shadow;
+pub(crate) mod split;
+pub(crate) mod upstream;

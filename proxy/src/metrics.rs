@@ -14,7 +14,7 @@ use prometheus::{
 
 use crate::route_table::RouteTable;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -34,7 +34,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -139,26 +139,26 @@ impl Metrics {
     }
 
     /// One request forwarded (or answered) by `pipeline`: "fast" or "pingora".
-    pub fn pipeline(&self, pipeline: &str) {
+    pub(crate) fn pipeline(&self, pipeline: &str) {
         self.pipelines.with_label_values(&[pipeline]).inc();
     }
 
     /// One shadowed request's outcome (endpoint templates are capped per route by the results
     /// store, so clients cannot grow this without bound).
-    pub fn shadow_outcome(&self, route: &str, endpoint: &str, outcome: &str, n: u64) {
+    pub(crate) fn shadow_outcome(&self, route: &str, endpoint: &str, outcome: &str, n: u64) {
         self.shadow_requests
             .with_label_values(&[route, endpoint, outcome])
             .inc_by(n);
     }
 
     /// One candidate answer differing at `field` (`class`: mismatch or noise).
-    pub fn shadow_field(&self, route: &str, endpoint: &str, field: &str, class: &str) {
+    pub(crate) fn shadow_field(&self, route: &str, endpoint: &str, field: &str, class: &str) {
         self.shadow_fields
             .with_label_values(&[route, endpoint, field, class])
             .inc();
     }
 
-    pub fn request(&self, route: &str, upstream: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn request(&self, route: &str, upstream: &str, status: u16, elapsed: Duration) {
         let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -175,30 +175,30 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn reload(&self, result: &str) {
+    pub(crate) fn reload(&self, result: &str) {
         self.reloads.with_label_values(&[result]).inc();
     }
 
-    pub fn backend_health(&self, upstream: &str, backend: SocketAddr, up: bool) {
+    pub(crate) fn backend_health(&self, upstream: &str, backend: SocketAddr, up: bool) {
         self.backend_up
             .with_label_values(&[upstream, &backend.to_string()])
             .set(i64::from(up));
     }
 
-    pub fn upstream_failure(&self, upstream: &str, kind: &str) {
+    pub(crate) fn upstream_failure(&self, upstream: &str, kind: &str) {
         self.upstream_failures
             .with_label_values(&[upstream, kind])
             .inc();
     }
 
-    pub fn table_loaded(&self, table: &RouteTable) {
+    pub(crate) fn table_loaded(&self, table: &RouteTable) {
         self.table_info.reset();
         self.table_info.with_label_values(&[&table.version]).set(1);
     }
 
     /// Requests per route id: by status class, and by side (upstream) and class, so a split's
     /// real share shows (for the admin API's `/routes`).
-    pub fn requests_by_route(&self) -> std::collections::HashMap<String, RouteCounts> {
+    pub(crate) fn requests_by_route(&self) -> std::collections::HashMap<String, RouteCounts> {
         let mut out: std::collections::HashMap<String, RouteCounts> = Default::default();
         for family in self.registry.gather() {
             if family.name() != "banyan_requests_total" {
@@ -224,7 +224,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -235,7 +235,7 @@ impl Metrics {
 
 /// What `/routes` shows of one route's traffic.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RouteCounts {
+pub(crate) struct RouteCounts {
     /// Status class -> requests.
     pub classes: std::collections::BTreeMap<String, u64>,
     /// Upstream -> status class (and `total`) -> requests.

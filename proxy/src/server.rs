@@ -44,7 +44,7 @@ fn client_buffers() -> L4BufferSettings {
 
 /// Command-line overrides of `[proxy]` settings, and the process's lifecycle settings.
 #[derive(Debug, Clone)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     /// How long a graceful stop waits for load balancers, then for requests in flight.
@@ -59,7 +59,7 @@ pub struct Overrides {
 
 /// Runs the proxy until SIGTERM (graceful), SIGQUIT (upgrade: a new process took over) or
 /// SIGINT (fast); see [`crate::lifecycle`].
-pub fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
+pub(crate) fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let live =
         Arc::new(LiveTable::open(config, metrics.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);

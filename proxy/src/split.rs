@@ -23,7 +23,7 @@ use crate::config::{SplitSpec, StickyKey};
 const BUCKET_KEY: (u64, u64) = (0x6261_6e79_616e_2d73, 0x706c_6974_2d76_3031);
 
 /// The bucket (0..10_000) of `key` for a split towards `target`.
-pub fn bucket(target: &str, key: &[u8]) -> u32 {
+pub(crate) fn bucket(target: &str, key: &[u8]) -> u32 {
     let mut h = SipHasher13::new_with_keys(BUCKET_KEY.0, BUCKET_KEY.1);
     h.write(target.as_bytes());
     h.write_u8(0xff);

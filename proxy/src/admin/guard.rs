@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::AdminState;
 
 /// Reads a token file: the first line, trimmed; it must be at least 16 characters.
-pub fn read_token(path: &Path) -> Result<String, String> {
+pub(crate) fn read_token(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let token = text.lines().next().unwrap_or("").trim().to_owned();
@@ -93,12 +93,12 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Whether reads need the token too: the admin listener is reachable off loopback.
-pub fn off_loopback(admin: SocketAddr) -> bool {
+pub(crate) fn off_loopback(admin: SocketAddr) -> bool {
     !admin.ip().is_loopback()
 }
 
 /// The middleware: Host check, then the token where one is needed.
-pub async fn check(State(s): State<AdminState>, request: Request, next: Next) -> Response {
+pub(crate) async fn check(State(s): State<AdminState>, request: Request, next: Next) -> Response {
     if request.uri().path() == "/healthz" {
         return next.run(request).await;
     }

@@ -17,8 +17,8 @@
 //! Who may ask: [`guard`] (Host check, token for actions). How it is served: [`serve`] (on a
 //! Pingora listener, so upgrades carry its socket).
 
-pub mod guard;
-pub mod serve;
+pub(crate) mod guard;
+pub(crate) mod serve;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use crate::shadow::results::{self, Results, Snapshot};
 use crate::shadow::share::Shared;
 
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The address the admin API listens on (off loopback, reads need the token too).
     pub admin: std::net::SocketAddr,
     pub lifecycle: Arc<Lifecycle>,
@@ -49,7 +49,7 @@ pub struct AdminState {
     pub shared: Arc<std::sync::OnceLock<Shared>>,
 }
 
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/routes", get(routes))
         .route("/metrics", get(metrics))

@@ -14,7 +14,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     pub router: axum::Router,
 }
 

@@ -94,7 +94,9 @@ impl Admin {
 }
 
 /// Runs `f` on a small runtime (the commands are short-lived and synchronous at the top).
-pub fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(super) fn block_on<T>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use crate::config;
 
-pub fn run(files: &[PathBuf]) -> ExitCode {
+pub(super) fn run(files: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for file in files {
         match config::load_file(file) {

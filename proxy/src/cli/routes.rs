@@ -7,7 +7,7 @@ use super::admin::{AdminArgs, block_on};
 
 /// Prints the live table; exit status 1 when the last reload was refused (the file on disk is
 /// not what is served), 2 when the admin API cannot be reached.
-pub fn run(args: &AdminArgs, json: bool) -> std::process::ExitCode {
+pub(super) fn run(args: &AdminArgs, json: bool) -> std::process::ExitCode {
     let routes = match args
         .resolve()
         .and_then(|admin| block_on(async move { admin.get_json("/routes").await }))
@@ -35,7 +35,7 @@ pub fn run(args: &AdminArgs, json: bool) -> std::process::ExitCode {
 }
 
 /// The live table as text (see the module docs).
-pub fn render(routes: &Value) -> String {
+pub(super) fn render(routes: &Value) -> String {
     let mut out = String::new();
     let reloads = &routes["reloads"];
     if let Some(r) = reloads["last_refused"].as_object() {

@@ -7,7 +7,7 @@ use crate::shadow::share::Shared;
 
 use super::admin::{AdminArgs, block_on};
 
-pub fn report(
+pub(super) fn report(
     admin: &AdminArgs,
     redis: Option<&str>,
     prefix: &str,

@@ -14,7 +14,7 @@ fn percent(v: &Value) -> String {
 
 /// One route: id, methods, path, where it goes; with `sides` (from the live table), the share
 /// each upstream actually served.
-pub fn route_line(r: &Value) -> String {
+pub(super) fn route_line(r: &Value) -> String {
     let methods = r["methods"].as_array().map_or_else(
         || "*".to_owned(),
         |ms| {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::model::RouteSpec;
 
-pub fn route(r: &RouteSpec) -> Value {
+pub(crate) fn route(r: &RouteSpec) -> Value {
     json!({
         "id": r.id,
         "path": r.path,

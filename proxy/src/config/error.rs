@@ -6,7 +6,7 @@ use std::ops::Range;
 
 /// One problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
@@ -25,7 +25,7 @@ impl std::fmt::Display for ConfigError {
 
 /// Every problem found in one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub(crate) struct ConfigErrors(pub Vec<ConfigError>);
 
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

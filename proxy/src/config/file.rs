@@ -11,7 +11,7 @@ use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     #[serde(default)]
     pub proxy: Option<Spanned<ProxySection>>,
     #[serde(default)]
@@ -22,7 +22,7 @@ pub struct FileConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProxySection {
+pub(crate) struct ProxySection {
     pub listen: Option<Spanned<String>>,
     pub admin: Option<Spanned<String>>,
     /// Add `x-banyan-route` / `x-banyan-upstream` to responses (for debugging; off by default).
@@ -47,7 +47,7 @@ pub struct ProxySection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamSection {
+pub(crate) struct UpstreamSection {
     pub addrs: Spanned<Vec<Spanned<String>>>,
     pub health: Option<Spanned<HealthSection>>,
     pub connect_timeout: Option<Spanned<String>>,
@@ -58,7 +58,7 @@ pub struct UpstreamSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthSection {
+pub(crate) struct HealthSection {
     pub path: Spanned<String>,
     pub interval: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
@@ -66,7 +66,7 @@ pub struct HealthSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteSection {
+pub(crate) struct RouteSection {
     pub id: Spanned<String>,
     pub path: Spanned<String>,
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
@@ -79,7 +79,7 @@ pub struct RouteSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SplitSection {
+pub(crate) struct SplitSection {
     pub to: Spanned<String>,
     pub percent: Spanned<f64>,
     pub sticky: Option<Spanned<String>>,
@@ -88,7 +88,7 @@ pub struct SplitSection {
 /// `[route.shadow]`: a copy of sampled requests goes to `to`, and its answers are compared.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ShadowSection {
+pub(crate) struct ShadowSection {
     pub to: Spanned<String>,
     pub percent: Spanned<f64>,
     /// Mirror POST/PUT/PATCH/DELETE too (off by default: the candidate would write twice).

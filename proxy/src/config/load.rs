@@ -11,12 +11,12 @@ use super::file::FileConfig;
 use super::model::*;
 
 use super::error::Checker;
-pub use super::error::{ConfigError, ConfigErrors};
-pub use super::units::{parse_duration, parse_size};
+pub(crate) use super::error::{ConfigError, ConfigErrors};
+pub(crate) use super::units::parse_size;
 use super::validate::{check_ties, route, token_file, upstream};
 
 /// Reads and validates `path`.
-pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text, &name),
@@ -30,7 +30,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Parses and validates a route table; `file` names it in errors.
-pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut c = Checker {
         text,
         file,
@@ -176,6 +176,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::units::parse_duration;
 
     /// `proxy/reference.toml` gives every key its default: parsed, it must equal the model's
     /// `Default`s, so neither can change without the other.

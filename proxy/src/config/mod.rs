@@ -3,13 +3,13 @@
 //! column. The same loader serves `banyan check`, startup and every hot reload, so a file that
 //! passes `check` is exactly a file the running proxy accepts.
 
-pub mod describe;
+pub(crate) mod describe;
 mod error;
-pub mod file;
-pub mod load;
-pub mod model;
+pub(crate) mod file;
+pub(crate) mod load;
+pub(crate) mod model;
 mod units;
 mod validate;
 
-pub use load::{ConfigError, ConfigErrors, load_file, parse};
-pub use model::*;
+pub(crate) use load::{ConfigError, ConfigErrors, load_file, parse};
+pub(crate) use model::*;

@@ -9,17 +9,17 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
-pub use crate::edge::head::HeadLimits;
+pub(crate) use crate::edge::head::HeadLimits;
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub proxy: ProxySettings,
     pub upstreams: BTreeMap<String, UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProxySettings {
+pub(crate) struct ProxySettings {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub debug_headers: bool,
@@ -52,7 +52,7 @@ impl Default for ProxySettings {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamSpec {
+pub(crate) struct UpstreamSpec {
     pub name: String,
     pub addrs: Vec<SocketAddr>,
     pub health: Option<HealthSpec>,
@@ -81,7 +81,7 @@ impl Default for UpstreamSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HealthSpec {
+pub(crate) struct HealthSpec {
     pub path: String,
     pub interval: Duration,
     /// At most the interval (a probe never outlives the next one).
@@ -99,7 +99,7 @@ impl Default for HealthSpec {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RouteSpec {
+pub(crate) struct RouteSpec {
     pub id: String,
     /// Normalized, without a trailing slash (except the root `/`).
     pub path: String,
@@ -114,7 +114,7 @@ pub struct RouteSpec {
 
 /// A route's shadow: sampled requests are mirrored to `to` and the answers compared.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ShadowSpec {
+pub(crate) struct ShadowSpec {
     pub to: String,
     /// Share of requests mirrored, in hundredths of a percent (0..=10_000).
     pub basis_points: u32,
@@ -155,7 +155,7 @@ impl Default for ShadowSpec {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SplitSpec {
+pub(crate) struct SplitSpec {
     pub to: String,
     /// Share of keys sent to `to`, in hundredths of a percent (0..=10_000).
     pub basis_points: u32,
@@ -164,7 +164,7 @@ pub struct SplitSpec {
 
 /// What keeps a user on one side of a split.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StickyKey {
+pub(crate) enum StickyKey {
     Cookie(String),
     Header(HeaderName),
     ClientAddr,

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::error::Checker;
 
 /// `500ms`, `2s`, `1m`, `1h`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().ok()?;
@@ -24,7 +24,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// `512B`, `64KiB`, `1MiB` (binary units; `KB`/`MB` are refused as ambiguous).
-pub fn parse_size(s: &str) -> Option<usize> {
+pub(crate) fn parse_size(s: &str) -> Option<usize> {
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = s.split_at(split);
     let n: usize = n.parse().ok()?;

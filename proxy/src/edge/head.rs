@@ -25,7 +25,7 @@ const STEP: usize = 4096;
 
 /// The bounds of a request head (`[proxy]` settings, live).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
+pub(crate) struct HeadLimits {
     pub max_bytes: usize,
     pub max_headers: usize,
     pub timeout: Duration,
@@ -43,7 +43,7 @@ impl Default for HeadLimits {
 
 /// What reading a head came to.
 #[derive(Debug)]
-pub enum Head {
+pub(crate) enum Head {
     /// The head is complete: `buf[..end]` is the head, the rest came after it.
     Complete { buf: Vec<u8>, end: usize },
     /// More than `max_bytes` before the head ended (431).
@@ -57,7 +57,7 @@ pub enum Head {
 }
 
 /// Reads until `buf` (the request's first bytes) holds a whole head, within `limits`.
-pub async fn read<S: AsyncRead + Unpin>(
+pub(crate) async fn read<S: AsyncRead + Unpin>(
     stream: &mut S,
     mut buf: Vec<u8>,
     limits: &HeadLimits,

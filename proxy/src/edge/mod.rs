@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 pub(crate) mod failure;
-pub mod head;
+pub(crate) mod head;
 pub(crate) mod headers;
 pub(crate) mod record;
 pub(crate) mod reply;

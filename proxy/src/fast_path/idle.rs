@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 /// bound opens and closes a connection, and at 1,000 clients (bench `small-1000`, with 128)
 /// that churn overflowed the backend's accept queue until connects timed out and the backend
 /// left rotation. Unused connections still go after the upstream's `idle_timeout`.
-pub const MAX_IDLE_PER_BACKEND: usize = 1024;
+pub(crate) const MAX_IDLE_PER_BACKEND: usize = 1024;
 
 struct Idle {
     stream: TcpStream,
@@ -53,7 +53,7 @@ struct Pool {
 const SWEEP_EVERY: u32 = 256;
 
 /// A kept-alive connection to `addr` that is still usable, if there is one.
-pub fn take(addr: SocketAddr, idle_timeout: Duration) -> Option<TcpStream> {
+pub(crate) fn take(addr: SocketAddr, idle_timeout: Duration) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.lists.get_mut(&addr)?;
@@ -77,7 +77,7 @@ pub fn take(addr: SocketAddr, idle_timeout: Duration) -> Option<TcpStream> {
 }
 
 /// Keeps `stream` (which just finished a complete exchange) for the next request to `addr`.
-pub fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
+pub(crate) fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         idle.puts += 1;
@@ -107,12 +107,14 @@ pub fn put(addr: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
 }
 
 /// Idle connections this thread holds to `addr` (for tests).
-pub fn count(addr: SocketAddr) -> usize {
+#[cfg(test)]
+pub(crate) fn count(addr: SocketAddr) -> usize {
     IDLE.with(|idle| idle.borrow().lists.get(&addr).map_or(0, |l| l.len()))
 }
 
 /// Backends this thread keeps a list for (for tests).
-pub fn backends() -> usize {
+#[cfg(test)]
+pub(crate) fn backends() -> usize {
     IDLE.with(|idle| idle.borrow().lists.len())
 }
 

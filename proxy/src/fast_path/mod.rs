@@ -30,8 +30,8 @@
 //! What Pingora still does for these requests: the listener, accepting, the process (graceful
 //! shutdown and upgrade), and everything else.
 
-pub mod idle;
-pub mod wire;
+pub(crate) mod idle;
+pub(crate) mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -67,14 +67,14 @@ const BODY_CHUNK: usize = 64 * 1024;
 const FIRST_READ: usize = 16 * 1024;
 
 /// What became of one request on a client connection.
-pub enum Exchange {
+pub(crate) enum Exchange {
     /// Answered here. `keep_alive`: the connection may carry another request.
     Served { keep_alive: bool },
     /// The client went away, or stopped mid-head; nothing to answer.
     Closed,
 }
 
-pub struct FastPath {
+pub(crate) struct FastPath {
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
     pub shadow: Arc<Shadower>,

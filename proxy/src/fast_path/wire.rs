@@ -7,12 +7,10 @@
 //! [`Chunked`] follows its framing to find its end, which is what decides whether the upstream
 //! connection can be reused.
 
-/// Headers a client's request may have for the fast path to take it (more: Pingora's path).
-pub const MAX_REQUEST_HEADERS: usize = 64;
 /// Headers an upstream's response may have.
-pub const MAX_RESPONSE_HEADERS: usize = 128;
+pub(crate) const MAX_RESPONSE_HEADERS: usize = 128;
 /// An upstream response head longer than this is a bad gateway.
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// How the fast path writes the edge's header rules ([`crate::edge::headers`]).
 use crate::edge::headers::{self, Disposition, EdgeRequest, EdgeResponse, Nominated, tokens};
@@ -20,7 +18,7 @@ use crate::edge::headers::{self, Disposition, EdgeRequest, EdgeResponse, Nominat
 /// Where a head (request or response) ends in `buf`: just past its empty line (CRLF CRLF, or
 /// the bare LF LF parsers also accept). `searched`: how far earlier calls got, so a head that
 /// arrives in pieces is scanned once.
-pub fn head_end(buf: &[u8], searched: &mut usize) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8], searched: &mut usize) -> Option<usize> {
     let from = searched.saturating_sub(3);
     for i in from..buf.len() {
         if buf[i] == b'\n'
@@ -68,7 +66,7 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// How the body of a response ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body (a HEAD request, 204, 304).
     Empty,
     Length(u64),
@@ -78,12 +76,12 @@ pub enum Framing {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct BadResponse(pub &'static str);
+pub(crate) struct BadResponse(pub &'static str);
 
 /// The framing of a response to a request (`head`: it was a HEAD request), from its status and
 /// headers. Conflicting or malformed lengths are refused: passing them on would let the client
 /// and Banyan disagree on where the response ends.
-pub fn response_framing(
+pub(crate) fn response_framing(
     head: bool,
     status: u16,
     headers: &[httparse::Header<'_>],
@@ -121,7 +119,7 @@ pub fn response_framing(
 }
 
 /// Whether the upstream may keep the connection open after this response.
-pub fn upstream_keeps_alive(version: u8, headers: &[httparse::Header<'_>]) -> bool {
+pub(crate) fn upstream_keeps_alive(version: u8, headers: &[httparse::Header<'_>]) -> bool {
     let mut close = false;
     let mut keep_alive = false;
     for h in headers {
@@ -170,7 +168,7 @@ pub(crate) fn client_response_head(
 /// and its trailer section). Chunk-size lines and trailers are bounded so a broken upstream
 /// cannot make it buffer without end.
 #[derive(Debug)]
-pub struct Chunked {
+pub(crate) struct Chunked {
     state: ChunkState,
     /// The current size or trailer line so far.
     line: Vec<u8>,
@@ -196,22 +194,23 @@ impl Default for Chunked {
 }
 
 impl Chunked {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Chunked {
             state: ChunkState::SizeLine,
             line: Vec::new(),
         }
     }
 
-    /// Feeds the next bytes of the body. `Ok(Some(n))`: the body ends after the first `n`
+    /// Feeds the next bytes of the body (the fast path uses [`Chunked::feed_data`]). `Ok(Some(n))`: the body ends after the first `n`
     /// bytes of `buf`; `Ok(None)`: all of `buf` is body and more is due.
-    pub fn feed(&mut self, buf: &[u8]) -> Result<Option<usize>, BadResponse> {
+    #[cfg(test)]
+    pub(crate) fn feed(&mut self, buf: &[u8]) -> Result<Option<usize>, BadResponse> {
         self.feed_data(buf, |_| {})
     }
 
     /// [`Chunked::feed`], also handing each piece of chunk data (the body without its framing)
     /// to `data`, for a shadow comparison that sees the body as Pingora's path decodes it.
-    pub fn feed_data(
+    pub(crate) fn feed_data(
         &mut self,
         buf: &[u8],
         mut data: impl FnMut(&[u8]),

@@ -19,7 +19,7 @@ const CHECK: Duration = Duration::from_millis(10);
 
 /// Waits for the server's shutdown, then for every connection to close (or the grace period),
 /// then exits the process.
-pub async fn exit_when_drained(
+pub(crate) async fn exit_when_drained(
     mut shutdown: ShutdownWatch,
     lifecycle: Arc<Lifecycle>,
     open_connections: impl Fn() -> usize,

@@ -27,14 +27,14 @@ struct Entry {
 
 /// What the log says of a request cut off.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Running {
+pub(crate) struct Running {
     pub request_id: String,
     pub route: String,
     pub elapsed_ms: u128,
 }
 
 #[derive(Debug)]
-pub struct Inflight {
+pub(crate) struct Inflight {
     shards: Box<[Mutex<Slab<Entry>>]>,
 }
 
@@ -55,7 +55,7 @@ thread_local! {
 }
 
 /// Keeps a request registered while it lives.
-pub struct Registered<'a> {
+pub(crate) struct Registered<'a> {
     inflight: &'a Inflight,
     shard: usize,
     key: usize,
@@ -68,7 +68,7 @@ impl Drop for Registered<'_> {
 }
 
 /// [`Registered`] for state that must own its registry (Pingora's per-request context).
-pub struct OwnedRegistration {
+pub(crate) struct OwnedRegistration {
     lifecycle: Arc<super::Lifecycle>,
     shard: usize,
     key: usize,
@@ -96,7 +96,7 @@ impl Inflight {
     }
 
     /// Registers a request until the returned guard drops.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         request_id: &str,
         route: Option<(Arc<RouteTable>, usize)>,
@@ -110,7 +110,7 @@ impl Inflight {
     }
 
     /// The requests in flight now, oldest first.
-    pub fn running(&self) -> Vec<Running> {
+    pub(crate) fn running(&self) -> Vec<Running> {
         let mut all: Vec<(Instant, Running)> = Vec::new();
         for shard in self.shards.iter() {
             for (_, e) in shard.lock().unwrap().iter() {
@@ -133,7 +133,7 @@ impl Inflight {
 }
 
 /// Registers a request for state that outlives any borrow (see [`OwnedRegistration`]).
-pub fn register_owned(
+pub(crate) fn register_owned(
     lifecycle: &Arc<super::Lifecycle>,
     request_id: &str,
     route: Option<(Arc<RouteTable>, usize)>,

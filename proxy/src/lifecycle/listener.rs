@@ -58,7 +58,7 @@ const DROP_SYN: [libc::sock_filter; 4] = [
 
 /// Makes the listening socket(s) bound to `listen` drop new connection attempts. Returns how
 /// many listening sockets it found.
-pub fn stop_new_connections(listen: SocketAddr) -> usize {
+pub(crate) fn stop_new_connections(listen: SocketAddr) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
     };

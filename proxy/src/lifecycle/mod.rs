@@ -17,12 +17,12 @@
 //! new process, which has been accepting on them since, and this one closes as above. SIGINT
 //! stops at once.
 
-pub mod drain;
-pub mod inflight;
-pub mod listener;
-pub mod notify;
-pub mod signals;
-pub mod upgrade;
+pub(crate) mod drain;
+pub(crate) mod inflight;
+pub(crate) mod listener;
+pub(crate) mod notify;
+pub(crate) mod signals;
+pub(crate) mod upgrade;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -32,7 +32,7 @@ use inflight::Inflight;
 /// Where the process is in its life, shared by the pipelines (which close connections once it
 /// is closing), the admin API (whose `/healthz` reports draining) and the signal handling.
 #[derive(Debug, Default)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     draining: AtomicBool,
     closing: AtomicBool,
     /// The client listener is closed: no connection can arrive any more.
@@ -44,7 +44,7 @@ pub struct Lifecycle {
 
 /// How long each stage of a graceful stop may take.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// From SIGTERM to closing: the proxy keeps serving while load balancers take it out.
     pub drain_delay: Duration,
     /// From closing to exit at the latest: requests in flight get this long to finish.
@@ -61,7 +61,7 @@ impl Default for Timing {
 }
 
 impl Lifecycle {
-    pub fn new(timing: Timing) -> Self {
+    pub(crate) fn new(timing: Timing) -> Self {
         Self {
             timing,
             ..Self::default()
@@ -69,17 +69,17 @@ impl Lifecycle {
     }
 
     /// A stop or an upgrade has begun: `/healthz` says so.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// Connections are being closed: no answer may promise keep-alive.
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
     }
 
     /// Whether the client listener has stopped accepting and is closed.
-    pub fn is_listener_closed(&self) -> bool {
+    pub(crate) fn is_listener_closed(&self) -> bool {
         self.listener_closed.load(Ordering::Acquire)
     }
 

@@ -27,11 +27,11 @@ fn send(message: &str) {
 }
 
 /// The process serves (after an upgrade: it is now the service's main process).
-pub fn ready() {
+pub(crate) fn ready() {
     send(&format!("READY=1\nMAINPID={}\n", std::process::id()));
 }
 
 /// A stop or an upgrade has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send("STOPPING=1\n");
 }

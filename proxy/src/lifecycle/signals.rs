@@ -18,7 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Lifecycle;
 
-pub struct Signals {
+pub(crate) struct Signals {
     pub lifecycle: Arc<Lifecycle>,
     /// The client listener's address (its socket is found by it, see [`super::listener`]).
     pub listen: SocketAddr,

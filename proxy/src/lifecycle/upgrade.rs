@@ -22,7 +22,7 @@ const BIND_WAIT: Duration = Duration::from_secs(5);
 
 /// Where the process records its pid, and the upgrade socket.
 #[derive(Debug, Clone)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     pub pid_file: Option<PathBuf>,
     pub socket: PathBuf,
 }
@@ -30,7 +30,7 @@ pub struct Handoff {
 impl Handoff {
     /// Before taking over: finds the old process and arranges for it to be told (SIGQUIT) once
     /// this process listens on the upgrade socket. Errors when there is nothing to take over.
-    pub fn prepare_takeover(&self) -> anyhow::Result<()> {
+    pub(crate) fn prepare_takeover(&self) -> anyhow::Result<()> {
         // A socket file left by an earlier run would make the wait below see "bound" too early.
         let _ = std::fs::remove_file(&self.socket);
         let Some(pid_file) = &self.pid_file else {
@@ -63,7 +63,7 @@ impl Handoff {
     }
 
     /// Records this process's pid, once it serves.
-    pub fn record_pid(&self) {
+    pub(crate) fn record_pid(&self) {
         if let Some(path) = &self.pid_file
             && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id()))
         {
@@ -72,7 +72,7 @@ impl Handoff {
     }
 
     /// Removes the pid file at exit, unless a newer process has written its own pid there.
-    pub fn forget_pid(&self) {
+    pub(crate) fn forget_pid(&self) {
         if let Some(path) = &self.pid_file
             && read_pid(path).ok() == Some(std::process::id() as i32)
         {

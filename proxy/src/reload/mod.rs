@@ -15,10 +15,10 @@
 //! is saved (the live table's own file included: putting the previous file back after a typo
 //! clears the refusal). A file whose bytes equal the live table's is not rebuilt.
 
-pub mod settle;
-pub mod triggers;
+pub(crate) mod settle;
+pub(crate) mod triggers;
 
-pub use triggers::keep_current;
+pub(crate) use triggers::keep_current;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,27 +35,27 @@ use crate::upstream::Registry;
 
 /// What the admin API reports about reloads.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ReloadStatus {
+pub(crate) struct ReloadStatus {
     pub applied: u64,
     pub refused: u64,
     pub last_refused: Option<Refusal>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub at: String,
     pub version: String,
     pub errors: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Unchanged,
     Applied { version: String },
     Refused,
 }
 
-pub struct LiveTable {
+pub(crate) struct LiveTable {
     path: PathBuf,
     table: ArcSwap<RouteTable>,
     registry: Registry,
@@ -73,7 +73,7 @@ pub(crate) fn version_of(bytes: &[u8]) -> String {
 
 impl LiveTable {
     /// Loads the first table; a bad file here is fatal (there is nothing to keep serving).
-    pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Self, ConfigErrors> {
+    pub(crate) fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Self, ConfigErrors> {
         let registry = Registry::default();
         let bounds = Bounds::default();
         let text = std::fs::read(path).map_err(|e| read_error(path, e))?;
@@ -93,25 +93,25 @@ impl LiveTable {
     }
 
     /// The table to serve a request with (a snapshot: keep it for the whole request).
-    pub fn current(&self) -> Arc<RouteTable> {
+    pub(crate) fn current(&self) -> Arc<RouteTable> {
         self.table.load_full()
     }
 
-    pub fn status(&self) -> ReloadStatus {
+    pub(crate) fn status(&self) -> ReloadStatus {
         self.status.lock().unwrap().clone()
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The shadowed routes' backlogs, for the shadow thread to drain.
-    pub fn shadow_backlogs(&self) -> Backlogs {
+    pub(crate) fn shadow_backlogs(&self) -> Backlogs {
         self.bounds.backlogs()
     }
 
     /// Reads the file and applies it at once (SIGHUP: no settle wait).
-    pub async fn reload_now(&self) -> Outcome {
+    pub(crate) async fn reload_now(&self) -> Outcome {
         match settle::Look::take(&self.path).await {
             settle::Look::Read { bytes, .. } => self.apply(&bytes).await,
             settle::Look::Unreadable(e) => self.apply_unreadable(e).await,
@@ -139,7 +139,7 @@ impl LiveTable {
 
     /// Builds and swaps in the table `text` describes, if it is valid and differs from the live
     /// one; refuses it otherwise. `text` is a settled file (see [`settle`]).
-    pub async fn apply(&self, text: &[u8]) -> Outcome {
+    pub(crate) async fn apply(&self, text: &[u8]) -> Outcome {
         let _one_at_a_time = self.reloading.lock().await;
         let version = version_of(text);
         let current = self.current();

@@ -15,11 +15,11 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::{LiveTable, Outcome, version_of};
+use super::{LiveTable, version_of};
 
 /// One look at the file.
 #[derive(Debug)]
-pub enum Look {
+pub(crate) enum Look {
     Read {
         /// Hash of the bytes, as the table's version.
         version: String,
@@ -33,7 +33,7 @@ pub enum Look {
 
 impl Look {
     /// Reads the file (following a symlink, as a ConfigMap mount has one) with its metadata.
-    pub async fn take(path: &Path) -> Look {
+    pub(crate) async fn take(path: &Path) -> Look {
         let meta = match tokio::fs::metadata(path).await {
             Ok(m) => m,
             Err(e) => return Look::Unreadable(e),
@@ -51,7 +51,7 @@ impl Look {
 
     /// Whether two looks saw the same file: same content hash, size and modification time (or
     /// the same reason it could not be read).
-    pub fn same_as(&self, other: &Look) -> bool {
+    pub(crate) fn same_as(&self, other: &Look) -> bool {
         match (self, other) {
             (
                 Look::Read {
@@ -74,17 +74,17 @@ impl Look {
 }
 
 /// Where the debounce stands after a look.
-pub enum Step {
+pub(crate) enum Step {
     /// Nothing to do: the file is the live table's (or exactly what was refused last).
     Current,
     /// The file changed since the previous look: look again after the settle delay.
     Unsettled(Look),
-    /// The file stayed the same for the settle delay: this is what was applied or refused.
-    Settled(Outcome),
+    /// The file stayed the same for the settle delay: it was applied or refused.
+    Settled,
 }
 
 /// The first look of a debounce: nothing to do, or wait and look again.
-pub async fn begin(live: &LiveTable) -> Step {
+pub(crate) async fn begin(live: &LiveTable) -> Step {
     let look = Look::take(live.path()).await;
     if let Look::Read { version, .. } = &look
         && live.is_current(version)
@@ -96,18 +96,20 @@ pub async fn begin(live: &LiveTable) -> Step {
 
 /// A later look, `settle` after `before`: applied when the file did not change, else another
 /// round.
-pub async fn again(live: &LiveTable, before: &Look) -> Step {
+pub(crate) async fn again(live: &LiveTable, before: &Look) -> Step {
     let look = Look::take(live.path()).await;
     if !look.same_as(before) {
         return Step::Unsettled(look);
     }
-    Step::Settled(match look {
+    // Applied or refused: the outcome is in the live table's status and the log.
+    let _ = match look {
         Look::Read { bytes, .. } => live.apply(&bytes).await,
         Look::Unreadable(e) => live.apply_unreadable(e).await,
-    })
+    };
+    Step::Settled
 }
 
 /// The settle delay of the live table (the file's own setting applies from the next look).
-pub fn delay(live: &LiveTable) -> Duration {
+pub(crate) fn delay(live: &LiveTable) -> Duration {
     live.current().config.proxy.reload_settle
 }

@@ -30,7 +30,7 @@ enum Trigger {
 const POLL: Duration = Duration::from_millis(500);
 
 /// Keeps `live` current until the process stops (see the module docs).
-pub async fn keep_current(live: Arc<LiveTable>) {
+pub(crate) async fn keep_current(live: Arc<LiveTable>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
     let _watcher = start_watcher(live.path(), tx.clone());
     spawn_poll(tx.clone());
@@ -43,7 +43,7 @@ pub async fn keep_current(live: Arc<LiveTable>) {
             continue;
         }
         let mut look = match settle::begin(&live).await {
-            Step::Current | Step::Settled(_) => continue,
+            Step::Current | Step::Settled => continue,
             Step::Unsettled(look) => look,
         };
         // Looks prompted while waiting are this debounce's own; SIGHUP cuts it short.
@@ -66,7 +66,7 @@ pub async fn keep_current(live: Arc<LiveTable>) {
             }
             match settle::again(&live, &look).await {
                 Step::Unsettled(changed) => look = changed,
-                Step::Current | Step::Settled(_) => break,
+                Step::Current | Step::Settled => break,
             }
         }
     }

@@ -24,12 +24,12 @@ struct Node {
 }
 
 #[derive(Debug)]
-pub struct Matcher {
+pub(crate) struct Matcher {
     root: Node,
 }
 
 impl Matcher {
-    pub fn build(routes: &[RouteSpec]) -> Self {
+    pub(crate) fn build(routes: &[RouteSpec]) -> Self {
         let mut root = Node::default();
         for (i, r) in routes.iter().enumerate() {
             let mut node = &mut root;

@@ -4,8 +4,8 @@
 //! reload never changes the rules under a request in flight. A reload builds a whole new
 //! snapshot and swaps it in atomically ([`crate::reload`]); nothing here is ever mutated.
 
-pub mod matcher;
-pub mod normalize;
+pub(crate) mod matcher;
+pub(crate) mod normalize;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use crate::upstream::{Pool, Registry};
 use matcher::Matcher;
 
 #[derive(Debug)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     /// Short hash of the file's bytes: tells operators which file is live.
     pub version: String,
     /// Unix milliseconds.
@@ -30,12 +30,15 @@ pub struct RouteTable {
     matcher: Matcher,
     /// Per route: the in-flight bound and backlog of its shadow, if it has one.
     shadow_bounds: Vec<Option<RouteBound>>,
-    /// Some route has `headers` conditions (computed once: asked on every request).
-    matches_on_headers: bool,
 }
 
 impl RouteTable {
-    pub fn build(config: Config, version: String, registry: &Registry, bounds: &Bounds) -> Self {
+    pub(crate) fn build(
+        config: Config,
+        version: String,
+        registry: &Registry,
+        bounds: &Bounds,
+    ) -> Self {
         let pools = config
             .upstreams
             .iter()
@@ -51,9 +54,7 @@ impl RouteTable {
                     .map(|s| bounds.get(&r.id, s.max_in_flight))
             })
             .collect();
-        let matches_on_headers = config.routes.iter().any(|r| !r.headers.is_empty());
         RouteTable {
-            matches_on_headers,
             version,
             loaded_at_ms: service_kit::clock::now_ms(),
             config,
@@ -64,23 +65,18 @@ impl RouteTable {
     }
 
     /// The in-flight bound and backlog of route `index`'s shadow (`None`: no shadow).
-    pub fn shadow_bound(&self, index: usize) -> Option<&RouteBound> {
+    pub(crate) fn shadow_bound(&self, index: usize) -> Option<&RouteBound> {
         self.shadow_bounds[index].as_ref()
     }
 
     /// The ids of the routes with a shadow.
-    pub fn shadowed_routes(&self) -> Vec<&str> {
+    pub(crate) fn shadowed_routes(&self) -> Vec<&str> {
         self.config
             .routes
             .iter()
             .filter(|r| r.shadow.is_some())
             .map(|r| r.id.as_str())
             .collect()
-    }
-
-    /// Whether any route matches on request headers (without, matching needs no header map).
-    pub fn matches_on_headers(&self) -> bool {
-        self.matches_on_headers
     }
 
     /// The index of the route for a request (normalized path).
@@ -94,12 +90,12 @@ impl RouteTable {
             .find(&self.config.routes, path, method, headers)
     }
 
-    pub fn route(&self, index: usize) -> &RouteSpec {
+    pub(crate) fn route(&self, index: usize) -> &RouteSpec {
         &self.config.routes[index]
     }
 
     /// The pool of a validated upstream name (validation guarantees it exists).
-    pub fn pool(&self, name: &str) -> &Arc<Pool> {
+    pub(crate) fn pool(&self, name: &str) -> &Arc<Pool> {
         &self.pools[name]
     }
 }

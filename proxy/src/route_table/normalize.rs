@@ -14,7 +14,7 @@
 
 /// Why a path could not be normalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     NotAbsolute,
     BadEscape,
     /// Bytes that are not UTF-8 (the head parser lets them through in a target).
@@ -45,7 +45,7 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Normalizes `raw` (the path part of a request target, without the query).
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -125,7 +125,7 @@ fn needs_work(bytes: &[u8]) -> bool {
 }
 
 /// The segments of a normalized path, for matching (`/a/b/` -> `["a", "b"]`).
-pub fn segments(path: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 

@@ -12,7 +12,7 @@ use super::compare::{DiffKind, Difference, Rules, compare};
 
 /// One answer, as received (the body possibly cut at the route's cap: see `complete`).
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -28,7 +28,7 @@ fn named(name: String, kind: DiffKind) -> Difference {
 }
 
 /// A body as JSON, when it is JSON. Empty bodies are not JSON (they compare as bytes).
-pub fn json_of(body: &[u8]) -> Option<Value> {
+pub(crate) fn json_of(body: &[u8]) -> Option<Value> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
     if !matches!(first, b'{' | b'[' | b'"') && !first.is_ascii_digit() && !b"-tfn".contains(first) {
         return None;
@@ -37,7 +37,7 @@ pub fn json_of(body: &[u8]) -> Option<Value> {
 }
 
 /// The differences between `primary` and `candidate`, statuses and headers first.
-pub fn diff(
+pub(crate) fn diff(
     primary: &Answer,
     candidate: &Answer,
     headers: &[HeaderName],

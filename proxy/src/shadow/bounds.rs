@@ -36,13 +36,13 @@ const CLIENT_SIDE: [Event; 4] = [
 
 /// Events of one route that did not fit in the shadow thread's inbox, not yet counted.
 #[derive(Debug, Default)]
-pub struct Backlog {
+pub(crate) struct Backlog {
     counts: [AtomicU64; CLIENT_SIDE.len()],
 }
 
 impl Backlog {
     /// Adds one event (only client-side events are ever reported here).
-    pub fn add(&self, event: Event) {
+    pub(crate) fn add(&self, event: Event) {
         if let Some(i) = CLIENT_SIDE.iter().position(|e| *e == event) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -51,7 +51,7 @@ impl Backlog {
     /// Takes every count, leaving zeros: (event, how many), non-zero ones only. A zero count is
     /// only read, not written: the shadow thread asks on every tick, and a write would take the
     /// cache line from the request threads for nothing.
-    pub fn take(&self) -> impl Iterator<Item = (Event, u64)> + '_ {
+    pub(crate) fn take(&self) -> impl Iterator<Item = (Event, u64)> + '_ {
         CLIENT_SIDE
             .iter()
             .zip(&self.counts)
@@ -65,11 +65,11 @@ impl Backlog {
 }
 
 /// The backlogs the shadow thread drains, by route id.
-pub type Backlogs = Arc<ArcSwap<Vec<(String, Arc<Backlog>)>>>;
+pub(crate) type Backlogs = Arc<ArcSwap<Vec<(String, Arc<Backlog>)>>>;
 
 /// One shadowed route's share of [`Bounds`], as a table snapshot holds it.
 #[derive(Debug, Clone)]
-pub struct RouteBound {
+pub(crate) struct RouteBound {
     /// Slots for shadows in flight (`max_in_flight`).
     pub slots: Arc<Semaphore>,
     pub backlog: Arc<Backlog>,
@@ -84,21 +84,21 @@ struct Entry {
 
 /// Every shadowed route's bound and backlog, by route id.
 #[derive(Debug, Default)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     map: Mutex<HashMap<String, Entry>>,
     published: Backlogs,
 }
 
 impl Bounds {
     /// The list the shadow thread reads; [`Bounds::retain`] updates it once a table is built.
-    pub fn backlogs(&self) -> Backlogs {
+    pub(crate) fn backlogs(&self) -> Backlogs {
         self.published.clone()
     }
 
     /// The bound of `route` with `max` slots: the same one as before when `max` is unchanged.
     /// A new route's backlog is listed for the shadow thread at the next [`Bounds::retain`]
     /// (what it counts before then is taken then).
-    pub fn get(&self, route: &str, max: usize) -> RouteBound {
+    pub(crate) fn get(&self, route: &str, max: usize) -> RouteBound {
         let mut map = self.map.lock().unwrap();
         let entry = map.entry(route.to_owned()).or_insert_with(|| Entry {
             max,
@@ -118,7 +118,7 @@ impl Bounds {
     /// Called with the shadowed routes of each table built: forgets the routes no longer
     /// shadowed, except a backlog not yet taken (it stays listed until the shadow thread has
     /// counted it; a later reload forgets it then), and lists the rest for the shadow thread.
-    pub fn retain(&self, routes: &[&str]) {
+    pub(crate) fn retain(&self, routes: &[&str]) {
         let mut map = self.map.lock().unwrap();
         map.retain(|r, e| routes.contains(&r.as_str()) || !e.backlog.is_empty());
         let list = map

@@ -15,11 +15,11 @@ use serde_json::Value;
 
 /// A path pattern: segments separated by `/`, `*` matching any one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathPattern(Vec<String>);
+pub(crate) struct PathPattern(Vec<String>);
 
 impl PathPattern {
     /// Parses `/a/*/b`. The empty pattern `/` is the whole body.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         let Some(rest) = s.strip_prefix('/') else {
             return Err(format!("path {s:?} must start with /"));
         };
@@ -46,7 +46,7 @@ impl std::fmt::Display for PathPattern {
 
 /// What a route allows to differ.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Rules {
+pub(crate) struct Rules {
     pub ignore: Vec<PathPattern>,
     pub unordered: Vec<PathPattern>,
     pub tolerance: Vec<(PathPattern, f64)>,
@@ -54,7 +54,7 @@ pub struct Rules {
 
 impl Rules {
     /// Each rule as an operator wrote it (`ignore /hits/*/score`), in a fixed order.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         let mut out: Vec<String> = self.ignore.iter().map(|p| format!("ignore {p}")).collect();
         out.extend(self.unordered.iter().map(|p| format!("unordered {p}")));
         out.extend(self.tolerance.iter().map(|(p, _)| format!("tolerance {p}")));
@@ -62,12 +62,8 @@ impl Rules {
     }
 
     /// How many rules there are.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ignore.len() + self.unordered.len() + self.tolerance.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn patterns(&self) -> impl Iterator<Item = &PathPattern> {
@@ -80,7 +76,7 @@ impl Rules {
     /// Sets `seen[i]` for each rule (in [`Rules::names`] order) whose path some value in `v`
     /// has: a rule that never matches anything is a typo (`/hits/*/price` where the field is
     /// `price_cents`), and `banyan shadow report` says so.
-    pub fn mark_seen(&self, v: &Value, seen: &mut [bool]) {
+    pub(crate) fn mark_seen(&self, v: &Value, seen: &mut [bool]) {
         fn walk(v: &Value, rules: &Rules, path: &mut Vec<String>, seen: &mut [bool]) {
             for (i, p) in rules.patterns().enumerate() {
                 if !seen[i] && p.matches(path) {
@@ -110,7 +106,7 @@ impl Rules {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiffKind {
+pub(crate) enum DiffKind {
     /// Present in the primary's answer only.
     Missing,
     /// Present in the candidate's answer only.
@@ -124,7 +120,7 @@ pub enum DiffKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Difference {
+pub(crate) struct Difference {
     /// JSON-pointer style, with the primary's array positions (`/hits/3/score`).
     pub path: String,
     /// Where the candidate's side of the difference is, when that is elsewhere: inside an
@@ -136,7 +132,7 @@ pub struct Difference {
 }
 
 /// The differences between `primary` and `candidate` under `rules`, in document order.
-pub fn compare(primary: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
+pub(crate) fn compare(primary: &Value, candidate: &Value, rules: &Rules) -> Vec<Difference> {
     let mut out = Vec::new();
     walk(primary, candidate, rules, &mut Cursor::default(), &mut out);
     out

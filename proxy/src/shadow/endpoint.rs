@@ -6,7 +6,7 @@
 //! object ids). The query string is left out: it is part of what is compared, not of the name.
 
 /// `METHOD /path/with/{id}` for a request.
-pub fn template(method: &str, path: &str) -> String {
+pub(crate) fn template(method: &str, path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let mut out = String::with_capacity(method.len() + 1 + path.len());
     out.push_str(method);

@@ -49,9 +49,9 @@ use super::thread::{Job, Message, Shadower};
 
 /// Marks a request as shadow traffic. Its value says which copy: `candidate` or
 /// `second-primary`.
-pub const MARKER: &str = crate::edge::headers::SHADOW_MARKER;
+pub(crate) const MARKER: &str = crate::edge::headers::SHADOW_MARKER;
 
-pub fn is_write(method: &Method) -> bool {
+pub(crate) fn is_write(method: &Method) -> bool {
     matches!(
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -75,7 +75,7 @@ enum State {
 }
 
 /// A shadowed request's state in the client's request context.
-pub struct Mirror {
+pub(crate) struct Mirror {
     shadower: Arc<Shadower>,
     table: Arc<RouteTable>,
     route: usize,
@@ -187,14 +187,14 @@ impl Mirror {
     }
 
     /// The primary request is being retried on another backend: Pingora replays the body.
-    pub fn retrying(&mut self) {
+    pub(crate) fn retrying(&mut self) {
         if let State::Request { body } = &mut self.state {
             body.clear();
         }
     }
 
     /// A chunk of the client's request body (or its end).
-    pub fn request_body(&mut self, chunk: Option<&[u8]>, end: bool) {
+    pub(crate) fn request_body(&mut self, chunk: Option<&[u8]>, end: bool) {
         let max = self.spec().max_request_body;
         let State::Request { body } = &mut self.state else {
             return;
@@ -217,7 +217,7 @@ impl Mirror {
     }
 
     /// The primary's response header, as the upstream sent it.
-    pub fn response_header(&mut self, status: u16, h: &HeaderMap) {
+    pub(crate) fn response_header(&mut self, status: u16, h: &HeaderMap) {
         if let State::Answer {
             status: s, headers, ..
         } = &mut self.state
@@ -228,7 +228,7 @@ impl Mirror {
     }
 
     /// A chunk of the primary's response body.
-    pub fn response_body(&mut self, chunk: Option<&[u8]>) {
+    pub(crate) fn response_body(&mut self, chunk: Option<&[u8]>) {
         let max = self.spec().max_response_body;
         if let State::Answer { body, .. } = &mut self.state
             && let Some(c) = chunk.filter(|c| !c.is_empty())
@@ -242,7 +242,7 @@ impl Mirror {
 
     /// The client's request is over; `ok` when the primary's answer arrived whole. Hands the
     /// shadow over to the shadow thread.
-    pub fn finish(mut self, ok: bool) {
+    pub(crate) fn finish(mut self, ok: bool) {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Answer {
                 request_body,

@@ -16,16 +16,16 @@
 //! - [`share`]: several proxies adding their results up in Redis.
 //! - [`report`]: what `banyan shadow report` prints.
 
-pub mod answer;
-pub mod bounds;
-pub mod compare;
-pub mod endpoint;
+pub(crate) mod answer;
+pub(crate) mod bounds;
+pub(crate) mod compare;
+pub(crate) mod endpoint;
 mod exchange;
-pub mod mirror;
-pub mod noise;
-pub mod redact;
-pub mod report;
-pub mod results;
+pub(crate) mod mirror;
+pub(crate) mod noise;
+pub(crate) mod redact;
+pub(crate) mod report;
+pub(crate) mod results;
 mod sample;
-pub mod share;
+pub(crate) mod share;
 pub(crate) mod thread;

@@ -16,20 +16,20 @@
 use super::compare::Difference;
 
 /// Primary pairs needed before a template can be called noise from history.
-pub const MIN_SAMPLES: u64 = 5;
+pub(crate) const MIN_SAMPLES: u64 = 5;
 /// Share of primary pairs that must differ at a template for it to be noise.
-pub const NOISE_SHARE: f64 = 0.2;
+pub(crate) const NOISE_SHARE: f64 = 0.2;
 
 /// True when the primaries differed at a template in `differed` of `pairs` comparisons often
 /// enough for differences there to be noise.
-pub fn is_noise(pairs: u64, differed: u64) -> bool {
+pub(crate) fn is_noise(pairs: u64, differed: u64) -> bool {
     pairs >= MIN_SAMPLES && differed as f64 >= NOISE_SHARE * pairs as f64
 }
 
 /// Splits candidate differences into (findings, noise). `this_request` holds the differences
 /// between the two primaries for the same request (empty without noise learning); `learned`
 /// says whether history calls a template noise.
-pub fn classify(
+pub(crate) fn classify(
     diffs: Vec<Difference>,
     this_request: &[Difference],
     learned: impl Fn(&str) -> bool,

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Headers whose values are credentials.
 const SECRET_HEADERS: &[&str] = &[
@@ -35,7 +35,7 @@ const SECRET_FIELDS: &[&str] = &[
 ];
 
 /// True when a header's value must not be stored.
-pub fn is_secret_header(name: &str) -> bool {
+pub(crate) fn is_secret_header(name: &str) -> bool {
     SECRET_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
@@ -52,7 +52,7 @@ fn is_secret_field(name: &str) -> bool {
 }
 
 /// Replaces the value of every secret-looking field, at any depth.
-pub fn redact_json(v: &mut Value) {
+pub(crate) fn redact_json(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, val) in map.iter_mut() {
@@ -69,7 +69,7 @@ pub fn redact_json(v: &mut Value) {
 }
 
 /// Headers as stored in a sample: secrets replaced, names lower-cased.
-pub fn redact_headers<'a>(
+pub(crate) fn redact_headers<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Vec<(String, String)> {
     headers
@@ -83,7 +83,7 @@ pub fn redact_headers<'a>(
 
 /// A request target with the values of secret-looking query parameters replaced
 /// (`/login?token=abc&next=/` becomes `/login?token=[redacted]&next=/`).
-pub fn redact_target(target: &str) -> String {
+pub(crate) fn redact_target(target: &str) -> String {
     let Some((path, query)) = target.split_once('?') else {
         return target.to_owned();
     };
@@ -100,7 +100,7 @@ pub fn redact_target(target: &str) -> String {
 /// The secret values a request carries: cookie values, credentials in headers, and secret-named
 /// query parameters. An answer may echo them anywhere (a redirect target, an echoed URL, a debug
 /// field), so a stored sample has every occurrence scrubbed with [`scrub`].
-pub fn secrets_of<'a>(
+pub(crate) fn secrets_of<'a>(
     target: &str,
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Vec<String> {
@@ -136,7 +136,7 @@ pub fn secrets_of<'a>(
 }
 
 /// Replaces every occurrence of every secret in the strings of `v`.
-pub fn scrub(v: &mut Value, secrets: &[String]) {
+pub(crate) fn scrub(v: &mut Value, secrets: &[String]) {
     if secrets.is_empty() {
         return;
     }
@@ -149,7 +149,7 @@ pub fn scrub(v: &mut Value, secrets: &[String]) {
 }
 
 /// Replaces every occurrence of every secret in `s`.
-pub fn scrub_text(s: &mut String, secrets: &[String]) {
+pub(crate) fn scrub_text(s: &mut String, secrets: &[String]) {
     for secret in secrets {
         if s.contains(secret.as_str()) {
             *s = s.replace(secret.as_str(), REDACTED);

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use super::results::{Example, RouteStats, Snapshot};
 
 /// Fields listed per route.
-pub const TOP_FIELDS: usize = 5;
+pub(crate) const TOP_FIELDS: usize = 5;
 
 fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
@@ -48,7 +48,7 @@ fn fields(r: &RouteStats, noise: bool) -> Vec<Field<'_>> {
 }
 
 /// The report for `snapshot`, restricted to `route` when given.
-pub fn render(snapshot: &Snapshot, route: Option<&str>) -> String {
+pub(crate) fn render(snapshot: &Snapshot, route: Option<&str>) -> String {
     let mut out = String::new();
     let routes: Vec<(&String, &RouteStats)> = snapshot
         .iter()

@@ -17,29 +17,29 @@ use super::compare::{DiffKind, Difference};
 use super::noise;
 use crate::metrics::Metrics;
 
-pub const MAX_ENDPOINTS: usize = 200;
-pub const MAX_FIELDS: usize = 100;
-pub const MAX_SAMPLES: usize = 50;
-pub const SAMPLE_BODY: usize = 16 * 1024;
+pub(crate) const MAX_ENDPOINTS: usize = 200;
+pub(crate) const MAX_FIELDS: usize = 100;
+pub(crate) const MAX_SAMPLES: usize = 50;
+pub(crate) const SAMPLE_BODY: usize = 16 * 1024;
 /// Where endpoints and fields beyond the caps are counted.
-pub const OTHER: &str = "(other)";
+pub(crate) const OTHER: &str = "(other)";
 
 macro_rules! counts {
     ($($name:ident),* $(,)?) => {
         /// Per endpoint: what happened to the requests of a shadowed route.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct Counts {
-            $(pub $name: u64,)*
+        pub(crate) struct Counts {
+            $(pub(crate) $name: u64,)*
         }
 
         impl Counts {
             /// Every counter by name (the Redis hash fields).
-            pub fn named(&self) -> Vec<(&'static str, u64)> {
+            pub(crate) fn named(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name),)*]
             }
 
             /// Adds `n` to the counter `name`; false when no counter has that name.
-            pub fn add_named(&mut self, name: &str, n: u64) -> bool {
+            pub(crate) fn add_named(&mut self, name: &str, n: u64) -> bool {
                 match name {
                     $(stringify!($name) => self.$name += n,)*
                     _ => return false,
@@ -47,7 +47,7 @@ macro_rules! counts {
                 true
             }
 
-            pub fn add(&mut self, other: &Counts) {
+            pub(crate) fn add(&mut self, other: &Counts) {
                 $(self.$name += other.$name;)*
             }
         }
@@ -79,7 +79,7 @@ counts!(
 
 /// One thing that happened to a sampled (or write) request other than a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     DroppedInFlight,
     TooLarge,
     CandidateError,
@@ -89,7 +89,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub fn outcome(self) -> &'static str {
+    pub(crate) fn outcome(self) -> &'static str {
         match self {
             Event::DroppedInFlight => "dropped_in_flight",
             Event::TooLarge => "too_large",
@@ -114,7 +114,7 @@ impl Event {
 
 /// One concrete difference, for reading: where, what kind, both values (redacted, shortened).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Example {
+pub(crate) struct Example {
     /// `GET /api/search?q=lamp` (secret query values redacted).
     pub request: String,
     /// The concrete path (`/hits/3/price`), at the primary's array positions.
@@ -129,7 +129,7 @@ pub struct Example {
 
 /// Per field template of an endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldStats {
+pub(crate) struct FieldStats {
     /// Requests whose candidate answer differed here (not noise).
     pub mismatches: u64,
     /// Requests whose candidate answer differed here, classified as noise.
@@ -142,7 +142,7 @@ pub struct FieldStats {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointStats {
+pub(crate) struct EndpointStats {
     pub counts: Counts,
     pub fields: BTreeMap<String, FieldStats>,
 }
@@ -176,7 +176,7 @@ impl EndpointStats {
     }
 
     /// Whether history calls differences at `template` noise.
-    pub fn learned_noise(&self, template: &str) -> bool {
+    pub(crate) fn learned_noise(&self, template: &str) -> bool {
         let differed = self.fields.get(template).map_or(0, |f| f.primary_differed);
         noise::is_noise(self.counts.primary_pairs, differed)
     }
@@ -184,7 +184,7 @@ impl EndpointStats {
 
 /// A request whose candidate answer differed, with both answers (redacted) for a human to read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub at: String,
     pub endpoint: String,
     pub request: SampleRequest,
@@ -194,14 +194,14 @@ pub struct Sample {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SampleRequest {
+pub(crate) struct SampleRequest {
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SampleAnswer {
+pub(crate) struct SampleAnswer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     /// JSON bodies as JSON (secret fields redacted); others as text, cut at [`SAMPLE_BODY`].
@@ -209,7 +209,7 @@ pub struct SampleAnswer {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SampleDifference {
+pub(crate) struct SampleDifference {
     pub path: String,
     /// The candidate's side, when elsewhere (see [`Difference::candidate_path`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,7 +219,7 @@ pub struct SampleDifference {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteStats {
+pub(crate) struct RouteStats {
     pub endpoints: BTreeMap<String, EndpointStats>,
     /// Newest first.
     #[serde(default)]
@@ -250,7 +250,7 @@ impl RouteStats {
         (name, stats)
     }
 
-    pub fn totals(&self) -> Counts {
+    pub(crate) fn totals(&self) -> Counts {
         let mut c = Counts::default();
         for e in self.endpoints.values() {
             c.add(&e.counts);
@@ -258,18 +258,18 @@ impl RouteStats {
         c
     }
 
-    pub fn add_sample(&mut self, sample: Sample) {
+    pub(crate) fn add_sample(&mut self, sample: Sample) {
         self.samples.push_front(sample);
         self.samples.truncate(MAX_SAMPLES);
     }
 }
 
 /// Results of all routes, by route id.
-pub type Snapshot = BTreeMap<String, RouteStats>;
+pub(crate) type Snapshot = BTreeMap<String, RouteStats>;
 
 /// What a comparison came to, for the caller to build examples and a sample from.
 #[derive(Debug, Default)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The endpoint name counted under (may be [`OTHER`]).
     pub endpoint: String,
     pub findings: Vec<Difference>,
@@ -286,10 +286,10 @@ struct Store {
 
 /// Samples per route are taken at most this often, unless a field has no example yet: a
 /// candidate failing every request must not cost a sample per request.
-pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How many answers of a route are always checked against its rules.
-pub const RULE_CHECKS: u64 = 20;
+pub(crate) const RULE_CHECKS: u64 = 20;
 
 impl Store {
     /// Applies `f` to the endpoint's stats in the totals and in the pending delta.
@@ -315,7 +315,7 @@ impl Store {
     }
 }
 
-pub struct Results {
+pub(crate) struct Results {
     store: Mutex<Store>,
     metrics: Arc<Metrics>,
 }
@@ -330,24 +330,24 @@ fn kind_name(k: DiffKind) -> &'static str {
     }
 }
 
-pub fn describe_kind(k: DiffKind) -> String {
+pub(crate) fn describe_kind(k: DiffKind) -> String {
     kind_name(k).to_owned()
 }
 
 impl Results {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             store: Mutex::default(),
             metrics,
         }
     }
 
-    pub fn count(&self, route: &str, endpoint: &str, event: Event) {
+    pub(crate) fn count(&self, route: &str, endpoint: &str, event: Event) {
         self.count_many(route, endpoint, event, 1);
     }
 
     /// Records `n` times the same event (a route's backlog, [`super::bounds`]).
-    pub fn count_many(&self, route: &str, endpoint: &str, event: Event, n: u64) {
+    pub(crate) fn count_many(&self, route: &str, endpoint: &str, event: Event, n: u64) {
         let (name, ()) = self
             .store
             .lock()
@@ -360,7 +360,7 @@ impl Results {
     /// Records one comparison. `candidate` are the candidate's differences from the primary.
     /// With noise `learning` on, `pair` holds the two primaries' differences for this request
     /// (`None` when the second primary did not answer: history alone then classifies).
-    pub fn compared(
+    pub(crate) fn compared(
         &self,
         route: &str,
         endpoint: &str,
@@ -426,7 +426,7 @@ impl Results {
     }
 
     /// Stores examples (template -> example) and a sample of a mismatched request.
-    pub fn mismatch(
+    pub(crate) fn mismatch(
         &self,
         route: &str,
         endpoint: &str,
@@ -451,7 +451,7 @@ impl Results {
     /// [`RULE_CHECKS`] answers of a route, then every hundredth while a rule has matched nothing
     /// (so a typo keeps being looked for, at little cost, and a route whose rules all matched
     /// costs nothing).
-    pub fn rule_check_due(&self, route: &str, rules: usize) -> bool {
+    pub(crate) fn rule_check_due(&self, route: &str, rules: usize) -> bool {
         if rules == 0 {
             return false;
         }
@@ -464,7 +464,7 @@ impl Results {
     }
 
     /// Records which rules (`names`, in order) matched a field of one compared answer.
-    pub fn rules_seen(&self, route: &str, names: &[String], seen: &[bool]) {
+    pub(crate) fn rules_seen(&self, route: &str, names: &[String], seen: &[bool]) {
         let mut store = self.store.lock().unwrap();
         let Store {
             totals, pending, ..
@@ -480,7 +480,12 @@ impl Results {
 
     /// Whether a mismatch with `findings` should be sampled: always when one of its fields has
     /// no example yet, else at most every [`SAMPLE_EVERY`] per route. Claims the slot.
-    pub fn wants_sample(&self, route: &str, endpoint: &str, findings: &[Difference]) -> bool {
+    pub(crate) fn wants_sample(
+        &self,
+        route: &str,
+        endpoint: &str,
+        findings: &[Difference],
+    ) -> bool {
         let mut store = self.store.lock().unwrap();
         let missing_example = store
             .totals
@@ -507,22 +512,22 @@ impl Results {
     }
 
     /// This process's totals.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         self.store.lock().unwrap().totals.clone()
     }
 
     /// What was counted since the last flush, not yet shared.
-    pub fn pending(&self) -> Snapshot {
+    pub(crate) fn pending(&self) -> Snapshot {
         self.store.lock().unwrap().pending.clone()
     }
 
     /// Takes what was counted since the last call (for sharing).
-    pub fn take_pending(&self) -> Snapshot {
+    pub(crate) fn take_pending(&self) -> Snapshot {
         std::mem::take(&mut self.store.lock().unwrap().pending)
     }
 
     /// Puts back a delta that could not be shared, so it is sent next time.
-    pub fn restore_pending(&self, delta: Snapshot) {
+    pub(crate) fn restore_pending(&self, delta: Snapshot) {
         let mut store = self.store.lock().unwrap();
         let mut merged = delta;
         merge(&mut merged, std::mem::take(&mut store.pending));
@@ -530,13 +535,13 @@ impl Results {
     }
 
     /// Forgets everything (the admin API's reset).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         *self.store.lock().unwrap() = Store::default();
     }
 }
 
 /// Adds `from` into `into`: counts summed, the newer example and samples kept.
-pub fn merge(into: &mut Snapshot, from: Snapshot) {
+pub(crate) fn merge(into: &mut Snapshot, from: Snapshot) {
     for (route, r) in from {
         let target = into.entry(route).or_default();
         for (name, e) in r.endpoints {

@@ -23,13 +23,13 @@ use super::results::{EndpointStats, Example, MAX_SAMPLES, Results, RouteStats, S
 
 /// Where shared results live.
 #[derive(Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     conn: ConnectionManager,
     prefix: String,
 }
 
 impl Shared {
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let conn = service_kit::session::connect_redis(url).await?;
         Ok(Self {
             conn,
@@ -47,7 +47,7 @@ impl Shared {
     }
 
     /// Adds a delta to the shared totals, atomically.
-    pub async fn add(&self, delta: &Snapshot) -> redis::RedisResult<()> {
+    pub(crate) async fn add(&self, delta: &Snapshot) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (route, r) in delta {
@@ -92,7 +92,7 @@ impl Shared {
     }
 
     /// The shared totals of every instance.
-    pub async fn read(&self) -> redis::RedisResult<Snapshot> {
+    pub(crate) async fn read(&self) -> redis::RedisResult<Snapshot> {
         use redis::AsyncCommands;
         let mut conn = self.conn.clone();
         let mut out = Snapshot::new();
@@ -143,7 +143,7 @@ impl Shared {
     }
 
     /// Deletes every shared result under the prefix.
-    pub async fn reset(&self) -> redis::RedisResult<()> {
+    pub(crate) async fn reset(&self) -> redis::RedisResult<()> {
         use redis::AsyncCommands;
         let mut conn = self.conn.clone();
         let routes: Vec<String> = conn.smembers(self.key(&["routes"])).await?;
@@ -163,7 +163,7 @@ impl Shared {
 
 /// Moves this instance's new results to Redis every `every` until the process stops. A failed
 /// flush keeps the delta for the next one (logged once per outage, not every second).
-pub async fn keep_flushing(results: Arc<Results>, shared: Shared, every: Duration) {
+pub(crate) async fn keep_flushing(results: Arc<Results>, shared: Shared, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;

@@ -23,9 +23,8 @@ use super::exchange::{Replica, run};
 ///
 /// Its inbox is bounded ([`INBOX`] messages): what does not fit is counted in the route's
 /// [`Backlog`] instead, so a starved shadow thread costs no memory (see [`super::bounds`]).
-pub struct Shadower {
+pub(crate) struct Shadower {
     pub(super) inbox: std::sync::mpsc::SyncSender<Message>,
-    pub results: Arc<Results>,
 }
 
 /// What the client's side sends the shadow thread.
@@ -134,19 +133,16 @@ fn count_backlogs(backlogs: &Backlogs, results: &Results) -> bool {
 
 impl Shadower {
     /// Starts the shadow thread; it drains `backlogs` ([`crate::reload::LiveTable`] keeps them).
-    pub fn new(results: Arc<Results>, backlogs: Backlogs) -> Self {
-        let (shadower, rx) = Self::unstarted(results.clone(), INBOX);
+    pub(crate) fn new(results: Arc<Results>, backlogs: Backlogs) -> Self {
+        let (shadower, rx) = Self::unstarted(INBOX);
         start_shadow_thread(rx, results, backlogs);
         shadower
     }
 
     /// A shadower and the receiving end of its inbox, with no thread reading it yet.
-    fn unstarted(
-        results: Arc<Results>,
-        capacity: usize,
-    ) -> (Self, std::sync::mpsc::Receiver<Message>) {
+    fn unstarted(capacity: usize) -> (Self, std::sync::mpsc::Receiver<Message>) {
         let (inbox, rx) = std::sync::mpsc::sync_channel(capacity);
-        (Self { inbox, results }, rx)
+        (Self { inbox }, rx)
     }
 
     /// Reports a client-side event; into `backlog` when the inbox is full. Never waits.
@@ -177,7 +173,7 @@ mod tests {
         let bounds = Bounds::default();
         let bound = bounds.get("r", 1);
         bounds.retain(&["r"]);
-        let (shadower, inbox) = Shadower::unstarted(results.clone(), 2);
+        let (shadower, inbox) = Shadower::unstarted(2);
         for _ in 0..5 {
             shadower.event("r", "GET /x", Event::DroppedInFlight, &bound.backlog);
         }

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::reload::LiveTable;
 
 /// One probe. `true` when the backend answered 2xx in time.
-pub async fn probe(addr: SocketAddr, spec: &HealthSpec) -> bool {
+pub(crate) async fn probe(addr: SocketAddr, spec: &HealthSpec) -> bool {
     let attempt = async {
         let mut conn = TcpStream::connect(addr).await.ok()?;
         let req = format!(
@@ -45,7 +45,7 @@ pub async fn probe(addr: SocketAddr, spec: &HealthSpec) -> bool {
 }
 
 /// Runs until the process stops.
-pub async fn run(live: Arc<LiveTable>, metrics: Arc<Metrics>) {
+pub(crate) async fn run(live: Arc<LiveTable>, metrics: Arc<Metrics>) {
     let mut next_due: HashMap<(SocketAddr, HealthSpec), Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

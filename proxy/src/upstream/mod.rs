@@ -8,7 +8,7 @@
 //! Backends live in a [`Registry`] keyed by address that outlives route-table versions, so a
 //! reload does not forget that a backend is down (or make a healthy one wait for a probe).
 
-pub mod health;
+pub(crate) mod health;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use crate::config::UpstreamSpec;
 
 /// How long a backend that failed a connect stays out of rotation when no active check exists.
-pub const PASSIVE_COOLDOWN: Duration = Duration::from_secs(5);
+pub(crate) const PASSIVE_COOLDOWN: Duration = Duration::from_secs(5);
 
 /// One backend process. Shared by every table version that names its address.
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     pub addr: SocketAddr,
     healthy: AtomicBool,
     /// Milliseconds since [`Registry::epoch`] until which the backend is passively down.
@@ -46,17 +46,17 @@ impl Backend {
     }
 
     /// In rotation: the last probe passed and no recent connect failure.
-    pub fn is_available(&self) -> bool {
+    pub(crate) fn is_available(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
             && self.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
     }
 
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
     /// Result of an active probe. Returns true when the state changed.
-    pub fn set_probe_result(&self, up: bool) -> bool {
+    pub(crate) fn set_probe_result(&self, up: bool) -> bool {
         if up {
             self.down_until_ms.store(0, Ordering::Relaxed);
         }
@@ -65,7 +65,7 @@ impl Backend {
 
     /// A connect to this backend failed: out of rotation until a probe passes (with active
     /// checks) or for the cooldown (without).
-    pub fn mark_connect_failure(&self, has_active_check: bool) {
+    pub(crate) fn mark_connect_failure(&self, has_active_check: bool) {
         if has_active_check {
             self.healthy.store(false, Ordering::Relaxed);
         } else {
@@ -79,7 +79,7 @@ impl Backend {
 
 /// Every backend the proxy knows, by address.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     epoch: Instant,
     backends: Mutex<HashMap<SocketAddr, Arc<Backend>>>,
 }
@@ -94,7 +94,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    pub fn backend(&self, addr: SocketAddr) -> Arc<Backend> {
+    pub(crate) fn backend(&self, addr: SocketAddr) -> Arc<Backend> {
         self.backends
             .lock()
             .unwrap()
@@ -104,7 +104,7 @@ impl Registry {
     }
 
     /// Forgets backends no table uses any more (called after a reload).
-    pub fn retain(&self, in_use: &[SocketAddr]) {
+    pub(crate) fn retain(&self, in_use: &[SocketAddr]) {
         self.backends
             .lock()
             .unwrap()
@@ -114,14 +114,14 @@ impl Registry {
 
 /// A named upstream in one table version.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     pub spec: UpstreamSpec,
     pub backends: Vec<Arc<Backend>>,
     next: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(spec: UpstreamSpec, registry: &Registry) -> Self {
+    pub(crate) fn new(spec: UpstreamSpec, registry: &Registry) -> Self {
         let backends = spec.addrs.iter().map(|a| registry.backend(*a)).collect();
         Self {
             spec,
@@ -130,13 +130,13 @@ impl Pool {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.spec.name
     }
 
     /// The next available backend, round-robin, skipping `tried` (earlier attempts of the same
     /// request). `None` when no backend is available.
-    pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
+    pub(crate) fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
         let n = self.backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
