@@ -27,24 +27,27 @@
 //! shadowed route's copy and comparison go to the same shadower as on Pingora's path, with the
 //! response body as it passes, decoded from chunks.
 //!
+//! Files: this one takes and answers a request; [`upstream`] opens the upstream exchange
+//! (connect, retry, write, read the head); [`relay`] passes the answer on; [`wire`] writes and
+//! reads heads; [`idle`] keeps upstream connections.
+//!
 //! What Pingora still does for these requests: the listener, accepting, the process (graceful
 //! shutdown and upgrade), and everything else.
 
 pub(crate) mod idle;
+mod relay;
+mod upstream;
 pub(crate) mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_core::protocols::l4::stream::Stream as ClientStream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::edge::CLIENT_WRITE_TIMEOUT;
-use crate::edge::failure::{self, Failure};
-use crate::edge::headers::{self, EdgeRequest, EdgeResponse};
+use crate::edge::failure::Failure;
+use crate::edge::headers::{self, EdgeRequest};
 use crate::edge::record::{Pipeline, Record};
 use crate::edge::reply::write_error;
 use crate::edge::request::{Body, Inspected};
@@ -55,11 +58,7 @@ use crate::reload::LiveTable;
 use crate::route_table::RouteTable;
 use crate::shadow::mirror::Mirror;
 use crate::shadow::thread::Shadower;
-use crate::upstream::{Backend, Pool};
-use wire::{Chunked, Framing};
-
-/// Body bytes moved per read.
-const BODY_CHUNK: usize = 64 * 1024;
+use crate::upstream::Pool;
 
 /// How much the first read of an upstream answer takes: a whole catalog answer (a 20-product
 /// list page is about 6 KiB) then arrives with its head, and head and body leave in one write
@@ -267,9 +266,8 @@ impl FastPath {
     ) -> Outcome {
         let mut tried = Vec::new();
         let mut rbuf = Vec::with_capacity(FIRST_READ);
-        let opened = self
-            .open(pool, method, request, &mut tried, &mut rbuf)
-            .await;
+        let opened =
+            upstream::open(&self.metrics, pool, method, request, &mut tried, &mut rbuf).await;
         let mut outcome = Outcome {
             status: 0,
             backend: tried.last().copied(),
@@ -280,7 +278,7 @@ impl FastPath {
         let failure = match opened {
             Ok((up, backend)) => {
                 outcome.backend = Some(backend.addr);
-                match relay(
+                match relay::relay(
                     client,
                     up,
                     &mut rbuf,
@@ -296,8 +294,8 @@ impl FastPath {
                         outcome.keep_alive = keep_alive;
                         return outcome;
                     }
-                    Err(Relay::BeforeHead(failure)) => failure,
-                    Err(Relay::Midway { status, failure }) => {
+                    Err(relay::Relay::BeforeHead(failure)) => failure,
+                    Err(relay::Relay::Midway { status, failure }) => {
                         // The head went out: the client learns of the failure by the
                         // connection closing before the body is complete.
                         outcome.status = status;
@@ -316,86 +314,6 @@ impl FastPath {
         outcome.failure = Some(failure);
         outcome
     }
-
-    /// An upstream connection that has taken the request and sent back at least a complete
-    /// response head (into `rbuf`).
-    async fn open(
-        &self,
-        pool: &Pool,
-        method: &Method,
-        request: &[u8],
-        tried: &mut Vec<SocketAddr>,
-        rbuf: &mut Vec<u8>,
-    ) -> Result<(TcpStream, Arc<Backend>), Failure> {
-        let spec = &pool.spec;
-        // After a kept-alive connection turned out closed, use new ones only.
-        let mut fresh_only = false;
-        let mut last_connect_timeout = None;
-        loop {
-            let Some(backend) = pool.pick(tried) else {
-                return Err(match last_connect_timeout {
-                    None if tried.is_empty() => Failure::NoBackend,
-                    None => Failure::Connect { timeout: false },
-                    Some(timeout) => Failure::Connect { timeout },
-                });
-            };
-            tried.push(backend.addr);
-            let reused = if fresh_only {
-                None
-            } else {
-                idle::take(backend.addr, spec.idle_timeout)
-            };
-            let is_reused = reused.is_some();
-            let mut up = match reused {
-                Some(up) => up,
-                None => match connect(backend.addr, spec.connect_timeout).await {
-                    Ok(up) => up,
-                    Err(timeout) => {
-                        failure::connect_failed(&self.metrics, pool, &backend, timeout);
-                        if !failure::retried_on_connect_failure(method) {
-                            return Err(Failure::Connect { timeout });
-                        }
-                        last_connect_timeout = Some(timeout);
-                        continue;
-                    }
-                },
-            };
-            rbuf.clear();
-            match exchange_head(
-                &mut up,
-                request,
-                rbuf,
-                spec.write_timeout,
-                spec.read_timeout,
-            )
-            .await
-            {
-                Ok(()) => return Ok((up, backend)),
-                Err(HeadError::Stale) if is_reused => {
-                    // The backend closed the kept-alive connection as it was reused: not the
-                    // backend's failure, and nothing was processed. Again, on a new connection.
-                    tried.pop();
-                    fresh_only = true;
-                }
-                Err(HeadError::Stale) | Err(HeadError::Broken) => {
-                    return Err(Failure::BadUpstream);
-                }
-                Err(HeadError::Timeout) => return Err(Failure::Timeout),
-            }
-        }
-    }
-}
-
-enum HeadError {
-    /// Closed or reset before any byte of an answer.
-    Stale,
-    Broken,
-    Timeout,
-}
-
-enum Relay {
-    BeforeHead(Failure),
-    Midway { status: u16, failure: Failure },
 }
 
 /// The request's headers as a map, for the shadow copy (`None`: one is not a valid header
@@ -407,220 +325,4 @@ fn header_map(headers: &[httparse::Header<'_>]) -> Option<HeaderMap> {
         map.append(name, HeaderValue::from_bytes(h.value).ok()?);
     }
     Some(map)
-}
-
-/// Writes to the client within [`CLIENT_WRITE_TIMEOUT`] (a client that stops reading does not
-/// hold the exchange, and its upstream connection, for ever).
-async fn write_client(client: &mut ClientStream, bytes: &[u8]) -> Result<(), ()> {
-    let write = async {
-        client.write_all(bytes).await?;
-        client.flush().await
-    };
-    match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
-/// Connects to a backend. `Err(true)`: timed out.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(_)) => Err(false),
-        Err(_) => Err(true),
-    }
-}
-
-/// Writes the request and reads until `rbuf` holds a complete response head (skipping any
-/// interim 1xx responses).
-async fn exchange_head(
-    up: &mut TcpStream,
-    request: &[u8],
-    rbuf: &mut Vec<u8>,
-    write_timeout: Duration,
-    read_timeout: Duration,
-) -> Result<(), HeadError> {
-    match tokio::time::timeout(write_timeout, up.write_all(request)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Err(HeadError::Stale),
-        Err(_) => return Err(HeadError::Timeout),
-    }
-    let mut searched = 0;
-    loop {
-        if let Some(end) = wire::head_end(rbuf, &mut searched) {
-            // An interim response ("HTTP/1.1 1xx"): pass over it to the final one. A 101
-            // cannot answer a request that did not ask to upgrade.
-            if rbuf.get(9) == Some(&b'1') {
-                if rbuf.get(9..12) == Some(b"101") {
-                    return Err(HeadError::Broken);
-                }
-                rbuf.drain(..end);
-                searched = 0;
-                continue;
-            }
-            return Ok(());
-        }
-        if rbuf.len() >= wire::MAX_RESPONSE_HEAD {
-            return Err(HeadError::Broken);
-        }
-        rbuf.reserve(4096);
-        match tokio::time::timeout(read_timeout, up.read_buf(rbuf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) if rbuf.is_empty() => return Err(HeadError::Stale),
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadError::Broken),
-            Ok(Ok(_)) => {}
-            Err(_) => return Err(HeadError::Timeout),
-        }
-    }
-}
-
-/// Passes the response in `rbuf` (a complete head, maybe some body) and the rest of its body
-/// to the client. Returns the status and whether the client connection stays open.
-async fn relay(
-    client: &mut ClientStream,
-    mut up: TcpStream,
-    rbuf: &mut Vec<u8>,
-    pool: &Pool,
-    backend: SocketAddr,
-    exchanging: &Exchanging<'_>,
-    mut mirror: Option<&mut Mirror>,
-) -> Result<(u16, bool), Relay> {
-    let spec = &pool.spec;
-    let mut headers = [httparse::EMPTY_HEADER; wire::MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(rbuf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        _ => return Err(Relay::BeforeHead(Failure::BadUpstream)),
-    };
-    let status = resp.code.unwrap_or(0);
-    let framing = wire::response_framing(exchanging.head, status, resp.headers)
-        .map_err(|_| Relay::BeforeHead(Failure::BadUpstream))?;
-    if let Some(m) = mirror.as_deref_mut() {
-        // As Pingora's path gives it: the upstream's headers, in a map.
-        let mut map = HeaderMap::with_capacity(resp.headers.len());
-        for h in resp.headers.iter() {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_bytes(h.value),
-            ) {
-                map.append(n, v);
-            }
-        }
-        m.response_header(status, &map);
-    }
-    // The shadow comparison gets the body as it passes (decoded from chunks).
-    let mut tee = |data: &[u8]| {
-        if let Some(m) = mirror.as_deref_mut() {
-            m.response_body(Some(data));
-        }
-    };
-    let mut upstream_reusable = framing != Framing::UntilClose
-        && wire::upstream_keeps_alive(resp.version.unwrap_or(0), resp.headers);
-    let keep_alive = !exchanging.client_close
-        && !exchanging.lifecycle.is_closing()
-        && framing != Framing::UntilClose;
-    let mut out = Vec::with_capacity(len + 256);
-    let via = headers::via(resp.headers);
-    wire::client_response_head(
-        &mut out,
-        status,
-        resp.reason.unwrap_or(""),
-        resp.headers,
-        framing,
-        &EdgeResponse {
-            request_id: exchanging.request_id,
-            via: &via,
-            debug: exchanging.debug,
-            close: !keep_alive,
-        },
-    );
-    let midway = |failure| Relay::Midway { status, failure };
-    // The body bytes that came with the head, and what is still due after them.
-    let body = &rbuf[len..];
-    let mut chunked = Chunked::new();
-    let mut remaining = match framing {
-        Framing::Empty => {
-            upstream_reusable &= body.is_empty();
-            Some(0)
-        }
-        Framing::Length(n) => {
-            let have = (body.len() as u64).min(n) as usize;
-            out.extend_from_slice(&body[..have]);
-            tee(&body[..have]);
-            upstream_reusable &= body.len() as u64 <= n;
-            Some(n - have as u64)
-        }
-        Framing::Chunked => match chunked.feed_data(body, &mut tee) {
-            Ok(Some(end)) => {
-                out.extend_from_slice(&body[..end]);
-                upstream_reusable &= end == body.len();
-                Some(0)
-            }
-            Ok(None) => {
-                out.extend_from_slice(body);
-                None
-            }
-            Err(_) => return Err(Relay::BeforeHead(Failure::BadUpstream)),
-        },
-        Framing::UntilClose => {
-            out.extend_from_slice(body);
-            tee(body);
-            None
-        }
-    };
-    write_client(client, &out)
-        .await
-        .map_err(|_| midway(Failure::ClientGone))?;
-    // The rest of the body, as it comes.
-    loop {
-        if remaining == Some(0) {
-            break;
-        }
-        rbuf.clear();
-        let want = remaining.map_or(BODY_CHUNK, |r| r.min(BODY_CHUNK as u64) as usize);
-        rbuf.reserve(want);
-        let n = match tokio::time::timeout(
-            spec.read_timeout,
-            (&mut up).take(want as u64).read_buf(rbuf),
-        )
-        .await
-        {
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) => return Err(midway(Failure::BadUpstream)),
-            Err(_) => return Err(midway(Failure::Timeout)),
-        };
-        if n == 0 {
-            if framing == Framing::UntilClose {
-                break;
-            }
-            return Err(midway(Failure::BadUpstream));
-        }
-        let mut pass = n;
-        match framing {
-            Framing::Length(_) => {
-                remaining = remaining.map(|r| r - n as u64);
-                tee(rbuf);
-            }
-            Framing::UntilClose => tee(rbuf),
-            Framing::Chunked => match chunked.feed_data(rbuf, &mut tee) {
-                Ok(Some(end)) => {
-                    pass = end;
-                    upstream_reusable &= end == n;
-                    remaining = Some(0);
-                }
-                Ok(None) => {}
-                Err(_) => return Err(midway(Failure::BadUpstream)),
-            },
-            Framing::Empty => {}
-        }
-        write_client(client, &rbuf[..pass])
-            .await
-            .map_err(|_| midway(Failure::ClientGone))?;
-    }
-    if upstream_reusable {
-        idle::put(backend, up, spec.idle_timeout);
-    }
-    Ok((status, keep_alive))
 }

@@ -1,0 +1,146 @@
+//! The fast path's side of an upstream exchange: a backend picked (another one after a failed
+//! connect, when the edge says the request may be retried), a kept-alive connection reused or a
+//! new one opened, the request written and the response head read, with the upstream's
+//! timeouts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{idle, wire};
+use crate::edge::failure::{self, Failure};
+use crate::metrics::Metrics;
+use crate::upstream::{Backend, Pool};
+
+/// An upstream connection that has taken the request and sent back at least a complete
+/// response head (into `rbuf`).
+pub(super) async fn open(
+    metrics: &Metrics,
+    pool: &Pool,
+    method: &Method,
+    request: &[u8],
+    tried: &mut Vec<SocketAddr>,
+    rbuf: &mut Vec<u8>,
+) -> Result<(TcpStream, Arc<Backend>), Failure> {
+    let spec = &pool.spec;
+    // After a kept-alive connection turned out closed, use new ones only.
+    let mut fresh_only = false;
+    let mut last_connect_timeout = None;
+    loop {
+        let Some(backend) = pool.pick(tried) else {
+            return Err(match last_connect_timeout {
+                None if tried.is_empty() => Failure::NoBackend,
+                None => Failure::Connect { timeout: false },
+                Some(timeout) => Failure::Connect { timeout },
+            });
+        };
+        tried.push(backend.addr);
+        let reused = if fresh_only {
+            None
+        } else {
+            idle::take(backend.addr, spec.idle_timeout)
+        };
+        let is_reused = reused.is_some();
+        let mut up = match reused {
+            Some(up) => up,
+            None => match connect(backend.addr, spec.connect_timeout).await {
+                Ok(up) => up,
+                Err(timeout) => {
+                    failure::connect_failed(metrics, pool, &backend, timeout);
+                    if !failure::retried_on_connect_failure(method) {
+                        return Err(Failure::Connect { timeout });
+                    }
+                    last_connect_timeout = Some(timeout);
+                    continue;
+                }
+            },
+        };
+        rbuf.clear();
+        match exchange_head(
+            &mut up,
+            request,
+            rbuf,
+            spec.write_timeout,
+            spec.read_timeout,
+        )
+        .await
+        {
+            Ok(()) => return Ok((up, backend)),
+            Err(HeadError::Stale) if is_reused => {
+                // The backend closed the kept-alive connection as it was reused: not the
+                // backend's failure, and nothing was processed. Again, on a new connection.
+                tried.pop();
+                fresh_only = true;
+            }
+            Err(HeadError::Stale) | Err(HeadError::Broken) => {
+                return Err(Failure::BadUpstream);
+            }
+            Err(HeadError::Timeout) => return Err(Failure::Timeout),
+        }
+    }
+}
+
+enum HeadError {
+    /// Closed or reset before any byte of an answer.
+    Stale,
+    Broken,
+    Timeout,
+}
+
+/// Connects to a backend. `Err(true)`: timed out.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(_)) => Err(false),
+        Err(_) => Err(true),
+    }
+}
+
+/// Writes the request and reads until `rbuf` holds a complete response head (skipping any
+/// interim 1xx responses).
+async fn exchange_head(
+    up: &mut TcpStream,
+    request: &[u8],
+    rbuf: &mut Vec<u8>,
+    write_timeout: Duration,
+    read_timeout: Duration,
+) -> Result<(), HeadError> {
+    match tokio::time::timeout(write_timeout, up.write_all(request)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(HeadError::Stale),
+        Err(_) => return Err(HeadError::Timeout),
+    }
+    let mut searched = 0;
+    loop {
+        if let Some(end) = wire::head_end(rbuf, &mut searched) {
+            // An interim response ("HTTP/1.1 1xx"): pass over it to the final one. A 101
+            // cannot answer a request that did not ask to upgrade.
+            if rbuf.get(9) == Some(&b'1') {
+                if rbuf.get(9..12) == Some(b"101") {
+                    return Err(HeadError::Broken);
+                }
+                rbuf.drain(..end);
+                searched = 0;
+                continue;
+            }
+            return Ok(());
+        }
+        if rbuf.len() >= wire::MAX_RESPONSE_HEAD {
+            return Err(HeadError::Broken);
+        }
+        rbuf.reserve(4096);
+        match tokio::time::timeout(read_timeout, up.read_buf(rbuf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) if rbuf.is_empty() => return Err(HeadError::Stale),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadError::Broken),
+            Ok(Ok(_)) => {}
+            Err(_) => return Err(HeadError::Timeout),
+        }
+    }
+}
