@@ -1,0 +1,201 @@
+//! Measuring: wrk runs, the interleaved rounds, medians, and the tables and ratios printed.
+
+use super::*;
+
+/// What wrk measured in one run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Run {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) cpu: f64,
+    pub(crate) rss: u64,
+}
+
+pub(crate) const WRK_LUA: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %.1f %.1f %.1f\n", summary.requests,
+    e.connect + e.read + e.write + e.status + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"#;
+
+pub(crate) fn wrk(
+    addr: &str,
+    path: &str,
+    connections: usize,
+    seconds: u64,
+    lua: &Path,
+) -> anyhow::Result<Run> {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            "2",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+        ])
+        .args(["--timeout", "10s", "-s"])
+        .arg(lua)
+        .args(["-H", "Cookie: sid=bench-session"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .with_context(|| format!("wrk printed no result: {text}"))?;
+    let f: Vec<f64> = line[7..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    Ok(Run {
+        requests: f[0] as u64,
+        errors: f[1] as u64,
+        seconds: f[2] / 1e6,
+        p50_us: f[3],
+        p99_us: f[4],
+        p999_us: f[5],
+        ..Run::default()
+    })
+}
+
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) connections: usize,
+    pub(crate) big: bool,
+}
+
+pub(crate) fn measured_run(
+    c: &Contender,
+    path: &str,
+    connections: usize,
+    seconds: u64,
+    lua: &Path,
+) -> anyhow::Result<Run> {
+    let (_, cpu0) = usage(&c.pids);
+    let mut r = wrk(&c.addr, path, connections, seconds, lua)?;
+    let (rss, cpu1) = usage(&c.pids);
+    r.cpu = cpu1 - cpu0;
+    r.rss = rss;
+    Ok(r)
+}
+
+pub(crate) fn print_run(scenario: &str, round: usize, name: &str, r: &Run) {
+    println!(
+        "{scenario} round {round} {name:<9} {:>9.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms  errors {}  cpu-s/10k {:.3}  rss {:.1} MiB",
+        r.requests as f64 / r.seconds,
+        r.p50_us / 1000.0,
+        r.p99_us / 1000.0,
+        r.p999_us / 1000.0,
+        r.errors,
+        r.cpu / r.requests.max(1) as f64 * 10_000.0,
+        r.rss as f64 / 1048576.0
+    );
+}
+
+pub(crate) type Runs = BTreeMap<&'static str, Vec<Run>>;
+
+/// Every contender once per round, rounds interleaved, after one warm-up run each. Each round
+/// starts one contender further along, so no contender always runs first or last in a round
+/// (right after another's load, or as the machine drifts within a round).
+pub(crate) fn measure(
+    scenario: &str,
+    contenders: &[Contender],
+    path: &str,
+    connections: usize,
+    args: &Args,
+    lua: &Path,
+) -> anyhow::Result<Runs> {
+    for c in contenders {
+        wrk(&c.addr, path, connections, 2, lua)?;
+    }
+    let mut runs = Runs::new();
+    for round in 1..=args.rounds {
+        for i in 0..contenders.len() {
+            let c = &contenders[(i + round - 1) % contenders.len()];
+            let r = measured_run(c, path, connections, args.seconds, lua)?;
+            print_run(scenario, round, c.name, &r);
+            runs.entry(c.name).or_default().push(r);
+        }
+    }
+    Ok(runs)
+}
+
+/// Medians over rounds: req/s, p50, p99, p99.9 (ms), CPU s per 10k requests, RSS MiB.
+pub(crate) fn medians(runs: &Runs) -> BTreeMap<&'static str, [f64; 6]> {
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    runs.iter()
+        .map(|(name, rs)| {
+            let col = |f: &dyn Fn(&Run) -> f64| med(rs.iter().map(f).collect());
+            (
+                *name,
+                [
+                    col(&|r| r.requests as f64 / r.seconds),
+                    col(&|r| r.p50_us / 1000.0),
+                    col(&|r| r.p99_us / 1000.0),
+                    col(&|r| r.p999_us / 1000.0),
+                    col(&|r| r.cpu / r.requests.max(1) as f64 * 10_000.0),
+                    col(&|r| r.rss as f64 / 1048576.0),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// The scenario's table, then `a/b` ratios for each pair.
+pub(crate) fn render(title: &str, runs: &Runs, pairs: &[(&str, &str)]) -> String {
+    let table = medians(runs);
+    let mut out = format!(
+        "\n{title}\n{:<9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9}  errors\n",
+        "proxy", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "cpu-s/10k", "RSS MiB"
+    );
+    for (name, v) in &table {
+        let errors: u64 = runs[name].iter().map(|r| r.errors).sum();
+        out.push_str(&format!(
+            "{name:<9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.1}  {errors}\n",
+            v[0], v[1], v[2], v[3], v[4], v[5]
+        ));
+    }
+    for (a, b) in pairs {
+        let (x, y) = (table[a], table[b]);
+        out.push_str(&format!(
+            "{a}/{b}: req/s {:.3}  p99 {:.3}  cpu/req {:.3}  RSS {:.3}\n",
+            x[0] / y[0],
+            x[2] / y[2],
+            x[4] / y[4],
+            x[5] / y[5]
+        ));
+    }
+    out
+}
+
+/// A verdict line for one target.
+pub(crate) fn target(what: &str, value: f64, bound: &str, met: bool) -> String {
+    let verdict = if met { "met" } else { "NOT met" };
+    format!("target {what}: {value:.3} ({bound}): {verdict}\n")
+}
+
+/// The verdicts on the two targets against nginx: requests/s at least nginx's, p99 at most.
+pub(crate) fn against_nginx(runs: &Runs) -> String {
+    let t = medians(runs);
+    let (b, n) = (t["banyan"], t["nginx"]);
+    target("banyan/nginx req/s", b[0] / n[0], ">= 1", b[0] >= n[0])
+        + &target("banyan/nginx p99", b[2] / n[2], "<= 1", b[2] <= n[2])
+}
+
+pub(crate) const AGAINST_OTHERS: &[(&str, &str)] = &[
+    ("banyan", "nginx"),
+    ("banyan", "haproxy"),
+    ("banyan", "pingora"),
+];
