@@ -287,7 +287,7 @@ where
     ) {
         let mut status = 0;
         if let Some(answer) = failure.answer("")
-            && write_error(tcp, &answer, request_id).await
+            && write_error(tcp, &answer, request_id, method == "HEAD").await
         {
             status = answer.status.as_u16();
         }

@@ -196,8 +196,14 @@ impl Answer {
 }
 
 /// Sends `request` on a new connection and reads every answer until the connection closes or
-/// `expect` answers have come (then it is closed).
-async fn exchange(proxy: &ProxyApp, request: &[u8], head: bool, expect: usize) -> Vec<Answer> {
+/// `expect` answers have come; then, when the last answer closes the connection, whatever else
+/// the proxy sent before closing (nothing, from a correct proxy).
+async fn exchange(
+    proxy: &ProxyApp,
+    request: &[u8],
+    head: bool,
+    expect: usize,
+) -> (Vec<Answer>, String) {
     let mut s = TcpStream::connect(proxy.address.trim_start_matches("http://"))
         .await
         .unwrap();
@@ -255,7 +261,16 @@ async fn exchange(proxy: &ProxyApp, request: &[u8], head: bool, expect: usize) -
             ),
         }
     }
-    answers
+    let closing = answers
+        .last()
+        .is_some_and(|a| a.header("connection") == Some("close"));
+    while closing && !closed {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => closed = true,
+        }
+    }
+    (answers, String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// The counters a request moves, by series, the pipeline label aside.
@@ -320,6 +335,8 @@ async fn access_fields(
 #[derive(Debug, PartialEq)]
 struct Observed {
     answers: Vec<Answer>,
+    /// Bytes after the last answer, before the proxy closed the connection.
+    trailing: String,
     /// Per origin, the heads it received (generated request ids replaced).
     at_origin: Vec<(&'static str, Vec<String>)>,
     counters: Vec<(String, f64)>,
@@ -360,7 +377,7 @@ async fn run(rig: &Rig, proxy: &ProxyApp, request: &[u8], expect: usize) -> Obse
     }
     let before = counters(proxy).await;
     let from = proxy.process.log().len();
-    let answers = exchange(proxy, request, head, expect).await;
+    let (answers, trailing) = exchange(proxy, request, head, expect).await;
     let mut access = Vec::new();
     for (i, a) in answers.iter().enumerate() {
         if let Some(id) = a.header("x-request-id") {
@@ -388,6 +405,7 @@ async fn run(rig: &Rig, proxy: &ProxyApp, request: &[u8], expect: usize) -> Obse
         .collect();
     Observed {
         answers: answers_with_generated_ids_replaced(&answers),
+        trailing,
         at_origin,
         counters: delta(&before, &after),
         access,
@@ -494,6 +512,21 @@ fn cases() -> Vec<Case> {
                 assert_eq!(status(s), 200);
                 assert!(s.answers[0].body.is_empty());
             },
+        },
+        Case {
+            name: "HEAD with no route is a 404 without a body",
+            request: req("HEAD /elsewhere HTTP/1.1\r\nHost: a\r\nX-Request-Id: parity-1\r\n\r\n"),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 404);
+                assert!(s.answers[0].body.is_empty());
+            },
+        },
+        Case {
+            name: "HEAD to a dead backend is a 502 without a body",
+            request: req("HEAD /api/closes HTTP/1.1\r\nHost: a\r\nX-Request-Id: parity-1\r\n\r\n"),
+            answers: 1,
+            check: |s| assert_eq!(status(s), 502),
         },
         Case {
             name: "a header condition picks its route",
@@ -856,7 +889,11 @@ async fn every_edge_rule_is_the_same_on_both_pipelines() {
             ));
             continue;
         }
-        if let Err(panic) = std::panic::catch_unwind(|| (case.check)(&fast)) {
+        let checked = std::panic::catch_unwind(|| {
+            assert_eq!(fast.trailing, "", "bytes after the last answer");
+            (case.check)(&fast)
+        });
+        if let Err(panic) = checked {
             let why = panic
                 .downcast_ref::<String>()
                 .cloned()

@@ -21,11 +21,13 @@ pub(crate) fn error_head(body_len: usize, request_id: &str) -> [(&'static str, S
     ]
 }
 
-/// Writes `err` with `connection: close`; false when the client was gone.
+/// Writes `err` with `connection: close`; false when the client was gone. The answer to a
+/// `HEAD` request (`head`) has the headers of the body but not the body (RFC 9110 §9.3.2).
 pub(crate) async fn write_error<S: AsyncWrite + Unpin>(
     client: &mut S,
     err: &ErrorResponse,
     request_id: &str,
+    head: bool,
 ) -> bool {
     use std::io::Write;
     let body = err.to_json();
@@ -40,6 +42,8 @@ pub(crate) async fn write_error<S: AsyncWrite + Unpin>(
         let _ = write!(out, "{name}: {value}\r\n");
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
-    out.extend_from_slice(body.as_bytes());
+    if !head {
+        out.extend_from_slice(body.as_bytes());
+    }
     client.write_all(&out).await.is_ok() && client.flush().await.is_ok()
 }

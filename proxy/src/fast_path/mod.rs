@@ -167,7 +167,7 @@ impl FastPath {
             Err(unrouted) => {
                 let answer = unrouted.failure.answer("");
                 if let Some(answer) = answer
-                    && write_error(client, &answer, &request_id).await
+                    && write_error(client, &answer, &request_id, head).await
                 {
                     record.status = answer.status.as_u16();
                 }
@@ -307,7 +307,7 @@ impl FastPath {
             Err(failure) => failure,
         };
         if let Some(answer) = failure.answer(pool.name())
-            && write_error(client, &answer, exchanging.request_id).await
+            && write_error(client, &answer, exchanging.request_id, exchanging.head).await
         {
             outcome.status = answer.status.as_u16();
         }
