@@ -220,18 +220,11 @@ where
         started: Instant,
     ) -> Dispatch {
         let table = self.fast.live.current();
-        let max = table.config.proxy.head.max_headers;
-        // The head reader counted the lines already; a table allowing more than the stack
-        // array holds gets a heap one.
-        let mut stack = [httparse::EMPTY_HEADER; 100];
-        let mut heap;
-        let slots: &mut [httparse::Header<'_>] = if max < stack.len() {
-            &mut stack
-        } else {
-            heap = vec![httparse::EMPTY_HEADER; max + 1];
-            &mut heap
-        };
-        let mut req = httparse::Request::new(slots);
+        // On the heap, sized by the bound the head reader enforced: held inline, the array
+        // would be part of this future, which is moved into its box on every request (measured:
+        // a memcpy of several KiB a request).
+        let mut slots = vec![httparse::EMPTY_HEADER; table.config.proxy.head.max_headers + 1];
+        let mut req = httparse::Request::new(&mut slots);
         let parsed = req.parse(&buf[..end]);
         let inspected = match parsed {
             Ok(httparse::Status::Complete(_)) => request::inspect(&req),
