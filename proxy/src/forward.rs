@@ -176,9 +176,7 @@ impl ProxyHttp for Banyan {
             }
         };
         let route = table.route(routed.index);
-        ctx.forward_uri = Some(routed.target.parse().map_err(|_| {
-            Error::explain(ErrorType::InvalidHTTPHeader, "unforwardable request target")
-        })?);
+        ctx.forward_uri = Some(routed.uri);
         if route.shadow.is_some() {
             let via = headers::via(&req.headers);
             let edge = EdgeRequest {

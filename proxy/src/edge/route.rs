@@ -27,6 +27,8 @@ pub(crate) struct Routed {
     pub(crate) path: String,
     /// The normalized path and the client's query: the upstream request's target.
     pub(crate) target: String,
+    /// `target` parsed, as Pingora's pipeline sets it on the upstream request.
+    pub(crate) uri: http::Uri,
 }
 
 /// A request that cannot be routed, and the path to log for it.
@@ -74,16 +76,17 @@ pub(crate) fn route<H: Headers + ?Sized>(
     };
     // What Pingora's pipeline sets as the upstream URI must parse as one (a query with bytes
     // `http::Uri` refuses is a bad request on both pipelines).
-    if target.parse::<http::Uri>().is_err() {
+    let Ok(uri) = target.parse::<http::Uri>() else {
         return Err(Unrouted {
             failure: Failure::BadRequest("the request target cannot be forwarded".into()),
             path,
         });
-    }
+    };
     Ok(Routed {
         index,
         pool: table.pool(pool_name).clone(),
         path,
         target,
+        uri,
     })
 }

@@ -182,6 +182,7 @@ impl FastPath {
             pool,
             path,
             target,
+            ..
         } = &routed;
         let route = table.route(*index);
 
