@@ -233,6 +233,19 @@ impl Sql {
         self
     }
 
+    /// Appends `(v1, v2, …)`, a placeholder for each of `values`: the list of an `IN`.
+    pub fn bind_list<'v>(&mut self, values: impl IntoIterator<Item = &'v i64>) -> &mut Self {
+        self.text.push('(');
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(*v);
+        }
+        self.text.push(')');
+        self
+    }
+
     pub fn sql(&self) -> &str {
         &self.text
     }

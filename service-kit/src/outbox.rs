@@ -23,11 +23,14 @@
 //! how).
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
 use crate::db::{Backend, Database, Sql};
+use crate::read_your_writes::Progress;
 
 /// How often followers look for new changes.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -246,6 +249,78 @@ pub fn ticker() -> tokio::time::Interval {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
+}
+
+/// Registers `consumer` in `source`'s `sync_state` at the position saved under `checkpoint` in
+/// `own` (see [`report_consumed`]): done before a follower starts copying, so every change it
+/// has not applied yet stays in the outbox meanwhile. Returns that position.
+pub async fn register(
+    own: &Database,
+    checkpoint_name: &str,
+    source: &Database,
+    outbox: &Outbox,
+    consumer: &str,
+) -> Result<i64, sqlx::Error> {
+    let position = checkpoint(own, checkpoint_name).await?;
+    report_consumed(source, outbox, consumer, position).await?;
+    Ok(position)
+}
+
+/// One service's way of following an outbox; [`follow`] is the loop that drives it, the same
+/// for every service.
+pub trait Follow: Send + Sync + 'static {
+    /// What is followed, for the logs ("products from the monolith").
+    fn what(&self) -> &'static str;
+
+    /// Runs before the first round and again every [`POLL`] until it succeeds: registering as
+    /// a consumer, a backfill.
+    fn start(&self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// One round: applies what `follower` reads after the checkpoint; returns the rows applied.
+    fn round(&self, follower: &mut Follower) -> impl Future<Output = anyhow::Result<usize>> + Send;
+
+    /// Tries the set-aside rows again ([`crate::set_aside`]); returns the rows applied.
+    fn retry_set_aside(&self) -> impl Future<Output = anyhow::Result<usize>> + Send;
+
+    /// The position applied so far, published to requests that wait to read their own write.
+    fn applied(&self) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
+}
+
+/// Follows `outbox` with `job` until the process stops: `start` until it succeeds, then a
+/// round every [`POLL`] (sooner when `progress` is nudged by a waiting request), the set-aside
+/// rows every [`crate::set_aside::RETRY_EVERY`] rounds, and the position applied published to
+/// `progress`. A failed round is logged and the next one carries on.
+pub async fn follow(job: impl Follow, outbox: Outbox, progress: Option<Arc<Progress>>) {
+    let mut tick = ticker();
+    loop {
+        tick.tick().await;
+        match job.start().await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), what = job.what(), "starting to follow failed; retrying")
+            }
+        }
+    }
+    let mut follower = Follower::new(outbox);
+    for rounds in 1u64.. {
+        match &progress {
+            Some(progress) => progress.next_round(&mut tick).await,
+            None => {
+                tick.tick().await;
+            }
+        }
+        log_round(job.what(), job.round(&mut follower).await);
+        if rounds % crate::set_aside::RETRY_EVERY == 0 {
+            log_round(job.what(), job.retry_set_aside().await);
+        }
+        if let Some(progress) = &progress
+            && let Ok(position) = job.applied().await
+        {
+            progress.applied(position);
+        }
+    }
 }
 
 /// Logs how a round went. Errors are logged and the follower carries on: a database that is

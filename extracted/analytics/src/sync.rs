@@ -52,15 +52,9 @@ async fn apply(
 ) -> anyhow::Result<usize> {
     let mut q = Sql::for_backend(
         monolith.backend,
-        "SELECT id, type, product_id, user_id, at FROM analytics_events WHERE id IN (",
+        "SELECT id, type, product_id, user_id, at FROM analytics_events WHERE id IN ",
     );
-    for (i, id) in keys.iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        q.bind(*id);
-    }
-    q.push(")");
+    q.bind_list(&keys);
     let rows = q.build().fetch_all(&monolith.pool).await?;
     let mut tx = own.pool.begin().await?;
     let mut copied = 0;
@@ -89,19 +83,35 @@ async fn apply(
     Ok(copied)
 }
 
+/// The monolith's events followed into this service ([`outbox::follow`] drives it).
+struct FromMonolith {
+    own: Database,
+    monolith: Database,
+}
+
+impl outbox::Follow for FromMonolith {
+    fn what(&self) -> &'static str {
+        "events from the monolith"
+    }
+
+    async fn round(&self, follower: &mut Follower) -> anyhow::Result<usize> {
+        round(&self.own, &self.monolith, follower).await
+    }
+
+    async fn retry_set_aside(&self) -> anyhow::Result<usize> {
+        SET_ASIDE
+            .retry(&self.own, |keys, to| {
+                apply(&self.own, &self.monolith, keys, to)
+            })
+            .await
+    }
+
+    async fn applied(&self) -> Result<i64, sqlx::Error> {
+        outbox::checkpoint(&self.own, CHECKPOINT).await
+    }
+}
+
 /// Follows the monolith's events until the process stops.
 pub async fn run(own: Database, monolith: Database) {
-    let mut follower = Follower::new(MONOLITH_EVENTS);
-    let mut tick = outbox::ticker();
-    for rounds in 1u64.. {
-        tick.tick().await;
-        let result = round(&own, &monolith, &mut follower).await;
-        outbox::log_round("events from the monolith", result);
-        if rounds % service_kit::set_aside::RETRY_EVERY == 0 {
-            let result = SET_ASIDE
-                .retry(&own, |keys, to| apply(&own, &monolith, keys, to))
-                .await;
-            outbox::log_round("set-aside events", result);
-        }
-    }
+    outbox::follow(FromMonolith { own, monolith }, MONOLITH_EVENTS, None).await;
 }

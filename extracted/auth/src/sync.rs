@@ -121,15 +121,9 @@ impl UserRow {
 async fn read_users(db: &Database, ids: &BTreeSet<i64>) -> Result<Vec<UserRow>, sqlx::Error> {
     let mut q = Sql::for_backend(
         db.backend,
-        &format!("SELECT {COLUMNS} FROM users WHERE id IN ("),
+        &format!("SELECT {COLUMNS} FROM users WHERE id IN "),
     );
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        q.bind(*id);
-    }
-    q.push(")");
+    q.bind_list(ids);
     q.build()
         .fetch_all(&db.pool)
         .await?
@@ -328,44 +322,50 @@ pub fn start(own: Database, monolith: Database, progress: Arc<Progress>) -> Arc<
     back
 }
 
+/// The monolith's users followed into this service ([`outbox::follow`] drives it).
+struct FromMonolith {
+    own: Database,
+    monolith: Database,
+}
+
+impl outbox::Follow for FromMonolith {
+    fn what(&self) -> &'static str {
+        "users from the monolith"
+    }
+
+    /// Registered first (changes made while copying stay in the monolith's outbox), then the
+    /// backfill.
+    async fn start(&self) -> anyhow::Result<()> {
+        outbox::register(&self.own, FORWARD, &self.monolith, &MONOLITH_OUTBOX, "auth").await?;
+        let n = backfill(&self.own, &self.monolith).await?;
+        tracing::info!(written = n, "users backfilled from the monolith");
+        Ok(())
+    }
+
+    async fn round(&self, follower: &mut Follower) -> anyhow::Result<usize> {
+        forward(&self.own, &self.monolith, follower).await
+    }
+
+    async fn retry_set_aside(&self) -> anyhow::Result<usize> {
+        SET_ASIDE
+            .retry(&self.own, |keys, to| {
+                apply_forward(&self.own, &self.monolith, keys, to)
+            })
+            .await
+    }
+
+    async fn applied(&self) -> Result<i64, sqlx::Error> {
+        outbox::checkpoint(&self.own, FORWARD).await
+    }
+}
+
 /// Backfills (retrying until it succeeds), then follows the monolith's users until the process
 /// stops.
 async fn run(own: Database, monolith: Database, progress: Arc<Progress>) {
-    let mut tick = outbox::ticker();
-    loop {
-        tick.tick().await;
-        // Registered first: changes made while copying stay in the monolith's outbox.
-        let registered = match outbox::checkpoint(&own, FORWARD).await {
-            Ok(position) => {
-                outbox::report_consumed(&monolith, &MONOLITH_OUTBOX, "auth", position).await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = registered {
-            tracing::warn!(error = %e, "registering with the monolith's user outbox failed; retrying");
-            continue;
-        }
-        match backfill(&own, &monolith).await {
-            Ok(n) => {
-                tracing::info!(written = n, "users backfilled from the monolith");
-                break;
-            }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "user backfill failed; retrying"),
-        }
-    }
-    let mut from_monolith = Follower::new(MONOLITH_OUTBOX);
-    for rounds in 1u64.. {
-        progress.next_round(&mut tick).await;
-        let result = forward(&own, &monolith, &mut from_monolith).await;
-        outbox::log_round("users from the monolith", result);
-        if rounds % service_kit::set_aside::RETRY_EVERY == 0 {
-            let result = SET_ASIDE
-                .retry(&own, |keys, to| apply_forward(&own, &monolith, keys, to))
-                .await;
-            outbox::log_round("set-aside users", result);
-        }
-        if let Ok(position) = outbox::checkpoint(&own, FORWARD).await {
-            progress.applied(position);
-        }
-    }
+    outbox::follow(
+        FromMonolith { own, monolith },
+        MONOLITH_OUTBOX,
+        Some(progress),
+    )
+    .await;
 }

@@ -27,63 +27,6 @@ pub struct Report {
     pub written: u64,
 }
 
-/// One multi-row upsert of monolith `rows` into this service's `products`, by field ownership:
-/// - stock and sales always take the monolith's values: orders, which live there, own them;
-/// - the product's own fields (the descriptive ones and the price) take the monolith's values
-///   only from a newer *edit* (`edited_at`; orders bump `updated_at` but not `edited_at`), so
-///   an edit made here is never undone by an older one made there, whichever side writes back
-///   first. The same rule runs the other way in [`crate::handoff`], so both sides converge on
-///   the latest edit.
-///
-/// Rows that would not change are left alone, so applying the same rows twice writes nothing.
-/// Shared by the backfill and the continuous sync.
-pub(crate) fn upsert(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<Sql> {
-    let mut insert = Sql::new(&format!(
-        "INSERT INTO products ({}) VALUES ",
-        crate::sync::PRODUCT_COLUMNS
-    ));
-    for (i, r) in rows.iter().enumerate() {
-        if i > 0 {
-            insert.push(", ");
-        }
-        insert.push("(");
-        insert.bind(r.try_get::<i64, _>("id")?).push(", ");
-        for col in ["sku", "name", "description", "category"] {
-            insert.bind(r.try_get::<String, _>(col)?).push(", ");
-        }
-        insert.bind(r.try_get::<i64, _>("price_cents")?).push(", ");
-        insert.bind(r.try_get::<String, _>("currency")?).push(", ");
-        for col in ["stock", "sales", "created_at", "updated_at"] {
-            insert.bind(r.try_get::<i64, _>(col)?).push(", ");
-        }
-        insert.bind(r.try_get::<i64, _>("edited_at")?).push(")");
-    }
-    let edited = "excluded.edited_at > products.edited_at";
-    insert.push(" ON CONFLICT (id) DO UPDATE SET stock = excluded.stock, sales = excluded.sales");
-    for col in [
-        "sku",
-        "name",
-        "description",
-        "category",
-        "price_cents",
-        "currency",
-        "created_at",
-        "edited_at",
-    ] {
-        insert.push(&format!(
-            ", {col} = CASE WHEN {edited} THEN excluded.{col} ELSE products.{col} END"
-        ));
-    }
-    insert.push(
-        ", updated_at = CASE WHEN excluded.updated_at > products.updated_at THEN excluded.updated_at ELSE products.updated_at END",
-    );
-    insert.push(&format!(
-        " WHERE {edited} OR excluded.stock <> products.stock OR excluded.sales <> products.sales \
-         OR excluded.updated_at > products.updated_at"
-    ));
-    Ok(insert)
-}
-
 /// Copies products from `source` (the monolith's database) into `target`, `batch` rows per
 /// transaction; `progress` is called after each batch with the rows scanned and the total.
 pub async fn run(
@@ -118,7 +61,7 @@ pub async fn run(
     loop {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM products WHERE id > ? ORDER BY id LIMIT ?",
-            crate::sync::PRODUCT_COLUMNS
+            crate::rows::PRODUCT_COLUMNS
         )))
         .bind(last)
         .bind(batch)
@@ -128,7 +71,7 @@ pub async fn run(
         if rows.is_empty() {
             break;
         }
-        let insert = upsert(&rows)?;
+        let insert = crate::rows::upsert(&rows)?;
         last = rows
             .last()
             .map(|r| r.try_get::<i64, _>("id"))

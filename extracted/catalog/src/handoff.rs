@@ -104,17 +104,11 @@ pub async fn round(
             r.try_get::<i64, _>("stock")?,
         );
     }
-    let rows = crate::sync::read_rows(own, &changes.keys, "products").await?;
+    let rows = crate::rows::read(own, &changes.keys, "products").await?;
 
     let mut tx = monolith.pool.begin().await?;
-    let mut existing = Sql::for_backend(monolith.backend, "SELECT id FROM products WHERE id IN (");
-    for (i, id) in changes.keys.iter().enumerate() {
-        if i > 0 {
-            existing.push(", ");
-        }
-        existing.bind(*id);
-    }
-    existing.push(")");
+    let mut existing = Sql::for_backend(monolith.backend, "SELECT id FROM products WHERE id IN ");
+    existing.bind_list(&changes.keys);
     let existing: BTreeSet<i64> = existing
         .build_scalar::<i64>()
         .fetch_all(&mut *tx)
@@ -198,7 +192,7 @@ fn insert_statement(backend: Backend, r: &sqlx::any::AnyRow) -> anyhow::Result<S
         backend,
         &format!(
             "INSERT INTO products ({}) VALUES (",
-            crate::sync::PRODUCT_COLUMNS
+            crate::rows::PRODUCT_COLUMNS
         ),
     );
     q.bind(r.try_get::<i64, _>("id")?);

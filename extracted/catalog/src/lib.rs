@@ -12,6 +12,8 @@
 //! - [`auth`]: the `AdminUser` extractor over the shared session store.
 //! - [`cache`]: generation-keyed read caches that never outlive this service's last write.
 //! - [`products`]: the endpoints.
+//! - [`rows`]: the product columns, reading rows by id, and the ownership upsert that backfill,
+//!   sync and handoff share.
 //! - [`backfill`]: copying the monolith's products here (idempotent, resumable).
 //! - [`sync`]: following the monolith's changes (all of them while it owns product writes; stock
 //!   and sales, which orders own, always).
@@ -25,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod handoff;
 pub mod products;
+pub mod rows;
 pub mod sync;
 
 pub use error::Error;

@@ -4,7 +4,7 @@
 //! so every writer is captured: the API, orders taking stock, hand-written SQL, and the handoff
 //! writing this service's changes back). Each round follows that outbox
 //! ([`service_kit::outbox`]), re-reads the *current* rows of the changed products, applies them
-//! here by field ownership ([`crate::backfill::upsert`]: stock and sales from the monolith,
+//! here by field ownership ([`crate::rows::upsert`]: stock and sales from the monolith,
 //! the product's own fields only from a newer edit), deletes the ones that are gone (unless
 //! this service has a write of that product still to hand back), and advances the checkpoint,
 //! in one transaction here. A product this copy cannot take is set aside rather than holding
@@ -29,7 +29,6 @@ pub const MONOLITH_OUTBOX: Outbox = Outbox {
     seq: "seq",
     key: "product_id",
 };
-pub(crate) const PRODUCT_COLUMNS: &str = "id, sku, name, description, category, price_cents, currency, stock, sales, created_at, updated_at, edited_at";
 
 /// Products this service could not take, kept apart ([`service_kit::set_aside`]).
 pub const SET_ASIDE: SetAside = SetAside { stream: CHECKPOINT };
@@ -84,7 +83,7 @@ async fn apply(
     keys: BTreeSet<i64>,
     to: Option<i64>,
 ) -> anyhow::Result<usize> {
-    let rows = read_rows(source, &keys, "products").await?;
+    let rows = crate::rows::read(source, &keys, "products").await?;
     let present: BTreeSet<i64> = rows
         .iter()
         .map(|r| r.try_get::<i64, _>("id"))
@@ -92,7 +91,7 @@ async fn apply(
     let mut tx = target.pool.begin().await?;
     let mut applied = 0;
     if !rows.is_empty() {
-        applied += crate::backfill::upsert(&rows)?
+        applied += crate::rows::upsert(&rows)?
             .build()
             .execute(&mut *tx)
             .await?
@@ -112,58 +111,49 @@ async fn apply(
     Ok(applied)
 }
 
-/// The current rows of `ids` in `table` of `db` (which may be the monolith's MySQL database).
-pub(crate) async fn read_rows(
-    db: &Database,
-    ids: &BTreeSet<i64>,
-    table: &str,
-) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
-    let mut q = Sql::for_backend(
-        db.backend,
-        &format!("SELECT {PRODUCT_COLUMNS} FROM {table} WHERE id IN ("),
-    );
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        q.bind(*id);
-    }
-    q.push(")");
-    q.build().fetch_all(&db.pool).await
-}
-
 /// Registers this service as a consumer of the monolith's outbox at its current checkpoint, so
 /// the monolith keeps every change it has not applied yet.
 pub async fn register(source: &Database, target: &Database) -> anyhow::Result<()> {
-    let checkpoint = outbox::checkpoint(target, CHECKPOINT).await?;
-    outbox::report_consumed(source, &MONOLITH_OUTBOX, CONSUMER, checkpoint).await?;
+    outbox::register(target, CHECKPOINT, source, &MONOLITH_OUTBOX, CONSUMER).await?;
     Ok(())
+}
+
+/// The monolith's products followed into this service ([`outbox::follow`] drives it).
+struct FromMonolith {
+    source: Database,
+    target: Database,
+    cache: ReadCache,
+}
+
+impl outbox::Follow for FromMonolith {
+    fn what(&self) -> &'static str {
+        "products from the monolith"
+    }
+
+    async fn start(&self) -> anyhow::Result<()> {
+        register(&self.source, &self.target).await
+    }
+
+    async fn round(&self, follower: &mut Follower) -> anyhow::Result<usize> {
+        round(&self.source, &self.target, &self.cache, follower).await
+    }
+
+    async fn retry_set_aside(&self) -> anyhow::Result<usize> {
+        retry_set_aside(&self.source, &self.target, &self.cache).await
+    }
+
+    async fn applied(&self) -> Result<i64, sqlx::Error> {
+        outbox::checkpoint(&self.target, CHECKPOINT).await
+    }
 }
 
 /// Follows the monolith's outbox until the process stops, publishing how far it has applied it
 /// (`progress`: requests that carry the position of their own write wait on it).
 pub async fn run(source: Database, target: Database, cache: ReadCache, progress: Arc<Progress>) {
-    let mut follower = Follower::new(MONOLITH_OUTBOX);
-    let mut tick = outbox::ticker();
-    loop {
-        tick.tick().await;
-        match register(&source, &target).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "registering with the monolith's product outbox failed; retrying")
-            }
-        }
-    }
-    for rounds in 1u64.. {
-        progress.next_round(&mut tick).await;
-        let result = round(&source, &target, &cache, &mut follower).await;
-        outbox::log_round("products from the monolith", result);
-        if rounds % service_kit::set_aside::RETRY_EVERY == 0 {
-            let result = retry_set_aside(&source, &target, &cache).await;
-            outbox::log_round("set-aside products", result);
-        }
-        if let Ok(position) = outbox::checkpoint(&target, CHECKPOINT).await {
-            progress.applied(position);
-        }
-    }
+    let job = FromMonolith {
+        source,
+        target,
+        cache,
+    };
+    outbox::follow(job, MONOLITH_OUTBOX, Some(progress)).await;
 }

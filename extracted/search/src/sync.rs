@@ -183,15 +183,9 @@ async fn apply(
 ) -> anyhow::Result<usize> {
     let mut q = Sql::for_backend(
         monolith.backend,
-        &format!("SELECT {SOURCE_COLUMNS} FROM products WHERE id IN ("),
+        &format!("SELECT {SOURCE_COLUMNS} FROM products WHERE id IN "),
     );
-    for (i, id) in keys.iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        q.bind(*id);
-    }
-    q.push(")");
+    q.bind_list(&keys);
     let docs: Vec<(Document, i64)> = q
         .build()
         .fetch_all(&monolith.pool)
@@ -217,6 +211,51 @@ async fn apply(
     Ok(applied)
 }
 
+/// The monolith's products followed into the index ([`outbox::follow`] drives it).
+struct FromMonolith {
+    own: Database,
+    monolith: Database,
+    index: Arc<SearchIndex>,
+}
+
+impl outbox::Follow for FromMonolith {
+    fn what(&self) -> &'static str {
+        "products from the monolith"
+    }
+
+    /// Registered first (changes made while copying stay in the monolith's outbox), then the
+    /// backfill.
+    async fn start(&self) -> anyhow::Result<()> {
+        outbox::register(
+            &self.own,
+            FORWARD,
+            &self.monolith,
+            &MONOLITH_OUTBOX,
+            "search",
+        )
+        .await?;
+        let n = backfill(&self.own, &self.monolith, &self.index).await?;
+        tracing::info!(copied = n, "products backfilled from the monolith");
+        Ok(())
+    }
+
+    async fn round(&self, follower: &mut Follower) -> anyhow::Result<usize> {
+        forward(&self.own, &self.monolith, &self.index, follower).await
+    }
+
+    async fn retry_set_aside(&self) -> anyhow::Result<usize> {
+        SET_ASIDE
+            .retry(&self.own, |keys, to| {
+                apply(&self.own, &self.monolith, &self.index, keys, to)
+            })
+            .await
+    }
+
+    async fn applied(&self) -> Result<i64, sqlx::Error> {
+        outbox::checkpoint(&self.own, FORWARD).await
+    }
+}
+
 /// Backfills (retrying until it succeeds), then follows the outbox until the process stops.
 pub async fn run(
     own: Database,
@@ -224,41 +263,10 @@ pub async fn run(
     index: Arc<SearchIndex>,
     progress: Arc<Progress>,
 ) {
-    let mut tick = outbox::ticker();
-    loop {
-        tick.tick().await;
-        // Registered first: changes made while copying stay in the monolith's outbox.
-        let registered = match outbox::checkpoint(&own, FORWARD).await {
-            Ok(position) => {
-                outbox::report_consumed(&monolith, &MONOLITH_OUTBOX, "search", position).await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = registered {
-            tracing::warn!(error = %e, "registering with the monolith's product outbox failed; retrying");
-            continue;
-        }
-        match backfill(&own, &monolith, &index).await {
-            Ok(n) => {
-                tracing::info!(copied = n, "products backfilled from the monolith");
-                break;
-            }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "backfill failed; retrying"),
-        }
-    }
-    let mut follower = Follower::new(MONOLITH_OUTBOX);
-    for rounds in 1u64.. {
-        progress.next_round(&mut tick).await;
-        let result = forward(&own, &monolith, &index, &mut follower).await;
-        outbox::log_round("products from the monolith", result);
-        if rounds % service_kit::set_aside::RETRY_EVERY == 0 {
-            let result = SET_ASIDE
-                .retry(&own, |keys, to| apply(&own, &monolith, &index, keys, to))
-                .await;
-            outbox::log_round("set-aside products", result);
-        }
-        if let Ok(position) = outbox::checkpoint(&own, FORWARD).await {
-            progress.applied(position);
-        }
-    }
+    let job = FromMonolith {
+        own,
+        monolith,
+        index,
+    };
+    outbox::follow(job, MONOLITH_OUTBOX, Some(progress)).await;
 }
