@@ -77,6 +77,26 @@ counts!(
     primary_pairs,
 );
 
+/// What one comparison found, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    Matched,
+    /// Differences only in fields learned (or configured) as noise.
+    NoiseOnly,
+    Mismatched,
+}
+
+impl Comparison {
+    /// The `outcome` label of `banyan_shadow_requests_total`.
+    fn outcome(self) -> &'static str {
+        match self {
+            Comparison::Matched => "matched",
+            Comparison::NoiseOnly => "noise_only",
+            Comparison::Mismatched => "mismatched",
+        }
+    }
+}
+
 /// One thing that happened to a sampled (or write) request other than a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -393,25 +413,26 @@ impl Results {
             t
         };
         let (finding_t, noise_t) = (templates(&findings), templates(&noise));
-        let outcome = if !findings.is_empty() {
-            "mismatched"
+        let comparison = if !findings.is_empty() {
+            Comparison::Mismatched
         } else if !noise.is_empty() {
-            "noise_only"
+            Comparison::NoiseOnly
         } else {
-            "matched"
+            Comparison::Matched
         };
         let (name, ()) = store.both(route, endpoint, |e| {
             e.counts.compared += 1;
-            match outcome {
-                "mismatched" => e.counts.mismatched += 1,
-                "noise_only" => e.counts.noise_only += 1,
-                _ => e.counts.matched += 1,
+            match comparison {
+                Comparison::Mismatched => e.counts.mismatched += 1,
+                Comparison::NoiseOnly => e.counts.noise_only += 1,
+                Comparison::Matched => e.counts.matched += 1,
             }
             e.each_field(&finding_t, |f| f.mismatches += 1);
             e.each_field(&noise_t, |f| f.noise += 1);
         });
         drop(store);
-        self.metrics.shadow_outcome(route, &name, outcome, 1);
+        self.metrics
+            .shadow_outcome(route, &name, comparison.outcome(), 1);
         for t in &finding_t {
             self.metrics.shadow_field(route, &name, t, "mismatch");
         }
