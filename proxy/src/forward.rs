@@ -32,7 +32,6 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use service_kit::ErrorResponse;
 
-use crate::edge::CLIENT_WRITE_TIMEOUT;
 use crate::edge::failure::{self, Failure};
 use crate::edge::headers::{self, Disposition, EdgeRequest, EdgeResponse, Nominated};
 use crate::edge::record::{Pipeline, Record};
@@ -151,8 +150,8 @@ impl ProxyHttp for Banyan {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        session.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
         let table = self.live.current();
+        session.set_write_timeout(Some(table.config.proxy.client_write_timeout));
         let client = client_ip(session);
         let req = session.req_header();
         ctx.request_id = headers::request_id(&req.headers);

@@ -924,3 +924,65 @@ async fn every_edge_rule_is_the_same_on_both_pipelines() {
         "{pingora_count}"
     );
 }
+
+/// A client that asks for a large answer and stops reading holds neither pipeline: once a write
+/// to it has waited `client_write_timeout`, the exchange ends (logged like any other, the same on
+/// both) and the connection closes short of the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
+    // Far more than the loopback socket buffers between proxy and client hold.
+    const BODY: usize = 32 << 20;
+    let origin = RawOrigin::start(|_| {
+        let mut reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n").into_bytes();
+        reply.resize(reply.len() + BODY, b'x');
+        Reply::Pieces(vec![reply])
+    })
+    .await;
+    let mut logged = Vec::new();
+    for fast_path in [true, false] {
+        let routes = table(
+            &[("a", vec![origin.addr])],
+            "[[route]]\nid = \"all\"\npath = \"/\"\nupstream = \"a\"\n",
+        )
+        .replace(
+            "[proxy]\n",
+            &format!("[proxy]\nfast_path = {fast_path}\nclient_write_timeout = \"300ms\"\n"),
+        );
+        let proxy = spawn_proxy(&routes).await;
+        let mut client = TcpStream::connect(proxy.address.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        client
+            .write_all(
+                b"GET /big HTTP/1.1\r\nHost: shop.example\r\nX-Request-Id: parity-stalled\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        // The client reads nothing until the proxy has finished with the request.
+        let fields = access_fields(&proxy, "parity-stalled", 0, 0).await;
+        assert!(
+            !fields.contains_key("missing"),
+            "fast_path = {fast_path}: the exchange did not end while the client stopped reading"
+        );
+        let mut received = 0;
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), client.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => received += n,
+                Err(_) => panic!("fast_path = {fast_path}: the connection stayed open"),
+            }
+        }
+        assert!(
+            received < BODY,
+            "fast_path = {fast_path}: the whole answer arrived ({received} bytes)"
+        );
+        assert_eq!(
+            fields.get("error").map(String::as_str),
+            Some("client_gone"),
+            "fast_path = {fast_path}: {fields:?}"
+        );
+        logged.push(fields);
+    }
+    assert_eq!(logged[0], logged[1], "the access records differ");
+}

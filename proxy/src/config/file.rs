@@ -43,6 +43,8 @@ pub(crate) struct ProxySection {
     pub max_request_headers: Option<Spanned<i64>>,
     /// Time a client has to send a whole request head once it began (408 after it).
     pub request_head_timeout: Option<Spanned<String>>,
+    /// Time a write of an answer to the client may take (the connection closes after it).
+    pub client_write_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

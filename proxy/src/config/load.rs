@@ -102,6 +102,12 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                     "request_head_timeout",
                 ),
             };
+            let client_write_timeout = c.duration(
+                &p.client_write_timeout,
+                defaults.client_write_timeout,
+                (Duration::from_millis(100), Duration::from_secs(300)),
+                "client_write_timeout",
+            );
             let admin_token_file = p
                 .admin_token_file
                 .as_ref()
@@ -135,6 +141,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                 admin_token_file,
                 admin_hosts,
                 head,
+                client_write_timeout,
             }
         }
     };

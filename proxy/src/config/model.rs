@@ -33,6 +33,10 @@ pub(crate) struct ProxySettings {
     pub admin_hosts: Vec<String>,
     /// Bounds of a client's request head, on both pipelines.
     pub head: HeadLimits,
+    /// How long one write of an answer to the client may take, on both pipelines: a client
+    /// that stops reading is cut off after it rather than holding its exchange (and the
+    /// upstream connection under it) for ever.
+    pub client_write_timeout: Duration,
 }
 
 impl Default for ProxySettings {
@@ -47,6 +51,7 @@ impl Default for ProxySettings {
             admin_token_file: None,
             admin_hosts: Vec::new(),
             head: HeadLimits::default(),
+            client_write_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -20,8 +20,6 @@
 //! and requires the same answer, the same request at the origin, the same metrics and the same
 //! access log.
 
-use std::time::Duration;
-
 pub(crate) mod failure;
 pub(crate) mod head;
 pub(crate) mod headers;
@@ -29,8 +27,3 @@ pub(crate) mod record;
 pub(crate) mod reply;
 pub(crate) mod request;
 pub(crate) mod route;
-
-/// How long a write towards a client may take before the client is taken to be gone: a client
-/// that stops reading must not hold its exchange (and an upstream connection) for ever. The
-/// same on both pipelines.
-pub(crate) const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);

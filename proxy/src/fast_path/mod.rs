@@ -41,7 +41,7 @@ pub(crate) mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_core::protocols::l4::stream::Stream as ClientStream;
@@ -91,6 +91,8 @@ struct Exchanging<'a> {
     lifecycle: &'a Lifecycle,
     /// Route id and upstream name for the debug headers, when on.
     debug: Option<(&'a str, &'a str)>,
+    /// The `client_write_timeout` setting.
+    write_timeout: Duration,
 }
 
 /// What one exchange did, for the access record.
@@ -230,6 +232,7 @@ impl FastPath {
             client_close,
             lifecycle: &self.lifecycle,
             debug,
+            write_timeout: table.config.proxy.client_write_timeout,
         };
         let outcome = self
             .forward(client, pool, &method, &out, &exchanging, mirror.as_mut())

@@ -3,6 +3,7 @@
 //! shadow comparison), and the upstream connection kept when the exchange left it reusable.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::protocols::l4::stream::Stream as ClientStream;
@@ -11,7 +12,6 @@ use tokio::net::TcpStream;
 
 use super::wire::{self, Chunked, Framing};
 use super::{Exchanging, idle};
-use crate::edge::CLIENT_WRITE_TIMEOUT;
 use crate::edge::failure::Failure;
 use crate::edge::headers::{self, EdgeResponse};
 use crate::shadow::mirror::Mirror;
@@ -25,14 +25,18 @@ pub(super) enum Relay {
     Midway { status: u16, failure: Failure },
 }
 
-/// Writes to the client within [`CLIENT_WRITE_TIMEOUT`] (a client that stops reading does not
-/// hold the exchange, and its upstream connection, for ever).
-async fn write_client(client: &mut ClientStream, bytes: &[u8]) -> Result<(), ()> {
+/// Writes to the client within the `client_write_timeout` setting (a client that stops reading
+/// does not hold the exchange, and its upstream connection, for ever).
+async fn write_client(
+    client: &mut ClientStream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), ()> {
     let write = async {
         client.write_all(bytes).await?;
         client.flush().await
     };
-    match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
+    match tokio::time::timeout(timeout, write).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
@@ -132,7 +136,7 @@ pub(super) async fn relay(
             None
         }
     };
-    write_client(client, &out)
+    write_client(client, &out, exchanging.write_timeout)
         .await
         .map_err(|_| midway(Failure::ClientGone))?;
     // The rest of the body, as it comes.
@@ -177,7 +181,7 @@ pub(super) async fn relay(
             },
             Framing::Empty => {}
         }
-        write_client(client, &rbuf[..pass])
+        write_client(client, &rbuf[..pass], exchanging.write_timeout)
             .await
             .map_err(|_| midway(Failure::ClientGone))?;
     }
