@@ -280,7 +280,14 @@ where
     ) {
         let mut status = 0;
         if let Some(answer) = failure.answer("")
-            && write_error(tcp, &answer, request_id, method == "HEAD").await
+            && write_error(
+                tcp,
+                &answer,
+                request_id,
+                method == "HEAD",
+                failure.retry_after(),
+            )
+            .await
         {
             status = answer.status.as_u16();
         }

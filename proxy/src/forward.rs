@@ -33,7 +33,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use service_kit::ErrorResponse;
 
 use crate::edge::failure::{self, Failure};
-use crate::edge::headers::{self, Disposition, EdgeRequest, EdgeResponse, Nominated};
+use crate::edge::fallback::{self, Side};
+use crate::edge::headers::{self, DebugHeaders, Disposition, EdgeRequest, EdgeResponse, Nominated};
 use crate::edge::record::{Pipeline, Record};
 use crate::edge::reply::error_head;
 use crate::edge::route;
@@ -58,7 +59,9 @@ pub(crate) struct RequestCtx {
     started: Instant,
     table: Option<Arc<RouteTable>>,
     route: Option<usize>,
-    pool: Option<Arc<Pool>>,
+    /// The side serving the request ([`fallback`]): its pool, its breaker ticket, and why the
+    /// fallback serves it when it does.
+    side: Option<Side>,
     backend: Option<Arc<Backend>>,
     tried: Vec<SocketAddr>,
     request_id: String,
@@ -70,6 +73,8 @@ pub(crate) struct RequestCtx {
     failure: Option<Failure>,
     /// Set when this request is shadowed.
     mirror: Option<Mirror>,
+    /// Set when an upstream answer was refused for the fallback to serve the request.
+    replaced: Option<u16>,
     /// Listed among the requests in flight while it lives.
     in_flight: Option<OwnedRegistration>,
 }
@@ -116,11 +121,41 @@ fn failure_of(e: &Error) -> Failure {
     }
 }
 
+impl RequestCtx {
+    fn pool(&self) -> Option<&Arc<Pool>> {
+        self.side.as_ref().map(|s| &s.pool)
+    }
+
+    /// Moves the request to the route's fallback after `failure`, when the edge allows it.
+    fn fall_back(&mut self, method: &http::Method, failure: &Failure, metrics: &Metrics) -> bool {
+        let (Some(table), Some(index), Some(side)) = (&self.table, self.route, &mut self.side)
+        else {
+            return false;
+        };
+        side.failed(failure);
+        match fallback::after_failure(table, index, side, method, failure, metrics) {
+            Some(next) => {
+                *side = next;
+                if let Some(m) = &mut self.mirror {
+                    m.retrying();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Writes a complete JSON error response to the client.
-async fn respond(session: &mut Session, ctx: &RequestCtx, err: ErrorResponse) -> Result<()> {
+async fn respond(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    err: ErrorResponse,
+    retry_after: Option<u64>,
+) -> Result<()> {
     let body = Bytes::from(err.to_json());
-    let mut resp = ResponseHeader::build(err.status.as_u16(), Some(4))?;
-    for (name, value) in error_head(body.len(), &ctx.request_id) {
+    let mut resp = ResponseHeader::build(err.status.as_u16(), Some(5))?;
+    for (name, value) in error_head(body.len(), &ctx.request_id, retry_after) {
         resp.insert_header(name, value)?;
     }
     session.set_keepalive(None);
@@ -137,7 +172,7 @@ impl ProxyHttp for Banyan {
             started: Instant::now(),
             table: None,
             route: None,
-            pool: None,
+            side: None,
             backend: None,
             tried: Vec::new(),
             request_id: String::new(),
@@ -145,6 +180,7 @@ impl ProxyHttp for Banyan {
             path: String::new(),
             failure: None,
             mirror: None,
+            replaced: None,
             in_flight: None,
         }
     }
@@ -168,7 +204,7 @@ impl ProxyHttp for Banyan {
             Err(unrouted) => {
                 ctx.path = unrouted.path;
                 if let Some(answer) = unrouted.failure.answer("") {
-                    respond(session, ctx, answer).await?;
+                    respond(session, ctx, answer, None).await?;
                 }
                 ctx.failure = Some(unrouted.failure);
                 return Ok(true);
@@ -200,25 +236,60 @@ impl ProxyHttp for Banyan {
             &ctx.request_id,
             Some((table.clone(), routed.index)),
         ));
-        ctx.pool = Some(routed.pool);
+        let side = fallback::choose(
+            &table,
+            routed.index,
+            routed.pool.clone(),
+            &req.method,
+            &self.metrics,
+        );
         ctx.path = routed.path;
         ctx.route = Some(routed.index);
         ctx.table = Some(table);
-        Ok(false)
+        match side {
+            Ok(side) => {
+                ctx.side = Some(side);
+                Ok(false)
+            }
+            Err(failure) => {
+                ctx.side = Some(Side {
+                    pool: routed.pool,
+                    ticket: None,
+                    fallback: None,
+                });
+                if let Some(answer) = failure.answer(ctx.pool().map_or("", |p| p.name())) {
+                    respond(session, ctx, answer, failure.retry_after()).await?;
+                }
+                ctx.failure = Some(failure);
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let pool = ctx.pool.clone().expect("request_filter chose a pool");
         if !ctx.tried.is_empty()
             && let Some(m) = &mut ctx.mirror
         {
             m.retrying();
         }
-        let Some(backend) = pool.pick(&ctx.tried) else {
+        let mut pool = ctx.pool().expect("request_filter chose a side").clone();
+        let mut backend = pool.pick(&ctx.tried);
+        if backend.is_none() {
+            let failure = if ctx.tried.is_empty() {
+                Failure::NoBackend
+            } else {
+                Failure::Connect { timeout: false }
+            };
+            if ctx.fall_back(&session.req_header().method, &failure, &self.metrics) {
+                pool = ctx.pool().expect("the fallback's side").clone();
+                backend = pool.pick(&ctx.tried);
+            }
+        }
+        let Some(backend) = backend else {
             let status = if ctx.tried.is_empty() { 503 } else { 502 };
             return Err(Error::explain(
                 ErrorType::HTTPStatus(status),
@@ -280,10 +351,21 @@ impl ProxyHttp for Banyan {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        if let (Some(table), Some(index), Some(side)) = (&ctx.table, ctx.route, &ctx.side)
+            && fallback::replaced_statuses(table, index, side, &session.req_header().method)
+                .is_some_and(|s| s.contains(&status))
+        {
+            ctx.replaced = Some(status);
+            return Err(Error::explain(
+                ErrorType::Custom("failed answer"),
+                "the upstream's answer is replaced by the route's fallback",
+            ));
+        }
         if let Some(m) = &mut ctx.mirror {
             m.response_header(
                 upstream_response.status.as_u16(),
@@ -313,13 +395,49 @@ impl ProxyHttp for Banyan {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(pool), Some(backend)) = (&ctx.pool, &ctx.backend) {
+        if let (Some(pool), Some(backend)) = (ctx.pool(), &ctx.backend) {
             let timeout = matches!(e.etype(), ErrorType::ConnectTimedout);
             failure::connect_failed(&self.metrics, pool, backend, timeout);
-            let another = pool.pick(&ctx.tried).is_some();
-            e.set_retry(
-                another && failure::retried_on_connect_failure(&session.req_header().method),
-            );
+            let method = &session.req_header().method;
+            let retry = if pool.pick(&ctx.tried).is_some() {
+                failure::retried_on_connect_failure(method)
+            } else {
+                // The pool has no backend left to try: the fallback, when the edge allows.
+                ctx.fall_back(method, &Failure::Connect { timeout }, &self.metrics)
+            };
+            e.set_retry(retry);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // Pingora's own rule: an idempotent request whose body is still whole is tried again
+        // when the failure was on a reused connection.
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        // Nothing of the answer reached the client yet: the fallback may serve it (and must,
+        // when it was the upstream's answer that was refused for it).
+        let replaced = ctx.replaced.take();
+        if (replaced.is_some() || !e.retry()) && session.response_written().is_none() {
+            let failure = match replaced {
+                Some(status) => Failure::FailedAnswer(status),
+                None => failure_of(&e),
+            };
+            let method = session.req_header().method.clone();
+            let fell_back = ctx.fall_back(&method, &failure, &self.metrics);
+            e.set_retry(fell_back || (replaced.is_none() && e.retry()));
         }
         e
     }
@@ -338,9 +456,16 @@ impl ProxyHttp for Banyan {
         for name in dropped(&resp.headers, headers::response_header) {
             resp.remove_header(&name);
         }
-        let debug = match (&ctx.table, ctx.route, &ctx.pool) {
-            (Some(table), Some(i), Some(pool)) if table.config.proxy.debug_headers => {
-                Some((table.route(i).id.as_str(), pool.name()))
+        if let Some(side) = &mut ctx.side {
+            side.answered(resp.status.as_u16());
+        }
+        let debug = match (&ctx.table, ctx.route, &ctx.side) {
+            (Some(table), Some(i), Some(side)) if table.config.proxy.debug_headers => {
+                Some(DebugHeaders {
+                    route: table.route(i).id.as_str(),
+                    upstream: side.pool.name(),
+                    fallback: side.fallback.map(|r| r.label()),
+                })
             }
             _ => None,
         };
@@ -369,11 +494,14 @@ impl ProxyHttp for Banyan {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let failure = failure_of(e);
-        let answer = failure.answer(ctx.pool.as_ref().map_or("", |p| p.name()));
+        if let Some(side) = &mut ctx.side {
+            side.failed(&failure);
+        }
+        let answer = failure.answer(ctx.pool().map_or("", |p| p.name()));
         let code = answer.as_ref().map_or(0, |a| a.status.as_u16());
         if let Some(answer) = answer
             && session.response_written().is_none()
-            && let Err(write) = respond(session, ctx, answer).await
+            && let Err(write) = respond(session, ctx, answer, failure.retry_after()).await
         {
             tracing::debug!(error = %write, "could not send the error response");
         }
@@ -406,7 +534,7 @@ impl ProxyHttp for Banyan {
             path,
             status,
             route,
-            upstream: ctx.pool.as_ref().map_or("-", |p| p.name()),
+            upstream: ctx.pool().map_or("-", |p| p.name()),
             backend: ctx.backend.as_ref().map(|b| b.addr),
             attempts: ctx.tried.len(),
             request_id: &ctx.request_id,

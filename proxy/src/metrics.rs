@@ -25,6 +25,14 @@ pub(crate) struct Metrics {
     shadow_requests: IntCounterVec,
     shadow_fields: IntCounterVec,
     pipelines: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    fallbacks: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -108,8 +116,26 @@ impl Metrics {
             &["pipeline"],
         )
         .unwrap();
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "banyan_breaker_state",
+                "Circuit breaker of an upstream for a route: 0 closed, 1 open, 2 half-open",
+            ),
+            &["route", "upstream"],
+        )
+        .unwrap();
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "banyan_fallbacks_total",
+                "Requests served by the route's fallback instead of the side chosen, by reason",
+            ),
+            &["route", "reason"],
+        )
+        .unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(breaker_state.clone()),
+            Box::new(fallbacks.clone()),
             Box::new(latency.clone()),
             Box::new(reloads.clone()),
             Box::new(backend_up.clone()),
@@ -135,7 +161,26 @@ impl Metrics {
             shadow_requests,
             shadow_fields,
             pipelines,
+            breaker_state,
+            fallbacks,
         }
+    }
+
+    /// A breaker's state ([`crate::edge::breaker::Phase`] as 0, 1, 2).
+    pub(crate) fn breaker_state(&self, route: &str, upstream: &str, value: i64) {
+        self.breaker_state
+            .with_label_values(&[route, upstream])
+            .set(value);
+    }
+
+    /// A breaker no route uses any more.
+    pub(crate) fn forget_breaker(&self, route: &str, upstream: &str) {
+        let _ = self.breaker_state.remove_label_values(&[route, upstream]);
+    }
+
+    /// A request served by its route's fallback.
+    pub(crate) fn fallback(&self, route: &str, reason: &str) {
+        self.fallbacks.with_label_values(&[route, reason]).inc();
     }
 
     /// One request forwarded (or answered) by `pipeline`: "fast" or "pingora".

@@ -44,6 +44,9 @@ async fn origin(name: &'static str, log: Log) -> RawOrigin {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.0 caf\xc3\xa9\r\n\r\nok".to_vec(),
             ]),
             "/api/slow" => Reply::Pieces(vec![]),
+            "/api/fallback-status" if name == "t" => {
+                Reply::raw("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown")
+            }
             "/api/broken" => Reply::raw("HTTP/1.1 abc\r\n\r\n"),
             "/api/closes" => Reply::Close,
             target => {
@@ -94,6 +97,21 @@ addrs = ["{dead3}", "{a}"]
 
 [upstreams.retry_trace]
 addrs = ["{dead4}", "{a}"]
+
+[upstreams.dead_fb]
+addrs = ["{dead5}"]
+
+[[route]]
+id = "fallback-connect"
+path = "/api/fallback-connect"
+upstream = "dead_fb"
+fallback = "a"
+
+[[route]]
+id = "fallback-status"
+path = "/api/fallback-status"
+upstream = "slow"
+fallback = "a"
 
 [upstreams.slow]
 addrs = ["{t}"]
@@ -161,6 +179,7 @@ upstream = "slow"
         dead2 = closed_port(),
         dead3 = closed_port(),
         dead4 = closed_port(),
+        dead5 = closed_port(),
         a = a.addr,
         t = t.addr,
     );
@@ -285,6 +304,8 @@ async fn counters(proxy: &ProxyApp) -> BTreeMap<String, f64> {
                     || l.starts_with("banyan_upstream_failures_total")
                     || l.starts_with("banyan_request_duration_seconds_count")
                     || l.starts_with("banyan_backend_up")
+                    || l.starts_with("banyan_fallbacks_total")
+                    || l.starts_with("banyan_breaker_state")
                     || l.starts_with("banyan_shadow_requests_total"))
         })
         .filter_map(|l| {
@@ -764,6 +785,61 @@ fn cases() -> Vec<Case> {
             check: |s| {
                 assert_eq!(status(s), 200);
                 assert!(only_head(s, "a").contains("Content-Length: 5\r\n"));
+            },
+        },
+        Case {
+            name: "a read whose side refuses the connection is served by the fallback",
+            request: get("/api/fallback-connect", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 200, "{s:#?}");
+                assert_eq!(s.answers[0].body, "a GET /api/fallback-connect");
+                assert_eq!(s.answers[0].header("x-banyan-fallback"), Some("connect"));
+                assert_eq!(s.answers[0].header("x-banyan-upstream"), Some("a"));
+                assert_eq!(s.access[0].get("upstream").map(String::as_str), Some("a"));
+                assert!(
+                    s.counters.iter().any(|(k, v)| k.starts_with("banyan_fallbacks_total")
+                        && k.contains("reason=\"connect\"")
+                        && *v == 1.0),
+                    "{:?}",
+                    s.counters
+                );
+            },
+        },
+        Case {
+            name: "a write does not fall back without fallback_writes",
+            request: req(
+                "POST /api/fallback-connect HTTP/1.1\r\nHost: shop.example\r\nX-Request-Id: parity-1\r\nContent-Length: 2\r\n\r\n{}",
+            ),
+            answers: 1,
+            check: |s| {
+                // The backend is out of rotation since the case above.
+                assert_eq!(status(s), 503, "{s:#?}");
+                assert_eq!(s.answers[0].header("x-banyan-fallback"), None);
+                assert!(origin_heads(s, "a").is_empty());
+            },
+        },
+        Case {
+            name: "a read whose side answers a failing status is served by the fallback",
+            request: get("/api/fallback-status", ""),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 200, "{s:#?}");
+                assert_eq!(s.answers[0].body, "a GET /api/fallback-status");
+                assert_eq!(s.answers[0].header("x-banyan-fallback"), Some("status"));
+                assert_eq!(origin_heads(s, "t").len(), 1);
+                assert_eq!(origin_heads(s, "a").len(), 1);
+            },
+        },
+        Case {
+            name: "a HEAD whose side answers a failing status is served by the fallback",
+            request: req(
+                "HEAD /api/fallback-status HTTP/1.1\r\nHost: shop.example\r\nX-Request-Id: parity-1\r\n\r\n",
+            ),
+            answers: 1,
+            check: |s| {
+                assert_eq!(status(s), 200, "{s:#?}");
+                assert_eq!(s.answers[0].header("x-banyan-fallback"), Some("status"));
             },
         },
         Case {

@@ -71,8 +71,29 @@ async fn routes(State(s): State<AdminState>) -> Json<Value> {
         .config
         .routes
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(index, r)| {
             let mut route = crate::config::describe::route(r);
+            let breakers: BTreeMap<&str, Value> = std::iter::once(&r.upstream)
+                .chain(r.split.as_ref().map(|s| &s.to))
+                .filter_map(|u| table.breaker(index, u))
+                .map(|b| {
+                    let snap = b.snapshot();
+                    let since_ms = snap
+                        .since
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    (
+                        b.upstream(),
+                        json!({
+                            "state": snap.phase.label(),
+                            "since": service_kit::clock::rfc3339(since_ms),
+                            "window": {"requests": snap.requests, "failures": snap.failures},
+                        }),
+                    )
+                })
+                .collect();
+            route["breakers"] = json!(breakers);
             let counts = counters.get(&r.id).cloned().unwrap_or_default();
             route["requests"] = json!(counts.classes);
             route["sides"] = json!(counts.sides);

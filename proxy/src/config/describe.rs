@@ -28,5 +28,15 @@ pub(crate) fn route(r: &RouteSpec) -> Value {
             "timeout_ms": sh.timeout.as_millis() as u64,
             "max_in_flight": sh.max_in_flight,
         })),
+        "fallback": r.fallback,
+        "fallback_writes": r.fallback_writes,
+        "breaker": r.breaker.enabled.then(|| json!({
+            "window_ms": r.breaker.window.as_millis() as u64,
+            "min_requests": r.breaker.min_requests,
+            "error_percent": r.breaker.error_percent,
+            "reset_ms": r.breaker.reset.as_millis() as u64,
+            "probes": r.breaker.probes,
+            "statuses": r.breaker.statuses,
+        })),
     })
 }

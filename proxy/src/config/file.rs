@@ -77,6 +77,24 @@ pub(crate) struct RouteSection {
     pub upstream: Spanned<String>,
     pub split: Option<Spanned<SplitSection>>,
     pub shadow: Option<Spanned<ShadowSection>>,
+    /// The upstream that serves a request its chosen side cannot (the monolith).
+    pub fallback: Option<Spanned<String>>,
+    /// Writes fall back too, when no byte of them reached the failing side.
+    pub fallback_writes: Option<Spanned<bool>>,
+    pub breaker: Option<Spanned<BreakerSection>>,
+}
+
+/// `[route.breaker]`: when an upstream of the route fails too often, stop sending it requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BreakerSection {
+    pub enabled: Option<bool>,
+    pub window: Option<Spanned<String>>,
+    pub min_requests: Option<Spanned<i64>>,
+    pub error_percent: Option<Spanned<f64>>,
+    pub reset: Option<Spanned<String>>,
+    pub probes: Option<Spanned<i64>>,
+    pub statuses: Option<Spanned<Vec<Spanned<i64>>>>,
 }
 
 #[derive(Debug, Deserialize)]

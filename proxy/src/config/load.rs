@@ -62,14 +62,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                 .as_ref()
                 .and_then(|a| c.address(a))
                 .unwrap_or(defaults.admin);
-            let threads = match &p.threads {
-                Some(t) if (1..=256).contains(t.get_ref()) => *t.get_ref() as usize,
-                Some(t) => {
-                    c.at(t.span(), "threads must be between 1 and 256");
-                    defaults.threads
-                }
-                None => defaults.threads,
-            };
+            let threads = c.count(&p.threads, defaults.threads, 256, "threads");
             let reload_settle = c.duration(
                 &p.reload_settle,
                 defaults.reload_settle,
@@ -87,14 +80,12 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                     },
                     None => defaults.head.max_bytes,
                 },
-                max_headers: match &p.max_request_headers {
-                    Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as usize,
-                    Some(n) => {
-                        c.at(n.span(), "max_request_headers must be between 1 and 1000");
-                        defaults.head.max_headers
-                    }
-                    None => defaults.head.max_headers,
-                },
+                max_headers: c.count(
+                    &p.max_request_headers,
+                    defaults.head.max_headers,
+                    1000,
+                    "max_request_headers",
+                ),
                 timeout: c.duration(
                     &p.request_head_timeout,
                     defaults.head.timeout,
@@ -208,6 +199,8 @@ mod tests {
             )
         );
         assert_eq!(legacy.health.as_ref(), Some(&HealthSpec::default()));
+        assert_eq!(c.routes[0].breaker, BreakerSpec::default());
+        assert!(!c.routes[0].fallback_writes);
         let shadow = c.routes[0].shadow.as_ref().unwrap();
         let d = ShadowSpec::default();
         assert_eq!(
@@ -298,6 +291,70 @@ upstream = "legacy"
                 .any(|m| m.contains("percent must be between 0 and 100")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn fallback_and_breaker_keys_are_checked_where_they_stand() {
+        let route = |keys: &str| {
+            GOOD.replace(
+                "[[route]]\nid = \"rest\"\npath = \"/\"\nupstream = \"legacy\"\n",
+                &format!("[[route]]\nid = \"rest\"\npath = \"/\"\nupstream = \"legacy\"\n{keys}"),
+            )
+        };
+        let c = parse(
+            &route("fallback = \"legacy\"\nbreaker = { min_requests = 5, reset = \"1s\", statuses = [500, 429] }\n"),
+            "routes.toml",
+        )
+        .unwrap();
+        let rest = &c.routes[2];
+        assert_eq!(rest.fallback.as_deref(), Some("legacy"));
+        assert_eq!(
+            (
+                rest.breaker.min_requests,
+                rest.breaker.reset,
+                &rest.breaker.statuses
+            ),
+            (5, Duration::from_secs(1), &vec![500, 429])
+        );
+        // Each bad key is named at its own line and column.
+        let line = GOOD.lines().count() + 1;
+        for (keys, column, message) in [
+            ("fallback = \"legcy\"\n", 12, "unknown upstream \"legcy\""),
+            (
+                "fallback_writes = true\n",
+                19,
+                "fallback_writes needs a fallback",
+            ),
+            (
+                "breaker = { min_requests = 0 }\n",
+                28,
+                "min_requests must be between 1 and",
+            ),
+            (
+                "breaker = { error_percent = 150 }\n",
+                29,
+                "error_percent must be above 0",
+            ),
+            ("breaker = { reset = \"0s\" }\n", 21, "reset"),
+            (
+                "breaker = { statuses = [200] }\n",
+                25,
+                "status 200 is not a 4xx or 5xx status",
+            ),
+            (
+                "breaker = { statuses = [] }\n",
+                24,
+                "statuses must not be empty",
+            ),
+            ("breaker = { probs = 3 }\n", 13, "unknown field `probs`"),
+        ] {
+            let e = errors(&route(keys));
+            let at = format!("routes.toml:{line}:{column}: ");
+            assert!(
+                e.iter().any(|m| m.starts_with(&at) && m.contains(message)),
+                "{keys:?}: {e:?}"
+            );
+        }
     }
 
     #[test]

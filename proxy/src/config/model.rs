@@ -115,6 +115,42 @@ pub(crate) struct RouteSpec {
     pub upstream: String,
     pub split: Option<SplitSpec>,
     pub shadow: Option<ShadowSpec>,
+    /// The upstream that serves what the chosen side cannot ([`crate::edge::fallback`]).
+    pub fallback: Option<String>,
+    /// Writes fall back too (only when no byte of them reached the failing side).
+    pub fallback_writes: bool,
+    /// The circuit breaker of each upstream this route sends to ([`crate::edge::breaker`]).
+    pub breaker: BreakerSpec,
+}
+
+/// A route's circuit breakers: an upstream whose share of failures over `window` reaches
+/// `error_percent` (on at least `min_requests`) gets no requests for `reset`, then `probes`
+/// requests decide whether it is back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BreakerSpec {
+    pub enabled: bool,
+    pub window: Duration,
+    pub min_requests: u32,
+    /// 1..=100.
+    pub error_percent: f64,
+    pub reset: Duration,
+    pub probes: u32,
+    /// Upstream answers that count as failures (connect errors and timeouts always do).
+    pub statuses: Vec<u16>,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(10),
+            min_requests: 20,
+            error_percent: 50.0,
+            reset: Duration::from_secs(30),
+            probes: 3,
+            statuses: vec![500, 502, 503, 504],
+        }
+    }
 }
 
 /// A route's shadow: sampled requests are mirrored to `to` and the answers compared.

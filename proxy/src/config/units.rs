@@ -61,6 +61,24 @@ impl Checker<'_> {
         }
     }
 
+    /// A whole number from 1 to `max` (`default` when absent, or after reporting one outside).
+    pub(super) fn count(
+        &mut self,
+        v: &Option<Spanned<i64>>,
+        default: usize,
+        max: i64,
+        what: &str,
+    ) -> usize {
+        match v {
+            Some(n) if (1..=max).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.at(n.span(), format!("{what} must be between 1 and {max}"));
+                default
+            }
+            None => default,
+        }
+    }
+
     pub(super) fn size(
         &mut self,
         v: &Option<Spanned<String>>,

@@ -10,7 +10,8 @@ use http::{HeaderName, Method};
 use toml::Spanned;
 
 use super::file::{
-    FileConfig, HealthSection, RouteSection, ShadowSection, SplitSection, UpstreamSection,
+    BreakerSection, FileConfig, HealthSection, RouteSection, ShadowSection, SplitSection,
+    UpstreamSection,
 };
 use super::model::*;
 use crate::shadow::compare::{PathPattern, Rules};
@@ -196,6 +197,28 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> 
     }
     let split = r.split.as_ref().map(|s| split(c, s, upstream, &known));
     let shadow = r.shadow.as_ref().map(|s| shadow(c, s, upstream, &known));
+    let fallback = r.fallback.as_ref().map(|f| {
+        let name = f.get_ref();
+        if !known(name) {
+            c.at(f.span(), format!("unknown upstream {name:?}"));
+        }
+        name.clone()
+    });
+    let fallback_writes = match &r.fallback_writes {
+        Some(w) if *w.get_ref() && fallback.is_none() => {
+            c.at(
+                w.span(),
+                "fallback_writes needs a fallback: name the upstream that still owns the writes",
+            );
+            false
+        }
+        Some(w) => *w.get_ref(),
+        None => false,
+    };
+    let breaker = r
+        .breaker
+        .as_ref()
+        .map_or_else(BreakerSpec::default, |b| breaker(c, b.get_ref()));
     Some(RouteSpec {
         id: id.clone(),
         path,
@@ -204,7 +227,70 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> 
         upstream: upstream.clone(),
         split: split.flatten(),
         shadow,
+        fallback,
+        fallback_writes,
+        breaker,
     })
+}
+
+fn breaker(c: &mut Checker<'_>, b: &BreakerSection) -> BreakerSpec {
+    let d = BreakerSpec::default();
+    let min_requests = c.count(
+        &b.min_requests,
+        d.min_requests as usize,
+        1_000_000,
+        "min_requests",
+    ) as u32;
+    let probes = c.count(&b.probes, d.probes as usize, 100, "probes") as u32;
+    let error_percent = match &b.error_percent {
+        Some(p) if *p.get_ref() > 0.0 && *p.get_ref() <= 100.0 => *p.get_ref(),
+        Some(p) => {
+            c.at(p.span(), "error_percent must be above 0 and at most 100");
+            d.error_percent
+        }
+        None => d.error_percent,
+    };
+    let window = c.duration(
+        &b.window,
+        d.window,
+        (Duration::from_secs(1), Duration::from_secs(600)),
+        "window",
+    );
+    let reset = c.duration(
+        &b.reset,
+        d.reset,
+        (Duration::from_millis(100), Duration::from_secs(3600)),
+        "reset",
+    );
+    let mut statuses = Vec::new();
+    match &b.statuses {
+        Some(list) if list.get_ref().is_empty() => c.at(
+            list.span(),
+            "statuses must not be empty (connect errors and timeouts count anyway; list at least one)",
+        ),
+        Some(list) => {
+            for s in list.get_ref() {
+                match u16::try_from(*s.get_ref()) {
+                    Ok(code @ 400..=599) if !statuses.contains(&code) => statuses.push(code),
+                    Ok(code @ 400..=599) => c.at(s.span(), format!("status {code} is listed twice")),
+                    _ => c.at(
+                        s.span(),
+                        format!("status {} is not a 4xx or 5xx status", s.get_ref()),
+                    ),
+                }
+            }
+        }
+        None => statuses = d.statuses.clone(),
+    }
+    BreakerSpec {
+        enabled: b.enabled.unwrap_or(d.enabled),
+        window,
+        min_requests,
+        error_percent,
+        reset,
+        probes,
+        statuses,
+    }
 }
 
 fn percent_to_basis_points(c: &mut Checker<'_>, p: &Spanned<f64>) -> u32 {
@@ -254,14 +340,7 @@ fn shadow(
         (Duration::from_millis(10), Duration::from_secs(60)),
         "shadow timeout",
     );
-    let max_in_flight = match &s.max_in_flight {
-        Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => {
-            c.at(n.span(), "max_in_flight must be between 1 and 100000");
-            d.max_in_flight
-        }
-        None => d.max_in_flight,
-    };
+    let max_in_flight = c.count(&s.max_in_flight, d.max_in_flight, 100_000, "max_in_flight");
     let max_request_body = c.size(&s.max_request_body, d.max_request_body, "max_request_body");
     let max_response_body = c.size(
         &s.max_response_body,

@@ -29,12 +29,19 @@ pub(crate) enum Failure {
     NoRoute,
     /// Every backend of the pool is out of rotation (503).
     NoBackend,
+    /// The upstream's circuit breaker is open and the request cannot fall back (503, with
+    /// `Retry-After`).
+    BreakerOpen { retry_after: std::time::Duration },
     /// No backend could be connected to; `timeout`: the last attempt timed out (504, else 502).
     Connect { timeout: bool },
     /// The upstream took the request and did not answer in time (504).
     Timeout,
     /// The upstream's answer was broken or malformed, or it closed before answering (502).
     BadUpstream,
+    /// The upstream answered with a status its breaker counts as failed, and the route's
+    /// fallback serves the request instead ([`super::fallback::replaced_statuses`]); answered
+    /// 502 only should the fallback be unavailable.
+    FailedAnswer(u16),
     /// The client went away; nothing can be answered.
     ClientGone,
     /// A fault of Banyan's own (500).
@@ -82,12 +89,19 @@ impl Failure {
                 "unavailable",
                 format!("no healthy backend for upstream {upstream}"),
             ),
+            Failure::BreakerOpen { .. } => with(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("upstream {upstream} is failing; its circuit breaker is open"),
+            ),
             Failure::Connect { timeout: true } | Failure::Timeout => with(
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway_timeout",
                 format!("upstream {upstream} did not answer in time"),
             ),
-            Failure::Connect { timeout: false } | Failure::BadUpstream => with(
+            Failure::Connect { timeout: false }
+            | Failure::BadUpstream
+            | Failure::FailedAnswer(_) => with(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
                 format!("upstream {upstream} is unavailable"),
@@ -97,12 +111,23 @@ impl Failure {
         })
     }
 
+    /// Seconds for the answer's `Retry-After` header, when it has one.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
+            Failure::BreakerOpen { retry_after } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
+        }
+    }
+
     /// The `kind` of `banyan_upstream_failures_total` this counts as, if it is the upstream's.
     pub(crate) fn upstream_metric(&self) -> Option<&'static str> {
         match self {
-            Failure::NoBackend | Failure::Connect { timeout: false } | Failure::BadUpstream => {
-                Some("error")
-            }
+            Failure::NoBackend
+            | Failure::Connect { timeout: false }
+            | Failure::BadUpstream
+            | Failure::FailedAnswer(_) => Some("error"),
             Failure::Connect { timeout: true } | Failure::Timeout => Some("timeout"),
             _ => None,
         }
@@ -116,10 +141,12 @@ impl Failure {
             Failure::BadRequest(_) => "bad_request",
             Failure::NoRoute => "no_route",
             Failure::NoBackend => "no_backend",
+            Failure::BreakerOpen { .. } => "breaker_open",
             Failure::Connect { timeout: false } => "connect",
             Failure::Connect { timeout: true } => "connect_timeout",
             Failure::Timeout => "upstream_timeout",
             Failure::BadUpstream => "bad_upstream",
+            Failure::FailedAnswer(_) => "failed_answer",
             Failure::ClientGone => "client_gone",
             Failure::Internal => "internal",
         }
@@ -158,12 +185,24 @@ mod tests {
             (Failure::Timeout, 504, Some("timeout")),
             (Failure::BadUpstream, 502, Some("error")),
             (Failure::BadRequest("x".into()), 400, None),
+            (
+                Failure::BreakerOpen {
+                    retry_after: std::time::Duration::from_millis(1500),
+                },
+                503,
+                None,
+            ),
         ];
         for (f, status, metric) in cases {
             assert_eq!(f.answer("u").unwrap().status.as_u16(), status, "{f:?}");
             assert_eq!(f.upstream_metric(), metric, "{f:?}");
         }
         assert!(Failure::ClientGone.answer("u").is_none());
+        let open = Failure::BreakerOpen {
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        assert_eq!(open.retry_after(), Some(2), "rounded up");
+        assert_eq!(Failure::NoBackend.retry_after(), None);
         assert!(!retried_on_connect_failure(&Method::TRACE));
         assert!(!retried_on_connect_failure(&Method::POST));
     }

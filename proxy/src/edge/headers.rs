@@ -33,6 +33,8 @@ pub(crate) const SHADOW_MARKER: &str = "x-banyan-shadow";
 /// The debug headers a table may turn on (`[proxy] debug_headers`).
 pub(crate) const DEBUG_ROUTE: &str = "x-banyan-route";
 pub(crate) const DEBUG_UPSTREAM: &str = "x-banyan-upstream";
+/// Why the route's fallback served the answer ([`super::fallback::Reason`]), with the debug headers.
+pub(crate) const DEBUG_FALLBACK: &str = "x-banyan-fallback";
 
 /// Headers that describe one connection and never cross the proxy, in either direction.
 pub(crate) const HOP_BY_HOP: &[&str] = &[
@@ -61,7 +63,13 @@ pub(crate) const EDGE_ONLY: &[&str] = &[
 ];
 
 /// Response headers the edge sets on every answer (an upstream's are replaced).
-const EDGE_ONLY_RESPONSE: &[&str] = &[REQUEST_ID, "via", DEBUG_ROUTE, DEBUG_UPSTREAM];
+const EDGE_ONLY_RESPONSE: &[&str] = &[
+    REQUEST_ID,
+    "via",
+    DEBUG_ROUTE,
+    DEBUG_UPSTREAM,
+    DEBUG_FALLBACK,
+];
 
 /// Headers a request or response may hold, however the pipeline holds them: a `HeaderMap` on
 /// Pingora's pipeline and in the mirror, the parsed head on the fast path (which builds no map).
@@ -235,22 +243,34 @@ pub(crate) struct EdgeResponse<'a> {
     pub(crate) request_id: &'a str,
     /// `Via` as it goes to the client ([`via`] of the upstream's response).
     pub(crate) via: &'a [u8],
-    /// Route id and upstream name, when the table turns debug headers on.
-    pub(crate) debug: Option<(&'a str, &'a str)>,
+    /// Route id, upstream name and fallback reason, when the table turns debug headers on.
+    pub(crate) debug: Option<DebugHeaders<'a>>,
     /// The connection closes after this response (`Connection: close`; else `keep-alive`,
     /// as Pingora's pipeline says it too).
     pub(crate) close: bool,
+}
+
+/// What the debug headers say of a request (`debug_headers = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DebugHeaders<'a> {
+    pub(crate) route: &'a str,
+    pub(crate) upstream: &'a str,
+    /// Set when the route's fallback served the request.
+    pub(crate) fallback: Option<&'static str>,
 }
 
 /// The headers Banyan sets on a response to a client, in order.
 pub(crate) fn response_additions<'a>(
     edge: &'a EdgeResponse<'a>,
 ) -> impl Iterator<Item = (&'static str, &'a [u8])> {
-    let debug = edge.debug.into_iter().flat_map(|(route, upstream)| {
+    let debug = edge.debug.into_iter().flat_map(|d| {
         [
-            (DEBUG_ROUTE, route.as_bytes()),
-            (DEBUG_UPSTREAM, upstream.as_bytes()),
+            Some((DEBUG_ROUTE, d.route.as_bytes())),
+            Some((DEBUG_UPSTREAM, d.upstream.as_bytes())),
+            d.fallback.map(|f| (DEBUG_FALLBACK, f.as_bytes())),
         ]
+        .into_iter()
+        .flatten()
     });
     [(REQUEST_ID, edge.request_id.as_bytes()), ("via", edge.via)]
         .into_iter()

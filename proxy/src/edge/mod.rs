@@ -8,6 +8,8 @@
 //! - [`request`]: the request line, `Host` and body framing are checked; what a strict proxy
 //!   must refuse is answered 400 here, the same for every pipeline;
 //! - [`route`]: the one routing step (normalize, match, split), once per request;
+//! - [`fallback`]: the side that serves it: the chosen one, or the route's fallback when the
+//!   chosen side's circuit [`breaker`] is open or it failed before answering;
 //! - [`headers`]: what is passed on, dropped and added, in both directions (one hop-by-hop
 //!   table, the headers only the edge may set, `Via`, the request id);
 //! - [`failure`]: what went wrong, mapped to one answer, metric and log label, and which
@@ -20,7 +22,9 @@
 //! and requires the same answer, the same request at the origin, the same metrics and the same
 //! access log.
 
+pub(crate) mod breaker;
 pub(crate) mod failure;
+pub(crate) mod fallback;
 pub(crate) mod head;
 pub(crate) mod headers;
 pub(crate) mod record;

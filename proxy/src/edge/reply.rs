@@ -11,14 +11,21 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::headers::{REQUEST_ID, VIA_VALUE};
 
 /// The headers of an error answer with a body of `body_len` bytes, in order (Pingora's
-/// pipeline adds `Date` and `Connection` itself; [`write_error`] adds `connection: close`).
-pub(crate) fn error_head(body_len: usize, request_id: &str) -> [(&'static str, String); 4] {
+/// pipeline adds `Date` and `Connection` itself; [`write_error`] adds `connection: close`);
+/// `retry_after` is [`Failure::retry_after`](super::failure::Failure::retry_after).
+pub(crate) fn error_head(
+    body_len: usize,
+    request_id: &str,
+    retry_after: Option<u64>,
+) -> impl Iterator<Item = (&'static str, String)> {
     [
         ("content-type", "application/json".to_owned()),
         ("content-length", body_len.to_string()),
         (REQUEST_ID, request_id.to_owned()),
         ("via", VIA_VALUE.to_owned()),
     ]
+    .into_iter()
+    .chain(retry_after.map(|s| ("retry-after", s.to_string())))
 }
 
 /// Writes `err` with `connection: close`; false when the client was gone. The answer to a
@@ -28,6 +35,7 @@ pub(crate) async fn write_error<S: AsyncWrite + Unpin>(
     err: &ErrorResponse,
     request_id: &str,
     head: bool,
+    retry_after: Option<u64>,
 ) -> bool {
     use std::io::Write;
     let body = err.to_json();
@@ -38,7 +46,7 @@ pub(crate) async fn write_error<S: AsyncWrite + Unpin>(
         err.status.as_u16(),
         err.status.canonical_reason().unwrap_or(""),
     );
-    for (name, value) in error_head(body.len(), request_id) {
+    for (name, value) in error_head(body.len(), request_id, retry_after) {
         let _ = write!(out, "{name}: {value}\r\n");
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");

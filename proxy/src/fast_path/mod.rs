@@ -47,7 +47,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_core::protocols::l4::stream::Stream as ClientStream;
 
 use crate::edge::failure::Failure;
-use crate::edge::headers::{self, EdgeRequest};
+use crate::edge::fallback;
+use crate::edge::headers::{self, DebugHeaders, EdgeRequest};
 use crate::edge::record::{Pipeline, Record};
 use crate::edge::reply::write_error;
 use crate::edge::request::{Body, Inspected};
@@ -89,10 +90,12 @@ struct Exchanging<'a> {
     client_close: bool,
     /// Once closing, no answer promises keep-alive (looked at when the answer's head is built).
     lifecycle: &'a Lifecycle,
-    /// Route id and upstream name for the debug headers, when on.
-    debug: Option<(&'a str, &'a str)>,
+    /// What the debug headers say, when on.
+    debug: Option<DebugHeaders<'a>>,
     /// The `client_write_timeout` setting.
     write_timeout: Duration,
+    /// Answers with these statuses are not relayed: the fallback serves the request.
+    replaced: Option<&'a [u16]>,
 }
 
 /// What one exchange did, for the access record.
@@ -169,7 +172,7 @@ impl FastPath {
             Err(unrouted) => {
                 let answer = unrouted.failure.answer("");
                 if let Some(answer) = answer
-                    && write_error(client, &answer, &request_id, head).await
+                    && write_error(client, &answer, &request_id, head, None).await
                 {
                     record.status = answer.status.as_u16();
                 }
@@ -221,29 +224,87 @@ impl FastPath {
         }
         let mut out = Vec::with_capacity(1024);
         wire::upstream_request_head(&mut out, method_str, target, req.headers, &edge);
-        let debug = table
-            .config
-            .proxy
-            .debug_headers
-            .then_some((route.id.as_str(), pool.name()));
-        let exchanging = Exchanging {
-            head,
-            request_id: &request_id,
-            client_close,
-            lifecycle: &self.lifecycle,
-            debug,
-            write_timeout: table.config.proxy.client_write_timeout,
+        let debug_headers = table.config.proxy.debug_headers;
+        let mut attempts = 0;
+        let mut side = fallback::choose(&table, *index, pool.clone(), &method, &self.metrics);
+        let outcome = loop {
+            let current = match &mut side {
+                Ok(side) => side,
+                Err(failure) => {
+                    break self
+                        .answer_failure(client, failure.clone(), pool, head, &request_id)
+                        .await;
+                }
+            };
+            let exchanging = Exchanging {
+                head,
+                request_id: &request_id,
+                client_close,
+                lifecycle: &self.lifecycle,
+                debug: debug_headers.then_some(DebugHeaders {
+                    route: &route.id,
+                    upstream: current.pool.name(),
+                    fallback: current.fallback.map(|r| r.label()),
+                }),
+                write_timeout: table.config.proxy.client_write_timeout,
+                replaced: fallback::replaced_statuses(&table, *index, current, &method),
+            };
+            let mut outcome = self
+                .forward(
+                    client,
+                    &current.pool,
+                    &method,
+                    &out,
+                    &exchanging,
+                    mirror.as_mut(),
+                )
+                .await;
+            outcome.attempts += attempts;
+            match &outcome.failure {
+                None => {
+                    current.answered(outcome.status);
+                    break outcome;
+                }
+                Some(failure) => {
+                    current.failed(failure);
+                    if outcome.status != 0 {
+                        // Midway: the client already has the head.
+                        break outcome;
+                    }
+                    if let Some(next) = fallback::after_failure(
+                        &table,
+                        *index,
+                        current,
+                        &method,
+                        failure,
+                        &self.metrics,
+                    ) {
+                        attempts = outcome.attempts;
+                        side = Ok(next);
+                        continue;
+                    }
+                    let failure = failure.clone();
+                    let pool = current.pool.clone();
+                    let mut answered = self
+                        .answer_failure(client, failure, &pool, head, &request_id)
+                        .await;
+                    answered.backend = outcome.backend;
+                    answered.attempts = outcome.attempts;
+                    break answered;
+                }
+            }
         };
-        let outcome = self
-            .forward(client, pool, &method, &out, &exchanging, mirror.as_mut())
-            .await;
+        let upstream = match &side {
+            Ok(s) => s.pool.clone(),
+            Err(_) => pool.clone(),
+        };
         if let Some(m) = mirror {
             m.finish(outcome.status > 0 && outcome.failure.is_none());
         }
         record.path = path;
         record.status = outcome.status;
         record.route = &route.id;
-        record.upstream = pool.name();
+        record.upstream = upstream.name();
         record.backend = outcome.backend;
         record.attempts = outcome.attempts;
         record.failure = outcome.failure.as_ref();
@@ -310,13 +371,32 @@ impl FastPath {
             }
             Err(failure) => failure,
         };
-        if let Some(answer) = failure.answer(pool.name())
-            && write_error(client, &answer, exchanging.request_id, exchanging.head).await
-        {
-            outcome.status = answer.status.as_u16();
-        }
         outcome.failure = Some(failure);
         outcome
+    }
+
+    /// Answers `failure` (of `pool`) to the client, as the edge maps it.
+    async fn answer_failure(
+        &self,
+        client: &mut ClientStream,
+        failure: Failure,
+        pool: &Pool,
+        head: bool,
+        request_id: &str,
+    ) -> Outcome {
+        let mut status = 0;
+        if let Some(answer) = failure.answer(pool.name())
+            && write_error(client, &answer, request_id, head, failure.retry_after()).await
+        {
+            status = answer.status.as_u16();
+        }
+        Outcome {
+            status,
+            backend: None,
+            attempts: 0,
+            failure: Some(failure),
+            keep_alive: false,
+        }
     }
 }
 

@@ -61,6 +61,9 @@ pub(super) async fn relay(
         _ => return Err(Relay::BeforeHead(Failure::BadUpstream)),
     };
     let status = resp.code.unwrap_or(0);
+    if exchanging.replaced.is_some_and(|s| s.contains(&status)) {
+        return Err(Relay::BeforeHead(Failure::FailedAnswer(status)));
+    }
     let framing = wire::response_framing(exchanging.head, status, resp.headers)
         .map_err(|_| Relay::BeforeHead(Failure::BadUpstream))?;
     if let Some(m) = mirror.as_deref_mut() {

@@ -298,7 +298,7 @@ impl Chunked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::headers::h;
+    use crate::edge::headers::{DebugHeaders, h};
 
     #[test]
     fn a_chunked_body_ends_after_its_last_chunk_and_trailers_in_any_slicing() {
@@ -453,7 +453,11 @@ mod tests {
         let edge = EdgeResponse {
             request_id: "abc",
             via: b"1.1 banyan",
-            debug: Some(("products", "legacy")),
+            debug: Some(DebugHeaders {
+                route: "products",
+                upstream: "legacy",
+                fallback: None,
+            }),
             close: true,
         };
         client_response_head(&mut out, 200, "OK", &headers, Framing::Chunked, &edge);

@@ -28,6 +28,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, ConfigErrors};
+use crate::edge::breaker::Breakers;
 use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
 use crate::shadow::bounds::{Backlogs, Bounds};
@@ -60,6 +61,8 @@ pub(crate) struct LiveTable {
     table: ArcSwap<RouteTable>,
     registry: Registry,
     bounds: Bounds,
+    /// Circuit breakers by route and upstream: kept across reloads like backend health.
+    breakers: Breakers,
     status: Mutex<ReloadStatus>,
     /// Serializes reloads (watcher, poller and SIGHUP may fire together).
     reloading: tokio::sync::Mutex<()>,
@@ -76,9 +79,10 @@ impl LiveTable {
     pub(crate) fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Self, ConfigErrors> {
         let registry = Registry::default();
         let bounds = Bounds::default();
+        let breakers = Breakers::new(metrics.clone());
         let text = std::fs::read(path).map_err(|e| read_error(path, e))?;
         let config = config::parse(&String::from_utf8_lossy(&text), &path.display().to_string())?;
-        let table = RouteTable::build(config, version_of(&text), &registry, &bounds);
+        let table = RouteTable::build(config, version_of(&text), &registry, &bounds, &breakers);
         bounds.retain(&table.shadowed_routes());
         metrics.table_loaded(&table);
         Ok(LiveTable {
@@ -86,6 +90,7 @@ impl LiveTable {
             table: ArcSwap::from_pointee(table),
             registry,
             bounds,
+            breakers,
             status: Mutex::default(),
             reloading: tokio::sync::Mutex::new(()),
             metrics,
@@ -174,7 +179,14 @@ impl LiveTable {
                 "[proxy] listen, admin and threads apply at the next restart or upgrade; the routes apply now"
             );
         }
-        let table = RouteTable::build(config, version.clone(), &self.registry, &self.bounds);
+        let table = RouteTable::build(
+            config,
+            version.clone(),
+            &self.registry,
+            &self.bounds,
+            &self.breakers,
+        );
+        let breakers_in_use = table.breaker_keys();
         let in_use: Vec<_> = table
             .pools
             .values()
@@ -183,6 +195,7 @@ impl LiveTable {
         self.metrics.table_loaded(&table);
         self.table.store(Arc::new(table));
         self.registry.retain(&in_use);
+        self.breakers.retain(&breakers_in_use);
         self.bounds.retain(&self.current().shadowed_routes());
         {
             let mut status = self.status.lock().unwrap();

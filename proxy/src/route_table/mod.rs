@@ -15,6 +15,7 @@ use http::Method;
 use crate::edge::headers::Headers;
 
 use crate::config::{Config, RouteSpec};
+use crate::edge::breaker::{Breaker, Breakers};
 use crate::shadow::bounds::{Bounds, RouteBound};
 use crate::upstream::{Pool, Registry};
 use matcher::Matcher;
@@ -30,6 +31,8 @@ pub(crate) struct RouteTable {
     matcher: Matcher,
     /// Per route: the in-flight bound and backlog of its shadow, if it has one.
     shadow_bounds: Vec<Option<RouteBound>>,
+    /// Per route: the breakers of the upstreams it sends to (none when its breaker is off).
+    breakers: Vec<Vec<Arc<Breaker>>>,
 }
 
 impl RouteTable {
@@ -38,6 +41,7 @@ impl RouteTable {
         version: String,
         registry: &Registry,
         bounds: &Bounds,
+        breakers: &Breakers,
     ) -> Self {
         let pools = config
             .upstreams
@@ -54,6 +58,19 @@ impl RouteTable {
                     .map(|s| bounds.get(&r.id, s.max_in_flight))
             })
             .collect();
+        let breakers = config
+            .routes
+            .iter()
+            .map(|r| {
+                if !r.breaker.enabled {
+                    return Vec::new();
+                }
+                std::iter::once(&r.upstream)
+                    .chain(r.split.as_ref().map(|s| &s.to))
+                    .map(|u| breakers.get(&r.id, u, &r.breaker))
+                    .collect()
+            })
+            .collect();
         RouteTable {
             version,
             loaded_at_ms: service_kit::clock::now_ms(),
@@ -61,7 +78,26 @@ impl RouteTable {
             pools,
             matcher,
             shadow_bounds,
+            breakers,
         }
+    }
+
+    /// The breaker of `upstream` for route `index` (`None`: the route's breaker is off, or it
+    /// does not send to `upstream`).
+    pub(crate) fn breaker(&self, index: usize, upstream: &str) -> Option<&Arc<Breaker>> {
+        self.breakers[index]
+            .iter()
+            .find(|b| b.upstream() == upstream)
+    }
+
+    /// Every (route, upstream) pair with a breaker.
+    pub(crate) fn breaker_keys(&self) -> Vec<(String, String)> {
+        self.config
+            .routes
+            .iter()
+            .zip(&self.breakers)
+            .flat_map(|(r, bs)| bs.iter().map(|b| (r.id.clone(), b.upstream().to_owned())))
+            .collect()
     }
 
     /// The in-flight bound and backlog of route `index`'s shadow (`None`: no shadow).

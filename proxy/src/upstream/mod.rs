@@ -134,6 +134,11 @@ impl Pool {
         &self.spec.name
     }
 
+    /// Whether any backend is in rotation.
+    pub(crate) fn any_available(&self) -> bool {
+        self.backends.iter().any(|b| b.is_available())
+    }
+
     /// The next available backend, round-robin, skipping `tried` (earlier attempts of the same
     /// request). `None` when no backend is available.
     pub(crate) fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {

@@ -1,0 +1,202 @@
+//! Which side serves a request once it is routed: the side the route (and its split) chose,
+//! unless that side's breaker is open or it cannot take the request, in which case the route's
+//! `fallback` (the monolith, a known-good twin of every route that moves) serves it.
+//!
+//! The rule for what may fall back is about never doing a write twice:
+//! - reads (GET, HEAD, OPTIONS) fall back whenever the chosen side failed before any byte of
+//!   its answer: breaker open, no healthy backend, connection refused, connect or answer timed
+//!   out, an answer broken before its head;
+//! - writes fall back only when the route says `fallback_writes = true` (the operator's
+//!   statement that the fallback still owns those writes) and no byte of the write reached the
+//!   failing side (breaker open, no healthy backend, connection refused or never established).
+//!
+//! A request falls back once: the fallback's own failure is answered as it is. A route whose
+//! chosen side *is* its fallback does not fall back to itself. Otherwise an open breaker is
+//! answered at once with 503 and `Retry-After` ([`Failure::BreakerOpen`]): no client waits
+//! on an upstream known to be failing.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use super::breaker::{Ticket, Verdict};
+use super::failure::Failure;
+use crate::metrics::Metrics;
+use crate::route_table::RouteTable;
+use crate::upstream::Pool;
+
+/// Why a request was served by the fallback (`x-banyan-fallback`, `banyan_fallbacks_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    BreakerOpen,
+    NoBackend,
+    Connect,
+    Timeout,
+    BadUpstream,
+    /// The chosen side answered with a status its breaker counts as failed.
+    Status,
+}
+
+impl Reason {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Reason::BreakerOpen => "breaker_open",
+            Reason::NoBackend => "no_backend",
+            Reason::Connect => "connect",
+            Reason::Timeout => "timeout",
+            Reason::BadUpstream => "bad_upstream",
+            Reason::Status => "status",
+        }
+    }
+
+    /// Whether a write may have reached the failing side.
+    fn write_may_have_landed(self) -> bool {
+        matches!(self, Reason::Timeout | Reason::BadUpstream | Reason::Status)
+    }
+}
+
+/// The side a request is sent to.
+#[derive(Debug)]
+pub(crate) struct Side {
+    pub(crate) pool: Arc<Pool>,
+    /// The breaker's admission of this request, to be given its verdict.
+    pub(crate) ticket: Option<Ticket>,
+    /// Set when the fallback serves the request.
+    pub(crate) fallback: Option<Reason>,
+}
+
+impl Side {
+    /// The request ended with an upstream answer of `status` (after its head arrived).
+    pub(crate) fn answered(&mut self, status: u16) {
+        if let Some(t) = self.ticket.take() {
+            let verdict = if t.breaker().counts_as_failure(status) {
+                Verdict::Failed
+            } else {
+                Verdict::Passed
+            };
+            t.finish(verdict);
+        }
+    }
+
+    /// The request failed with `failure` on this side.
+    pub(crate) fn failed(&mut self, failure: &Failure) {
+        if let Some(t) = self.ticket.take() {
+            let verdict = match failure {
+                Failure::Connect { .. }
+                | Failure::Timeout
+                | Failure::BadUpstream
+                | Failure::FailedAnswer(_) => Verdict::Failed,
+                _ => Verdict::Neither,
+            };
+            t.finish(verdict);
+        }
+    }
+}
+
+/// Before anything is sent: the side that serves a request routed (by route `index`) to
+/// `chosen`, or the failure to answer at once.
+pub(crate) fn choose(
+    table: &RouteTable,
+    index: usize,
+    chosen: Arc<Pool>,
+    method: &Method,
+    metrics: &Metrics,
+) -> Result<Side, Failure> {
+    let ticket = match table.breaker(index, chosen.name()).map(|b| b.admit()) {
+        None => None,
+        Some(Ok(ticket)) => Some(ticket),
+        Some(Err(refused)) => {
+            return fall_back(table, index, &chosen, method, Reason::BreakerOpen, metrics).ok_or(
+                Failure::BreakerOpen {
+                    retry_after: refused.retry_after,
+                },
+            );
+        }
+    };
+    if !chosen.any_available()
+        && let Some(side) = fall_back(table, index, &chosen, method, Reason::NoBackend, metrics)
+    {
+        return Ok(side);
+    }
+    Ok(Side {
+        pool: chosen,
+        ticket,
+        fallback: None,
+    })
+}
+
+/// After `side` failed with `failure` before any byte of its answer reached the client: the
+/// fallback that serves the request instead, if the rules above allow one.
+pub(crate) fn after_failure(
+    table: &RouteTable,
+    index: usize,
+    side: &Side,
+    method: &Method,
+    failure: &Failure,
+    metrics: &Metrics,
+) -> Option<Side> {
+    if side.fallback.is_some() {
+        return None;
+    }
+    let reason = match failure {
+        Failure::NoBackend => Reason::NoBackend,
+        Failure::Connect { .. } => Reason::Connect,
+        Failure::Timeout => Reason::Timeout,
+        Failure::BadUpstream => Reason::BadUpstream,
+        Failure::FailedAnswer(_) => Reason::Status,
+        _ => return None,
+    };
+    fall_back(table, index, &side.pool, method, reason, metrics)
+}
+
+/// The statuses of `side`'s answer that are not relayed, because the route's fallback serves
+/// the request instead (the answer's head is then dropped unread and the side reports
+/// [`Failure::FailedAnswer`]): the statuses its breaker counts as failed, for a request that may
+/// still fall back. `None`: every answer is relayed.
+pub(crate) fn replaced_statuses<'t>(
+    table: &'t RouteTable,
+    index: usize,
+    side: &Side,
+    method: &Method,
+) -> Option<&'t [u16]> {
+    let route = table.route(index);
+    (side.fallback.is_none() && may_fall_back(table, index, &side.pool, method, Reason::Status))
+        .then_some(route.breaker.statuses.as_slice())
+}
+
+/// Whether a request of `method` on route `index` may leave `from` for the fallback.
+fn may_fall_back(
+    table: &RouteTable,
+    index: usize,
+    from: &Pool,
+    method: &Method,
+    reason: Reason,
+) -> bool {
+    let route = table.route(index);
+    let Some(to) = route.fallback.as_deref() else {
+        return false;
+    };
+    let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    to != from.name() && (read || (route.fallback_writes && !reason.write_may_have_landed()))
+}
+
+fn fall_back(
+    table: &RouteTable,
+    index: usize,
+    from: &Pool,
+    method: &Method,
+    reason: Reason,
+    metrics: &Metrics,
+) -> Option<Side> {
+    if !may_fall_back(table, index, from, method, reason) {
+        return None;
+    }
+    let route = table.route(index);
+    let to = route.fallback.as_deref()?;
+    metrics.fallback(&route.id, reason.label());
+    Some(Side {
+        pool: table.pool(to).clone(),
+        ticket: None,
+        fallback: Some(reason),
+    })
+}

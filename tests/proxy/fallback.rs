@@ -1,0 +1,324 @@
+//! Circuit breakers and fallback to the monolith, on both pipelines: a failing new service is
+//! not seen by clients of a route with `fallback = "legacy"`, its breaker opens within its
+//! window and stops its traffic, half-open probes close it once it recovers, and writes fall
+//! back only where that cannot apply them twice.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banyan_tests::proxy::{ProxyApp, spawn_proxy, table};
+use banyan_tests::raw_origin::{RawOrigin, Reply, Seen};
+
+/// How the new service behaves.
+const HEALTHY: u8 = 0;
+const FAILING: u8 = 1;
+const CLOSING: u8 = 2;
+
+/// An origin answering `name` (or, for the new service, as its mode says), recording the
+/// method and target of every request.
+async fn origin(
+    name: &'static str,
+    mode: Arc<AtomicU8>,
+    seen: Arc<Mutex<Vec<String>>>,
+) -> RawOrigin {
+    RawOrigin::start(move |s: &Seen| {
+        seen.lock()
+            .unwrap()
+            .push(format!("{} {}", s.method(), s.target()));
+        let ok = |body: &str| {
+            Reply::raw(&format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))
+        };
+        match mode.load(Ordering::SeqCst) {
+            FAILING => {
+                Reply::raw("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown")
+            }
+            CLOSING => Reply::Close,
+            _ => ok(name),
+        }
+    })
+    .await
+}
+
+struct Rig {
+    proxy: ProxyApp,
+    mode: Arc<AtomicU8>,
+    new_seen: Arc<Mutex<Vec<String>>>,
+    legacy_seen: Arc<Mutex<Vec<String>>>,
+    _origins: (RawOrigin, RawOrigin),
+    client: reqwest::Client,
+}
+
+async fn rig(fast_path: bool) -> Rig {
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let (new_seen, legacy_seen) = (Arc::default(), Arc::default());
+    let new = origin("new", mode.clone(), Arc::clone(&new_seen)).await;
+    let legacy = origin("legacy", Arc::default(), Arc::clone(&legacy_seen)).await;
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let routes = format!(
+        r#"
+[[route]]
+id = "products"
+path = "/api/products"
+upstream = "new"
+fallback = "legacy"
+breaker = {{ min_requests = 10, reset = "300ms", probes = 2 }}
+
+[[route]]
+id = "orders"
+path = "/api/orders"
+upstream = "new"
+fallback = "legacy"
+breaker = {{ min_requests = 10, reset = "30s" }}
+
+[[route]]
+id = "carts"
+path = "/api/carts"
+upstream = "gone"
+fallback = "legacy"
+fallback_writes = true
+
+[upstreams.gone]
+addrs = ["{gone}"]
+"#
+    );
+    let routes = table(
+        &[("new", vec![new.addr]), ("legacy", vec![legacy.addr])],
+        &routes,
+    )
+    .replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
+    Rig {
+        proxy: spawn_proxy(&routes).await,
+        mode,
+        new_seen,
+        legacy_seen,
+        _origins: (new, legacy),
+        client: reqwest::Client::new(),
+    }
+}
+
+struct Got {
+    status: u16,
+    fallback: Option<String>,
+    retry_after: Option<String>,
+    body: String,
+}
+
+impl Rig {
+    async fn send(&self, method: reqwest::Method, path: &str) -> Got {
+        let resp = self
+            .client
+            .request(method, self.proxy.url(path))
+            .body(if path.contains("orders") || path.contains("carts") {
+                "{}"
+            } else {
+                ""
+            })
+            .send()
+            .await
+            .unwrap();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        Got {
+            status: resp.status().as_u16(),
+            fallback: header("x-banyan-fallback"),
+            retry_after: header("retry-after"),
+            body: String::new(),
+        }
+        .with_body(resp)
+        .await
+    }
+
+    fn new_requests(&self) -> usize {
+        self.new_seen.lock().unwrap().len()
+    }
+
+    async fn breaker_state(&self, route: &str) -> String {
+        let routes = self.proxy.routes().await;
+        let route = routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == route)
+            .unwrap()
+            .clone();
+        route["breakers"]["new"]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Got {
+    async fn with_body(mut self, resp: reqwest::Response) -> Self {
+        self.body = resp.text().await.unwrap();
+        self
+    }
+}
+
+async fn metric(proxy: &ProxyApp, series: &str) -> f64 {
+    proxy
+        .admin_text("/metrics")
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn reads_fall_back_and_the_breaker_opens_and_closes(fast_path: bool) {
+    let rig = rig(fast_path).await;
+    let get = || rig.send(reqwest::Method::GET, "/api/products/1");
+    let first = get().await;
+    assert_eq!((first.status, first.body.as_str()), (200, "new"));
+
+    // Failing: every read is answered by the monolith; the breaker opens once its window holds
+    // 10 requests (the healthy one above and 9 failures) and the new service then gets nothing.
+    rig.mode.store(FAILING, Ordering::SeqCst);
+    let before = rig.new_requests();
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        let got = get().await;
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (200, "legacy"),
+            "fast_path = {fast_path}: a client saw the failure"
+        );
+        reasons.push(got.fallback.unwrap_or_default());
+    }
+    assert_eq!(rig.new_requests() - before, 9, "fast_path = {fast_path}");
+    assert!(reasons[..9].iter().all(|r| r == "status"), "{reasons:?}");
+    assert!(
+        reasons[9..].iter().all(|r| r == "breaker_open"),
+        "{reasons:?}"
+    );
+    assert_eq!(rig.breaker_state("products").await, "open");
+    assert_eq!(
+        metric(
+            &rig.proxy,
+            "banyan_breaker_state{route=\"products\",upstream=\"new\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &rig.proxy,
+            "banyan_fallbacks_total{reason=\"breaker_open\",route=\"products\"}"
+        )
+        .await,
+        91.0
+    );
+
+    // A new service that drops connections before answering: still the monolith's answer.
+    // Once `reset` has passed, a half-open probe reaches it, fails, and opens the breaker again.
+    rig.mode.store(CLOSING, Ordering::SeqCst);
+    let probed = rig.new_requests();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.new_requests() == probed {
+        assert!(Instant::now() < deadline, "no half-open probe was sent");
+        let got = get().await;
+        assert_eq!((got.status, got.body.as_str()), (200, "legacy"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Recovered: the probes pass and the breaker closes; no client saw a failure meanwhile.
+    rig.mode.store(HEALTHY, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = get().await;
+        assert_eq!(got.status, 200, "fast_path = {fast_path}");
+        if got.body == "new"
+            && got.fallback.is_none()
+            && rig.breaker_state("products").await == "closed"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the breaker never closed again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric(
+            &rig.proxy,
+            "banyan_breaker_state{route=\"products\",upstream=\"new\"}"
+        )
+        .await,
+        0.0
+    );
+    assert!(
+        rig.proxy.process.log().contains("circuit breaker opened"),
+        "the state change is logged"
+    );
+}
+
+async fn writes_fall_back_only_when_no_byte_reached_the_failing_side(fast_path: bool) {
+    let rig = rig(fast_path).await;
+    rig.mode.store(FAILING, Ordering::SeqCst);
+    // Without fallback_writes, a write's failed answer is the client's (it may have applied)...
+    for _ in 0..10 {
+        let got = rig.send(reqwest::Method::POST, "/api/orders").await;
+        assert_eq!(got.status, 503);
+        assert_eq!(got.body, "down");
+    }
+    // ...and once the breaker is open, the answer is a fast 503 with Retry-After, and the new
+    // service gets no more writes.
+    let before = rig.new_requests();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let got = rig.send(reqwest::Method::POST, "/api/orders").await;
+        assert_eq!(got.status, 503, "fast_path = {fast_path}");
+        assert!(got.retry_after.is_some(), "fast_path = {fast_path}");
+        assert!(got.body.contains("\"unavailable\""), "{}", got.body);
+        assert!(got.body.contains("circuit breaker"), "{}", got.body);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    assert_eq!(rig.new_requests(), before);
+    assert!(
+        !rig.legacy_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.starts_with("POST /api/orders")),
+        "no write reached the monolith"
+    );
+
+    // With fallback_writes, a write whose connection was refused lands on the monolith, once.
+    let got = rig.send(reqwest::Method::POST, "/api/carts").await;
+    assert_eq!((got.status, got.body.as_str()), (200, "legacy"));
+    assert_eq!(got.fallback.as_deref(), Some("connect"));
+    let carts = rig
+        .legacy_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("POST /api/carts"))
+        .count();
+    assert_eq!(carts, 1);
+    // A read of a route whose upstream refuses connections falls back too.
+    let got = rig.send(reqwest::Method::GET, "/api/carts/1").await;
+    assert_eq!((got.status, got.body.as_str()), (200, "legacy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fall_back_and_the_breaker_opens_and_closes_on_both_pipelines() {
+    tokio::join!(
+        reads_fall_back_and_the_breaker_opens_and_closes(true),
+        reads_fall_back_and_the_breaker_opens_and_closes(false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fall_back_only_when_no_byte_reached_the_failing_side_on_both_pipelines() {
+    tokio::join!(
+        writes_fall_back_only_when_no_byte_reached_the_failing_side(true),
+        writes_fall_back_only_when_no_byte_reached_the_failing_side(false)
+    );
+}
