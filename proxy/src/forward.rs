@@ -301,7 +301,14 @@ impl ProxyHttp for Banyan {
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         peer.options.connection_timeout = Some(spec.connect_timeout);
         peer.options.total_connection_timeout = Some(spec.connect_timeout);
-        peer.options.read_timeout = Some(spec.read_timeout);
+        let side = ctx.side.as_ref().expect("request_filter chose a side");
+        let route = ctx
+            .table
+            .as_ref()
+            .zip(ctx.route)
+            .map(|(t, i)| t.route(i))
+            .expect("request_filter routed the request");
+        peer.options.read_timeout = Some(side.read_timeout(route));
         peer.options.write_timeout = Some(spec.write_timeout);
         peer.options.idle_timeout = Some(spec.idle_timeout);
         ctx.backend = Some(backend);

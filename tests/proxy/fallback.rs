@@ -14,6 +14,7 @@ use banyan_tests::raw_origin::{RawOrigin, Reply, Seen};
 const HEALTHY: u8 = 0;
 const FAILING: u8 = 1;
 const CLOSING: u8 = 2;
+const HANGING: u8 = 3;
 
 /// An origin answering `name` (or, for the new service, as its mode says), recording the
 /// method and target of every request.
@@ -37,6 +38,7 @@ async fn origin(
                 Reply::raw("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown")
             }
             CLOSING => Reply::Close,
+            HANGING => Reply::Pieces(Vec::new()),
             _ => ok(name),
         }
     })
@@ -68,6 +70,7 @@ id = "products"
 path = "/api/products"
 upstream = "new"
 fallback = "legacy"
+timeout = "300ms"
 breaker = {{ min_requests = 10, reset = "300ms", probes = 2 }}
 
 [[route]]
@@ -75,6 +78,7 @@ id = "orders"
 path = "/api/orders"
 upstream = "new"
 fallback = "legacy"
+timeout = "300ms"
 breaker = {{ min_requests = 10, reset = "30s" }}
 
 [[route]]
@@ -320,5 +324,42 @@ async fn writes_fall_back_only_when_no_byte_reached_the_failing_side_on_both_pip
     tokio::join!(
         writes_fall_back_only_when_no_byte_reached_the_failing_side(true),
         writes_fall_back_only_when_no_byte_reached_the_failing_side(false)
+    );
+}
+
+/// A new service that hangs (SIGSTOPped, or stuck) costs a client at most the route's
+/// `timeout`: a read is then served by the fallback; a write, which may have been applied, is
+/// answered 504 and never sent to the monolith.
+async fn a_hanging_side_costs_at_most_the_route_timeout(fast_path: bool) {
+    let rig = rig(fast_path).await;
+    rig.mode.store(HANGING, Ordering::SeqCst);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let got = rig.send(reqwest::Method::GET, "/api/products/1").await;
+        assert_eq!(
+            (got.status, got.body.as_str(), got.fallback.as_deref()),
+            (200, "legacy", Some("timeout")),
+            "fast_path = {fast_path}"
+        );
+        // The route's 300 ms, not the upstream's 30 s read timeout.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    let got = rig.send(reqwest::Method::POST, "/api/orders").await;
+    assert_eq!(got.status, 504, "fast_path = {fast_path}");
+    assert!(
+        !rig.legacy_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.starts_with("POST")),
+        "a write that may have been applied is not sent again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_side_costs_at_most_the_route_timeout_on_both_pipelines() {
+    tokio::join!(
+        a_hanging_side_costs_at_most_the_route_timeout(true),
+        a_hanging_side_costs_at_most_the_route_timeout(false)
     );
 }

@@ -77,6 +77,8 @@ pub(crate) struct RouteSection {
     pub upstream: Spanned<String>,
     pub split: Option<Spanned<SplitSection>>,
     pub shadow: Option<Spanned<ShadowSection>>,
+    /// The longest an upstream may keep a request of this route waiting for a read.
+    pub timeout: Option<Spanned<String>>,
     /// The upstream that serves a request its chosen side cannot (the monolith).
     pub fallback: Option<Spanned<String>>,
     /// Writes fall back too, when no byte of them reached the failing side.

@@ -115,6 +115,9 @@ pub(crate) struct RouteSpec {
     pub upstream: String,
     pub split: Option<SplitSpec>,
     pub shadow: Option<ShadowSpec>,
+    /// The longest an upstream may keep a request of this route waiting for its answer's head
+    /// or the next piece of its body (at most the upstream's own `read_timeout`).
+    pub timeout: Duration,
     /// The upstream that serves what the chosen side cannot ([`crate::edge::fallback`]).
     pub fallback: Option<String>,
     /// Writes fall back too (only when no byte of them reached the failing side).
@@ -138,6 +141,9 @@ pub(crate) struct BreakerSpec {
     /// Upstream answers that count as failures (connect errors and timeouts always do).
     pub statuses: Vec<u16>,
 }
+
+/// A route's `timeout` where `routes.toml` leaves it out (the seeds' 3 s).
+pub(crate) const ROUTE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Default for BreakerSpec {
     fn default() -> Self {

@@ -197,6 +197,12 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> 
     }
     let split = r.split.as_ref().map(|s| split(c, s, upstream, &known));
     let shadow = r.shadow.as_ref().map(|s| shadow(c, s, upstream, &known));
+    let timeout = c.duration(
+        &r.timeout,
+        ROUTE_TIMEOUT,
+        (Duration::from_millis(10), Duration::from_secs(600)),
+        "timeout",
+    );
     let fallback = r.fallback.as_ref().map(|f| {
         let name = f.get_ref();
         if !known(name) {
@@ -227,6 +233,7 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> 
         upstream: upstream.clone(),
         split: split.flatten(),
         shadow,
+        timeout,
         fallback,
         fallback_writes,
         breaker,

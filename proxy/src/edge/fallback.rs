@@ -16,11 +16,13 @@
 //! on an upstream known to be failing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
 
 use super::breaker::{Ticket, Verdict};
 use super::failure::Failure;
+use crate::config::RouteSpec;
 use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
 use crate::upstream::Pool;
@@ -66,6 +68,12 @@ pub(crate) struct Side {
 }
 
 impl Side {
+    /// How long this side may keep a request of `route` waiting for a read: the route's
+    /// `timeout`, within the upstream's own `read_timeout`.
+    pub(crate) fn read_timeout(&self, route: &RouteSpec) -> Duration {
+        route.timeout.min(self.pool.spec.read_timeout)
+    }
+
     /// The request ended with an upstream answer of `status` (after its head arrived).
     pub(crate) fn answered(&mut self, status: u16) {
         if let Some(t) = self.ticket.take() {

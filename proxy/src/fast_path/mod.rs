@@ -96,6 +96,8 @@ struct Exchanging<'a> {
     write_timeout: Duration,
     /// Answers with these statuses are not relayed: the fallback serves the request.
     replaced: Option<&'a [u16]>,
+    /// The longest the upstream may keep this request waiting for a read.
+    read_timeout: Duration,
 }
 
 /// What one exchange did, for the access record.
@@ -248,6 +250,7 @@ impl FastPath {
                 }),
                 write_timeout: table.config.proxy.client_write_timeout,
                 replaced: fallback::replaced_statuses(&table, *index, current, &method),
+                read_timeout: current.read_timeout(route),
             };
             let mut outcome = self
                 .forward(
@@ -331,8 +334,16 @@ impl FastPath {
     ) -> Outcome {
         let mut tried = Vec::new();
         let mut rbuf = Vec::with_capacity(FIRST_READ);
-        let opened =
-            upstream::open(&self.metrics, pool, method, request, &mut tried, &mut rbuf).await;
+        let opened = upstream::open(
+            &self.metrics,
+            pool,
+            method,
+            request,
+            &mut tried,
+            &mut rbuf,
+            exchanging.read_timeout,
+        )
+        .await;
         let mut outcome = Outcome {
             status: 0,
             backend: tried.last().copied(),

@@ -151,7 +151,7 @@ pub(super) async fn relay(
         let want = remaining.map_or(BODY_CHUNK, |r| r.min(BODY_CHUNK as u64) as usize);
         rbuf.reserve(want);
         let n = match tokio::time::timeout(
-            spec.read_timeout,
+            exchanging.read_timeout,
             (&mut up).take(want as u64).read_buf(rbuf),
         )
         .await

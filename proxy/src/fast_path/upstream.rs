@@ -25,6 +25,7 @@ pub(super) async fn open(
     request: &[u8],
     tried: &mut Vec<SocketAddr>,
     rbuf: &mut Vec<u8>,
+    read_timeout: Duration,
 ) -> Result<(TcpStream, Arc<Backend>), Failure> {
     let spec = &pool.spec;
     // After a kept-alive connection turned out closed, use new ones only.
@@ -60,15 +61,7 @@ pub(super) async fn open(
             },
         };
         rbuf.clear();
-        match exchange_head(
-            &mut up,
-            request,
-            rbuf,
-            spec.write_timeout,
-            spec.read_timeout,
-        )
-        .await
-        {
+        match exchange_head(&mut up, request, rbuf, spec.write_timeout, read_timeout).await {
             Ok(()) => return Ok((up, backend)),
             Err(HeadError::Stale) if is_reused => {
                 // The backend closed the kept-alive connection as it was reused: not the
