@@ -132,7 +132,7 @@ impl RequestCtx {
         else {
             return false;
         };
-        side.failed(failure);
+        side.failed(failure, self.backend.as_ref().map(|b| b.addr), metrics);
         match fallback::after_failure(table, index, side, method, failure, metrics) {
             Some(next) => {
                 *side = next;
@@ -464,7 +464,8 @@ impl ProxyHttp for Banyan {
             resp.remove_header(&name);
         }
         if let Some(side) = &mut ctx.side {
-            side.answered(resp.status.as_u16());
+            let backend = ctx.backend.as_ref().map(|b| b.addr);
+            side.answered(resp.status.as_u16(), backend, &self.metrics);
         }
         let debug = match (&ctx.table, ctx.route, &ctx.side) {
             (Some(table), Some(i), Some(side)) if table.config.proxy.debug_headers => {
@@ -502,7 +503,8 @@ impl ProxyHttp for Banyan {
     ) -> FailToProxy {
         let failure = failure_of(e);
         if let Some(side) = &mut ctx.side {
-            side.failed(&failure);
+            let backend = ctx.backend.as_ref().map(|b| b.addr);
+            side.failed(&failure, backend, &self.metrics);
         }
         let answer = failure.answer(ctx.pool().map_or("", |p| p.name()));
         let code = answer.as_ref().map_or(0, |a| a.status.as_u16());

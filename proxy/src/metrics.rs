@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     pipelines: IntCounterVec,
     breaker_state: IntGaugeVec,
     fallbacks: IntCounterVec,
+    ejections: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,8 +133,17 @@ impl Metrics {
             &["route", "reason"],
         )
         .unwrap();
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "banyan_ejections_total",
+                "Backends ejected for failing request after request",
+            ),
+            &["upstream", "backend"],
+        )
+        .unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ejections.clone()),
             Box::new(breaker_state.clone()),
             Box::new(fallbacks.clone()),
             Box::new(latency.clone()),
@@ -163,6 +173,7 @@ impl Metrics {
             pipelines,
             breaker_state,
             fallbacks,
+            ejections,
         }
     }
 
@@ -176,6 +187,13 @@ impl Metrics {
     /// A breaker no route uses any more.
     pub(crate) fn forget_breaker(&self, route: &str, upstream: &str) {
         let _ = self.breaker_state.remove_label_values(&[route, upstream]);
+    }
+
+    /// A backend ejected ([`crate::upstream::outlier`]).
+    pub(crate) fn ejection(&self, upstream: &str, backend: SocketAddr) {
+        self.ejections
+            .with_label_values(&[upstream, &backend.to_string()])
+            .inc();
     }
 
     /// A request served by its route's fallback.

@@ -363,3 +363,88 @@ async fn a_hanging_side_costs_at_most_the_route_timeout_on_both_pipelines() {
         a_hanging_side_costs_at_most_the_route_timeout(false)
     );
 }
+
+/// One of two backends answering 500s is ejected after 5 in a row and gets no traffic while
+/// ejected; of a pool whose backends all fail, never more than `max_eject_percent` (50 %).
+async fn a_failing_backend_is_ejected(fast_path: bool) {
+    let status_origin = |status: u16, seen: Arc<Mutex<Vec<String>>>| {
+        RawOrigin::start(move |s: &Seen| {
+            seen.lock().unwrap().push(s.target().to_owned());
+            Reply::raw(&format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok"
+            ))
+        })
+    };
+    type Log = Arc<Mutex<Vec<String>>>;
+    let (bad_seen, good_seen, bad2_seen): (Log, Log, Log) = Default::default();
+    let bad = status_origin(500, bad_seen.clone()).await;
+    let good = status_origin(200, good_seen.clone()).await;
+    let bad2 = status_origin(503, Arc::clone(&bad2_seen)).await;
+    let bad3 = status_origin(502, Arc::clone(&bad2_seen)).await;
+    let routes = table(
+        &[
+            ("pair", vec![bad.addr, good.addr]),
+            ("failing", vec![bad2.addr, bad3.addr]),
+        ],
+        "[[route]]\nid = \"pair\"\npath = \"/api/pair\"\nupstream = \"pair\"\nbreaker = { enabled = false }\n\n\
+         [[route]]\nid = \"failing\"\npath = \"/api/failing\"\nupstream = \"failing\"\nbreaker = { enabled = false }\n",
+    )
+    .replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
+    let proxy = spawn_proxy(&routes).await;
+    let client = reqwest::Client::new();
+    let mut failed = 0;
+    for _ in 0..40 {
+        let status = client
+            .get(proxy.url("/api/pair/1"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        failed += usize::from(status == 500);
+    }
+    assert_eq!(bad_seen.lock().unwrap().len(), 5, "fast_path = {fast_path}");
+    assert_eq!(failed, 5);
+    assert_eq!(good_seen.lock().unwrap().len(), 35);
+    let ejected = |routes: &serde_json::Value, upstream: &str| {
+        routes["upstreams"][upstream]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["ejected"] == true)
+            .count()
+    };
+    let listed = proxy.routes().await;
+    assert_eq!(ejected(&listed, "pair"), 1);
+    assert_eq!(
+        metric(
+            &proxy,
+            &format!(
+                "banyan_ejections_total{{backend=\"{}\",upstream=\"pair\"}}",
+                bad.addr
+            )
+        )
+        .await,
+        1.0
+    );
+    for _ in 0..40 {
+        client
+            .get(proxy.url("/api/failing/1"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let listed = proxy.routes().await;
+    assert_eq!(
+        ejected(&listed, "failing"),
+        1,
+        "fast_path = {fast_path}: {listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_is_ejected_on_both_pipelines() {
+    tokio::join!(
+        a_failing_backend_is_ejected(true),
+        a_failing_backend_is_ejected(false)
+    );
+}

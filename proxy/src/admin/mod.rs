@@ -107,7 +107,7 @@ async fn routes(State(s): State<AdminState>) -> Json<Value> {
             let backends: Vec<Value> = pool
                 .backends
                 .iter()
-                .map(|b| json!({"addr": b.addr.to_string(), "healthy": b.is_healthy(), "in_rotation": b.is_available()}))
+                .map(|b| json!({"addr": b.addr.to_string(), "healthy": b.is_healthy(), "ejected": b.is_ejected(), "in_rotation": b.is_available()}))
                 .collect();
             let health = pool.spec.health.as_ref().map(|h| json!({"path": h.path, "interval_ms": h.interval.as_millis() as u64}));
             (name.as_str(), json!({"backends": backends, "health": health}))

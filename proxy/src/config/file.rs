@@ -56,6 +56,17 @@ pub(crate) struct UpstreamSection {
     pub read_timeout: Option<Spanned<String>>,
     pub write_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub outlier: Option<Spanned<OutlierSection>>,
+}
+
+/// `outlier = { … }`: passive ejection of a backend that keeps failing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OutlierSection {
+    pub enabled: Option<bool>,
+    pub consecutive: Option<Spanned<i64>>,
+    pub base: Option<Spanned<String>>,
+    pub max_eject_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

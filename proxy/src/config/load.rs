@@ -199,6 +199,7 @@ mod tests {
             )
         );
         assert_eq!(legacy.health.as_ref(), Some(&HealthSpec::default()));
+        assert_eq!(legacy.outlier, OutlierSpec::default());
         assert_eq!(c.routes[0].breaker, BreakerSpec::default());
         assert!(!c.routes[0].fallback_writes);
         assert_eq!(c.routes[0].timeout, ROUTE_TIMEOUT);

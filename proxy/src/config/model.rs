@@ -65,6 +65,29 @@ pub(crate) struct UpstreamSpec {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
+    pub outlier: OutlierSpec,
+}
+
+/// Passive outlier ejection ([`crate::upstream::outlier`]): a backend with `consecutive`
+/// failures in a row leaves rotation for `base` times the number of its ejections (at most
+/// 300 s), never more than `max_eject_percent` of a pool at once.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OutlierSpec {
+    pub enabled: bool,
+    pub consecutive: u32,
+    pub base: Duration,
+    pub max_eject_percent: u32,
+}
+
+impl Default for OutlierSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive: 5,
+            base: Duration::from_secs(30),
+            max_eject_percent: 50,
+        }
+    }
 }
 
 /// An upstream's settings where `routes.toml` leaves them out (`name` and `addrs` are always
@@ -81,6 +104,7 @@ impl Default for UpstreamSpec {
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            outlier: OutlierSpec::default(),
         }
     }
 }

@@ -10,8 +10,8 @@ use http::{HeaderName, Method};
 use toml::Spanned;
 
 use super::file::{
-    BreakerSection, FileConfig, HealthSection, RouteSection, ShadowSection, SplitSection,
-    UpstreamSection,
+    BreakerSection, FileConfig, HealthSection, OutlierSection, RouteSection, ShadowSection,
+    SplitSection, UpstreamSection,
 };
 use super::model::*;
 use crate::shadow::compare::{PathPattern, Rules};
@@ -88,7 +88,35 @@ pub(super) fn upstream(
         read_timeout: c.duration(&up.read_timeout, d.read_timeout, limit, "read_timeout"),
         write_timeout: c.duration(&up.write_timeout, d.write_timeout, limit, "write_timeout"),
         idle_timeout: c.duration(&up.idle_timeout, d.idle_timeout, limit, "idle_timeout"),
+        outlier: up
+            .outlier
+            .as_ref()
+            .map_or_else(OutlierSpec::default, |o| outlier(c, o.get_ref())),
     })
+}
+
+fn outlier(c: &mut Checker<'_>, o: &OutlierSection) -> OutlierSpec {
+    let d = OutlierSpec::default();
+    let consecutive = c.count(&o.consecutive, d.consecutive as usize, 1000, "consecutive") as u32;
+    let max_eject_percent = match &o.max_eject_percent {
+        Some(p) if (0..=100).contains(p.get_ref()) => *p.get_ref() as u32,
+        Some(p) => {
+            c.at(p.span(), "max_eject_percent must be between 0 and 100");
+            d.max_eject_percent
+        }
+        None => d.max_eject_percent,
+    };
+    OutlierSpec {
+        enabled: o.enabled.unwrap_or(d.enabled),
+        consecutive,
+        base: c.duration(
+            &o.base,
+            d.base,
+            (Duration::from_millis(100), Duration::from_secs(300)),
+            "outlier base",
+        ),
+        max_eject_percent,
+    }
 }
 
 fn health(c: &mut Checker<'_>, h: &Spanned<HealthSection>) -> HealthSpec {

@@ -15,6 +15,7 @@
 //! answered at once with 503 and `Retry-After` ([`Failure::BreakerOpen`]): no client waits
 //! on an upstream known to be failing.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,8 +75,12 @@ impl Side {
         route.timeout.min(self.pool.spec.read_timeout)
     }
 
-    /// The request ended with an upstream answer of `status` (after its head arrived).
-    pub(crate) fn answered(&mut self, status: u16) {
+    /// The request ended with an answer of `status` from `backend` (after its head arrived):
+    /// counted by the route's breaker and the backend's outlier ejection.
+    pub(crate) fn answered(&mut self, status: u16, backend: Option<SocketAddr>, metrics: &Metrics) {
+        if let Some(addr) = backend {
+            self.pool.observe(addr, status >= 500, metrics);
+        }
         if let Some(t) = self.ticket.take() {
             let verdict = if t.breaker().counts_as_failure(status) {
                 Verdict::Failed
@@ -86,17 +91,29 @@ impl Side {
         }
     }
 
-    /// The request failed with `failure` on this side.
-    pub(crate) fn failed(&mut self, failure: &Failure) {
-        if let Some(t) = self.ticket.take() {
-            let verdict = match failure {
-                Failure::Connect { .. }
+    /// The request failed with `failure` on this side (at `backend`, the last one tried).
+    pub(crate) fn failed(
+        &mut self,
+        failure: &Failure,
+        backend: Option<SocketAddr>,
+        metrics: &Metrics,
+    ) {
+        let upstream_failed = matches!(
+            failure,
+            Failure::Connect { .. }
                 | Failure::Timeout
                 | Failure::BadUpstream
-                | Failure::FailedAnswer(_) => Verdict::Failed,
-                _ => Verdict::Neither,
-            };
-            t.finish(verdict);
+                | Failure::FailedAnswer(_)
+        );
+        if upstream_failed && let Some(addr) = backend {
+            self.pool.observe(addr, true, metrics);
+        }
+        if let Some(t) = self.ticket.take() {
+            t.finish(if upstream_failed {
+                Verdict::Failed
+            } else {
+                Verdict::Neither
+            });
         }
     }
 }

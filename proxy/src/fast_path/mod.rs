@@ -265,11 +265,11 @@ impl FastPath {
             outcome.attempts += attempts;
             match &outcome.failure {
                 None => {
-                    current.answered(outcome.status);
+                    current.answered(outcome.status, outcome.backend, &self.metrics);
                     break outcome;
                 }
                 Some(failure) => {
-                    current.failed(failure);
+                    current.failed(failure, outcome.backend, &self.metrics);
                     if outcome.status != 0 {
                         // Midway: the client already has the head.
                         break outcome;

@@ -9,10 +9,11 @@
 //! reload does not forget that a backend is down (or make a healthy one wait for a probe).
 
 pub(crate) mod health;
+pub(crate) mod outlier;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ pub(crate) struct Backend {
     healthy: AtomicBool,
     /// Milliseconds since [`Registry::epoch`] until which the backend is passively down.
     down_until_ms: AtomicU64,
+    /// Outlier ejection ([`outlier`]): failures in a row, times ejected, and until when.
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until_ms: AtomicU64,
     epoch: Instant,
 }
 
@@ -37,6 +42,9 @@ impl Backend {
             addr,
             healthy: AtomicBool::new(true),
             down_until_ms: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
             epoch,
         }
     }
@@ -45,22 +53,30 @@ impl Backend {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// In rotation: the last probe passed and no recent connect failure.
+    /// In rotation: the last probe passed, no recent connect failure, not ejected.
     pub(crate) fn is_available(&self) -> bool {
+        let now = self.now_ms();
         self.healthy.load(Ordering::Relaxed)
-            && self.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+            && self.down_until_ms.load(Ordering::Relaxed) <= now
+            && !self.is_ejected_at(now)
     }
 
     pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Result of an active probe. Returns true when the state changed.
+    /// Result of an active probe. Returns true when the state changed. A backend that was
+    /// down and passes again also ends its ejection: the check says it recovered.
     pub(crate) fn set_probe_result(&self, up: bool) -> bool {
         if up {
             self.down_until_ms.store(0, Ordering::Relaxed);
         }
-        self.healthy.swap(up, Ordering::Relaxed) != up
+        let changed = self.healthy.swap(up, Ordering::Relaxed) != up;
+        if up && changed {
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        changed
     }
 
     /// A connect to this backend failed: out of rotation until a probe passes (with active
@@ -164,6 +180,7 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            outlier: crate::config::OutlierSpec::default(),
         }
     }
 
