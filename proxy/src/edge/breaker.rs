@@ -17,6 +17,7 @@
 //! breaker afresh.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,22 +72,36 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+/// One `window / BUCKETS` slice of the window, counted with atomics: a closed breaker (every
+/// breaker, nearly always) takes no lock on a request. At the turn of a slice a count racing
+/// the reset may be lost; the window is a rate, not a ledger.
+#[derive(Debug, Default)]
 struct Bucket {
-    /// Which `window / BUCKETS` slice of time since the breaker's epoch this bucket counts.
-    slot: u64,
-    total: u32,
-    failed: u32,
+    /// Which slice of time since the breaker's epoch this bucket counts.
+    slot: AtomicU64,
+    total: AtomicU32,
+    failed: AtomicU32,
 }
 
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+fn phase_of(v: u8) -> Phase {
+    match v {
+        CLOSED => Phase::Closed,
+        OPEN => Phase::Open,
+        _ => Phase::HalfOpen,
+    }
+}
+
+/// What changes only with the phase, under the lock.
 #[derive(Debug)]
 struct State {
-    phase: Phase,
     /// When the phase began (wall clock, for operators).
     since: SystemTime,
     /// Open: when it turns half-open.
     open_until: Instant,
-    buckets: [Bucket; BUCKETS],
     probes_in_flight: u32,
     probes_passed: u32,
 }
@@ -98,6 +113,10 @@ pub(crate) struct Breaker {
     upstream: String,
     spec: BreakerSpec,
     epoch: Instant,
+    bucket_ms: u64,
+    /// The phase, read without the lock; written only under it.
+    phase: AtomicU8,
+    buckets: [Bucket; BUCKETS],
     state: Mutex<State>,
     metrics: Arc<Metrics>,
 }
@@ -115,16 +134,18 @@ pub(crate) struct Snapshot {
 impl Breaker {
     fn new(route: &str, upstream: &str, spec: BreakerSpec, metrics: Arc<Metrics>) -> Self {
         metrics.breaker_state(route, upstream, Phase::Closed.gauge());
+        let bucket_ms = (spec.window.as_millis() as u64 / BUCKETS as u64).max(1);
         Self {
             route: route.to_owned(),
             upstream: upstream.to_owned(),
             spec,
             epoch: Instant::now(),
+            bucket_ms,
+            phase: AtomicU8::new(CLOSED),
+            buckets: Default::default(),
             state: Mutex::new(State {
-                phase: Phase::Closed,
                 since: SystemTime::now(),
                 open_until: Instant::now(),
-                buckets: [Bucket::default(); BUCKETS],
                 probes_in_flight: 0,
                 probes_passed: 0,
             }),
@@ -141,122 +162,156 @@ impl Breaker {
         self.spec.statuses.contains(&status)
     }
 
-    fn bucket_len(&self) -> Duration {
-        self.spec.window / BUCKETS as u32
-    }
-
     fn slot(&self, now: Instant) -> u64 {
-        (now.duration_since(self.epoch).as_nanos() / self.bucket_len().as_nanos().max(1)) as u64
+        now.duration_since(self.epoch).as_millis() as u64 / self.bucket_ms
     }
 
     /// Requests and failures in the window ending at `now`.
-    fn window(&self, state: &State, now: Instant) -> (u32, u32) {
+    fn window(&self, now: Instant) -> (u32, u32) {
         let current = self.slot(now);
-        state
-            .buckets
+        self.buckets
             .iter()
-            .filter(|b| b.slot + BUCKETS as u64 > current && b.slot <= current)
-            .fold((0, 0), |(t, f), b| (t + b.total, f + b.failed))
+            .filter(|b| {
+                let slot = b.slot.load(Ordering::Relaxed);
+                slot + BUCKETS as u64 > current && slot <= current
+            })
+            .fold((0, 0), |(t, f), b| {
+                (
+                    t + b.total.load(Ordering::Relaxed),
+                    f + b.failed.load(Ordering::Relaxed),
+                )
+            })
     }
 
     /// Asks to send one request to the upstream.
     pub(crate) fn admit(self: &Arc<Self>) -> Admission {
+        if self.phase.load(Ordering::Acquire) == CLOSED {
+            return Ok(Ticket {
+                breaker: self.clone(),
+                probe: false,
+                done: false,
+            });
+        }
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
-        let probe = match state.phase {
-            Phase::Closed => false,
-            Phase::Open if now < state.open_until => {
+        match self.phase.load(Ordering::Acquire) {
+            CLOSED => {
+                return Ok(Ticket {
+                    breaker: self.clone(),
+                    probe: false,
+                    done: false,
+                });
+            }
+            OPEN if now < state.open_until => {
                 return Err(Refused {
                     retry_after: state.open_until - now,
                 });
             }
-            Phase::Open => {
-                self.enter(&mut state, Phase::HalfOpen, now);
-                true
-            }
-            Phase::HalfOpen => true,
-        };
-        if probe {
-            if state.probes_in_flight + state.probes_passed >= self.spec.probes {
-                // Every probe slot is taken: the others wait for their verdicts.
-                return Err(Refused {
-                    retry_after: Duration::from_secs(1),
-                });
-            }
-            state.probes_in_flight += 1;
+            OPEN => self.enter(&mut state, Phase::HalfOpen, now),
+            _ => {}
         }
+        if state.probes_in_flight + state.probes_passed >= self.spec.probes {
+            // Every probe slot is taken: the others wait for their verdicts.
+            return Err(Refused {
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        state.probes_in_flight += 1;
         Ok(Ticket {
             breaker: self.clone(),
-            probe,
+            probe: true,
             done: false,
         })
     }
 
     fn record(&self, probe: bool, verdict: Verdict) {
-        let now = Instant::now();
-        let mut state = self.state.lock().unwrap();
         if probe {
-            state.probes_in_flight = state.probes_in_flight.saturating_sub(1);
-            if state.phase != Phase::HalfOpen {
+            self.record_probe(verdict);
+            return;
+        }
+        if verdict == Verdict::Neither || self.phase.load(Ordering::Relaxed) != CLOSED {
+            return;
+        }
+        let now = Instant::now();
+        let slot = self.slot(now);
+        let bucket = &self.buckets[slot as usize % BUCKETS];
+        let seen = bucket.slot.load(Ordering::Relaxed);
+        if seen != slot
+            && bucket
+                .slot
+                .compare_exchange(seen, slot, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            bucket.total.store(0, Ordering::Relaxed);
+            bucket.failed.store(0, Ordering::Relaxed);
+        }
+        bucket.total.fetch_add(1, Ordering::Relaxed);
+        if verdict != Verdict::Failed {
+            return;
+        }
+        bucket.failed.fetch_add(1, Ordering::Relaxed);
+        let (total, failed) = self.window(now);
+        if total >= self.spec.min_requests
+            && f64::from(failed) * 100.0 >= self.spec.error_percent * f64::from(total)
+        {
+            let mut state = self.state.lock().unwrap();
+            if self.phase.load(Ordering::Acquire) != CLOSED {
                 return;
             }
-            match verdict {
-                Verdict::Failed => self.enter(&mut state, Phase::Open, now),
-                Verdict::Passed => {
-                    state.probes_passed += 1;
-                    if state.probes_passed >= self.spec.probes {
-                        self.enter(&mut state, Phase::Closed, now);
-                    }
-                }
-                Verdict::Neither => {}
-            }
-            return;
-        }
-        if verdict == Verdict::Neither || state.phase != Phase::Closed {
-            return;
-        }
-        let slot = self.slot(now);
-        let bucket = &mut state.buckets[slot as usize % BUCKETS];
-        if bucket.slot != slot {
-            *bucket = Bucket {
-                slot,
-                total: 0,
-                failed: 0,
-            };
-        }
-        bucket.total += 1;
-        if verdict == Verdict::Failed {
-            bucket.failed += 1;
-            let (total, failed) = self.window(&state, now);
-            if total >= self.spec.min_requests
-                && f64::from(failed) * 100.0 >= self.spec.error_percent * f64::from(total)
-            {
-                tracing::warn!(
-                    route = %self.route,
-                    upstream = %self.upstream,
-                    requests = total,
-                    failures = failed,
-                    window_ms = self.spec.window.as_millis() as u64,
-                    "circuit breaker opened: no requests to this upstream for this route until it recovers"
-                );
-                self.enter(&mut state, Phase::Open, now);
-            }
+            tracing::warn!(
+                route = %self.route,
+                upstream = %self.upstream,
+                requests = total,
+                failures = failed,
+                window_ms = self.spec.window.as_millis() as u64,
+                "circuit breaker opened: no requests to this upstream for this route until it recovers"
+            );
+            self.enter(&mut state, Phase::Open, now);
         }
     }
 
-    /// Moves to `phase` (one log line and the gauge for every change but the opening, which
-    /// the caller logs with its figures).
+    fn record_probe(&self, verdict: Verdict) {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        state.probes_in_flight = state.probes_in_flight.saturating_sub(1);
+        if self.phase.load(Ordering::Acquire) != HALF_OPEN {
+            return;
+        }
+        match verdict {
+            Verdict::Failed => self.enter(&mut state, Phase::Open, now),
+            Verdict::Passed => {
+                state.probes_passed += 1;
+                if state.probes_passed >= self.spec.probes {
+                    self.enter(&mut state, Phase::Closed, now);
+                }
+            }
+            Verdict::Neither => {}
+        }
+    }
+
+    /// Moves to `phase`, under the lock (one log line and the gauge for every change but the
+    /// opening, which the caller logs with its figures).
     fn enter(&self, state: &mut State, phase: Phase, now: Instant) {
-        let from = state.phase;
-        state.phase = phase;
+        let from = phase_of(self.phase.load(Ordering::Acquire));
         state.since = SystemTime::now();
         state.probes_in_flight = 0;
         state.probes_passed = 0;
         match phase {
             Phase::Open => state.open_until = now + self.spec.reset,
-            Phase::Closed => state.buckets = [Bucket::default(); BUCKETS],
+            Phase::Closed => {
+                for b in &self.buckets {
+                    b.total.store(0, Ordering::Relaxed);
+                    b.failed.store(0, Ordering::Relaxed);
+                }
+            }
             Phase::HalfOpen => {}
         }
+        let value = match phase {
+            Phase::Closed => CLOSED,
+            Phase::Open => OPEN,
+            Phase::HalfOpen => HALF_OPEN,
+        };
+        self.phase.store(value, Ordering::Release);
         self.metrics
             .breaker_state(&self.route, &self.upstream, phase.gauge());
         if !(from == Phase::Closed && phase == Phase::Open) {
@@ -272,9 +327,9 @@ impl Breaker {
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let state = self.state.lock().unwrap();
-        let (requests, failures) = self.window(&state, Instant::now());
+        let (requests, failures) = self.window(Instant::now());
         Snapshot {
-            phase: state.phase,
+            phase: phase_of(self.phase.load(Ordering::Acquire)),
             since: state.since,
             requests,
             failures,

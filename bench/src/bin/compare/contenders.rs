@@ -229,6 +229,15 @@ pub(crate) fn banyan_table(backend: &str, workers: usize, shadow: Option<&str>) 
     t
 }
 
+/// `table` with every route's circuit breakers off: the reference that measures what they
+/// cost (they are on by default).
+pub(crate) fn without_breakers(table: &str) -> String {
+    table.replace(
+        "upstream = \"legacy\"\n",
+        "upstream = \"legacy\"\nbreaker = { enabled = false }\n",
+    )
+}
+
 /// nginx, HAProxy, bare Pingora and Banyan in front of `backend`, equal workers.
 pub(crate) async fn contenders(
     dir: &Path,

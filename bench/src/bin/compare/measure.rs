@@ -194,6 +194,18 @@ pub(crate) fn against_nginx(runs: &Runs) -> String {
         + &target("banyan/nginx p99", b[2] / n[2], "<= 1", b[2] <= n[2])
 }
 
+/// Banyan with its breakers on (the default) against the same Banyan with them off.
+pub(crate) fn breaker_cost(runs: &Runs) -> String {
+    let t = medians(runs);
+    let (on, off) = (t["banyan"], t["nobreaker"]);
+    target(
+        "breakers on/off req/s",
+        on[0] / off[0],
+        ">= 0.98",
+        on[0] >= 0.98 * off[0],
+    )
+}
+
 pub(crate) const AGAINST_OTHERS: &[(&str, &str)] = &[
     ("banyan", "nginx"),
     ("banyan", "haproxy"),

@@ -10,12 +10,17 @@ pub(crate) async fn throughput(
     dir: &Path,
     lua: &Path,
 ) -> anyhow::Result<String> {
-    let banyan = Banyan::start(
-        &sibling_binary("banyan")?,
-        &banyan_table(backend, args.workers, None),
-    )
-    .await?;
-    let cs = contenders(dir, backend, args, &banyan).await?;
+    let table = banyan_table(backend, args.workers, None);
+    let banyan = Banyan::start(&sibling_binary("banyan")?, &table).await?;
+    // The same Banyan with its circuit breakers off, in the same rounds: what they cost.
+    let unbroken = Banyan::start(&sibling_binary("banyan")?, &without_breakers(&table)).await?;
+    let mut cs = contenders(dir, backend, args, &banyan).await?;
+    cs.push(Contender {
+        name: "nobreaker",
+        addr: unbroken.listen.to_string(),
+        pids: vec![unbroken.pid()],
+        children: vec![],
+    });
     let runs = measure(sc.name, &cs, sc.path, sc.connections, args, lua)?;
     let mut out = render(
         &format!(
@@ -26,5 +31,6 @@ pub(crate) async fn throughput(
         AGAINST_OTHERS,
     );
     out.push_str(&against_nginx(&runs));
+    out.push_str(&breaker_cost(&runs));
     Ok(out)
 }
