@@ -37,7 +37,7 @@ use crate::edge::fallback::{self, Side};
 use crate::edge::headers::{self, DebugHeaders, Disposition, EdgeRequest, EdgeResponse, Nominated};
 use crate::edge::record::{Pipeline, Record};
 use crate::edge::reply::error_head;
-use crate::edge::route;
+use crate::edge::{retry, route};
 use crate::lifecycle::Lifecycle;
 use crate::lifecycle::inflight::{OwnedRegistration, register_owned};
 use crate::metrics::Metrics;
@@ -406,8 +406,14 @@ impl ProxyHttp for Banyan {
             let timeout = matches!(e.etype(), ErrorType::ConnectTimedout);
             failure::connect_failed(&self.metrics, pool, backend, timeout);
             let method = &session.req_header().method;
+            let route = ctx
+                .table
+                .as_ref()
+                .zip(ctx.route)
+                .map(|(t, i)| t.route(i).id.clone());
             let retry = if pool.pick(&ctx.tried).is_some() {
                 failure::retried_on_connect_failure(method)
+                    && retry::may_retry(route.as_deref().unwrap_or("-"), pool, &self.metrics)
             } else {
                 // The pool has no backend left to try: the fallback, when the edge allows.
                 ctx.fall_back(method, &Failure::Connect { timeout }, &self.metrics)
@@ -433,6 +439,13 @@ impl ProxyHttp for Banyan {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
+        }
+        // Pingora's retry of a reused connection is a second attempt: within the budget.
+        if e.retry()
+            && let (Some(table), Some(index), Some(pool)) = (&ctx.table, ctx.route, ctx.pool())
+            && !retry::may_retry(&table.route(index).id, pool, &self.metrics)
+        {
+            e.set_retry(false);
         }
         // Nothing of the answer reached the client yet: the fallback may serve it (and must,
         // when it was the upstream's answer that was refused for it).

@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     breaker_state: IntGaugeVec,
     fallbacks: IntCounterVec,
     ejections: IntCounterVec,
+    retries: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -141,8 +142,17 @@ impl Metrics {
             &["upstream", "backend"],
         )
         .unwrap();
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "banyan_retries_total",
+                "Second attempts of a request (another backend, the fallback) by route: retried, or refused by the upstream's retry budget",
+            ),
+            &["route", "result"],
+        )
+        .unwrap();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(retries.clone()),
             Box::new(ejections.clone()),
             Box::new(breaker_state.clone()),
             Box::new(fallbacks.clone()),
@@ -174,6 +184,7 @@ impl Metrics {
             breaker_state,
             fallbacks,
             ejections,
+            retries,
         }
     }
 
@@ -194,6 +205,11 @@ impl Metrics {
         self.ejections
             .with_label_values(&[upstream, &backend.to_string()])
             .inc();
+    }
+
+    /// A second attempt of a request of `route` (`result`: retried or budget_exhausted).
+    pub(crate) fn retry(&self, route: &str, result: &str) {
+        self.retries.with_label_values(&[route, result]).inc();
     }
 
     /// A request served by its route's fallback.

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use banyan_tests::proxy::{ProxyApp, spawn_proxy, table};
 use banyan_tests::raw_origin::{RawOrigin, Reply, Seen};
 
+/// What an origin received: `METHOD target` per request.
+type Log = Arc<Mutex<Vec<String>>>;
+
 /// How the new service behaves.
 const HEALTHY: u8 = 0;
 const FAILING: u8 = 1;
@@ -18,11 +21,7 @@ const HANGING: u8 = 3;
 
 /// An origin answering `name` (or, for the new service, as its mode says), recording the
 /// method and target of every request.
-async fn origin(
-    name: &'static str,
-    mode: Arc<AtomicU8>,
-    seen: Arc<Mutex<Vec<String>>>,
-) -> RawOrigin {
+async fn origin(name: &'static str, mode: Arc<AtomicU8>, seen: Log) -> RawOrigin {
     RawOrigin::start(move |s: &Seen| {
         seen.lock()
             .unwrap()
@@ -48,8 +47,8 @@ async fn origin(
 struct Rig {
     proxy: ProxyApp,
     mode: Arc<AtomicU8>,
-    new_seen: Arc<Mutex<Vec<String>>>,
-    legacy_seen: Arc<Mutex<Vec<String>>>,
+    new_seen: Log,
+    legacy_seen: Log,
     _origins: (RawOrigin, RawOrigin),
     client: reqwest::Client,
 }
@@ -367,7 +366,7 @@ async fn a_hanging_side_costs_at_most_the_route_timeout_on_both_pipelines() {
 /// One of two backends answering 500s is ejected after 5 in a row and gets no traffic while
 /// ejected; of a pool whose backends all fail, never more than `max_eject_percent` (50 %).
 async fn a_failing_backend_is_ejected(fast_path: bool) {
-    let status_origin = |status: u16, seen: Arc<Mutex<Vec<String>>>| {
+    let status_origin = |status: u16, seen: Log| {
         RawOrigin::start(move |s: &Seen| {
             seen.lock().unwrap().push(s.target().to_owned());
             Reply::raw(&format!(
@@ -375,7 +374,6 @@ async fn a_failing_backend_is_ejected(fast_path: bool) {
             ))
         })
     };
-    type Log = Arc<Mutex<Vec<String>>>;
     let (bad_seen, good_seen, bad2_seen): (Log, Log, Log) = Default::default();
     let bad = status_origin(500, bad_seen.clone()).await;
     let good = status_origin(200, good_seen.clone()).await;
@@ -446,5 +444,71 @@ async fn a_failing_backend_is_ejected_on_both_pipelines() {
     tokio::join!(
         a_failing_backend_is_ejected(true),
         a_failing_backend_is_ejected(false)
+    );
+}
+
+/// A retry storm: a side that fails every request, with its breaker and ejection off, gets
+/// its failed attempts followed by a fallback only within its retry budget (a burst of 100,
+/// then 20 % of its requests plus 10 a second); the rest are answered as they failed, and
+/// counted as `budget_exhausted`.
+async fn retries_stay_within_the_budget(fast_path: bool) {
+    let (new_seen, legacy_seen): (Log, Log) = Default::default();
+    let new = origin("new", Arc::new(AtomicU8::new(CLOSING)), new_seen.clone()).await;
+    let legacy = origin("legacy", Arc::default(), legacy_seen.clone()).await;
+    let routes = table(
+        &[("new", vec![new.addr]), ("legacy", vec![legacy.addr])],
+        "[upstreams.new.outlier]\nenabled = false\n\n\
+         [[route]]\nid = \"storm\"\npath = \"/\"\nupstream = \"new\"\nfallback = \"legacy\"\nbreaker = { enabled = false }\n",
+    )
+    .replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
+    let proxy = spawn_proxy(&routes).await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let (mut served, mut failed) = (0, 0);
+    for _ in 0..300 {
+        match client
+            .get(proxy.url("/api/x"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+        {
+            200 => served += 1,
+            _ => failed += 1,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let fallbacks = legacy_seen.lock().unwrap().len();
+    assert_eq!(
+        new_seen.lock().unwrap().len(),
+        300,
+        "fast_path = {fast_path}"
+    );
+    assert_eq!(fallbacks, served);
+    let allowed = 100.0 + 0.2 * 300.0 + 10.0 * elapsed + 1.0;
+    assert!(
+        fallbacks >= 100 && fallbacks as f64 <= allowed,
+        "fast_path = {fast_path}: {fallbacks} fallbacks in {elapsed:.2} s (budget {allowed:.0})"
+    );
+    let exhausted = metric(
+        &proxy,
+        "banyan_retries_total{result=\"budget_exhausted\",route=\"storm\"}",
+    )
+    .await;
+    assert_eq!(exhausted as usize, failed, "fast_path = {fast_path}");
+    let retried = metric(
+        &proxy,
+        "banyan_retries_total{result=\"retried\",route=\"storm\"}",
+    )
+    .await;
+    assert_eq!(retried as usize, fallbacks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stay_within_the_budget_on_both_pipelines() {
+    tokio::join!(
+        retries_stay_within_the_budget(true),
+        retries_stay_within_the_budget(false)
     );
 }

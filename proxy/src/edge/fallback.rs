@@ -23,6 +23,7 @@ use http::Method;
 
 use super::breaker::{Ticket, Verdict};
 use super::failure::Failure;
+use super::retry;
 use crate::config::RouteSpec;
 use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
@@ -127,6 +128,7 @@ pub(crate) fn choose(
     method: &Method,
     metrics: &Metrics,
 ) -> Result<Side, Failure> {
+    chosen.budget.deposit();
     let ticket = match table.breaker(index, chosen.name()).map(|b| b.admit()) {
         None => None,
         Some(Ok(ticket)) => Some(ticket),
@@ -171,6 +173,13 @@ pub(crate) fn after_failure(
         Failure::FailedAnswer(_) => Reason::Status,
         _ => return None,
     };
+    // A second attempt, after one that reached the failing side: within its retry budget.
+    if !may_fall_back(table, index, &side.pool, method, reason)
+        || (reason != Reason::NoBackend
+            && !retry::may_retry(&table.route(index).id, &side.pool, metrics))
+    {
+        return None;
+    }
     fall_back(table, index, &side.pool, method, reason, metrics)
 }
 

@@ -13,7 +13,7 @@
 //! - [`headers`]: what is passed on, dropped and added, in both directions (one hop-by-hop
 //!   table, the headers only the edge may set, `Via`, the request id);
 //! - [`failure`]: what went wrong, mapped to one answer, metric and log label, and which
-//!   requests are retried;
+//!   requests are retried; [`retry`]: the budget every second attempt is taken from;
 //! - [`reply`]: the error answers the edge writes itself, in the catalog API's error format;
 //! - [`record`]: what is counted and logged of every request.
 //!
@@ -30,4 +30,5 @@ pub(crate) mod headers;
 pub(crate) mod record;
 pub(crate) mod reply;
 pub(crate) mod request;
+pub(crate) mod retry;
 pub(crate) mod route;

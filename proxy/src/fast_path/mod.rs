@@ -98,6 +98,8 @@ struct Exchanging<'a> {
     replaced: Option<&'a [u16]>,
     /// The longest the upstream may keep this request waiting for a read.
     read_timeout: Duration,
+    /// The route's id (the retry budget's counts).
+    route: &'a str,
 }
 
 /// What one exchange did, for the access record.
@@ -251,6 +253,7 @@ impl FastPath {
                 write_timeout: table.config.proxy.client_write_timeout,
                 replaced: fallback::replaced_statuses(&table, *index, current, &method),
                 read_timeout: current.read_timeout(route),
+                route: &route.id,
             };
             let mut outcome = self
                 .forward(
@@ -341,7 +344,7 @@ impl FastPath {
             request,
             &mut tried,
             &mut rbuf,
-            exchanging.read_timeout,
+            exchanging,
         )
         .await;
         let mut outcome = Outcome {

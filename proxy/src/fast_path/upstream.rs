@@ -11,8 +11,9 @@ use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{idle, wire};
+use super::{Exchanging, idle, wire};
 use crate::edge::failure::{self, Failure};
+use crate::edge::retry;
 use crate::metrics::Metrics;
 use crate::upstream::{Backend, Pool};
 
@@ -25,12 +26,15 @@ pub(super) async fn open(
     request: &[u8],
     tried: &mut Vec<SocketAddr>,
     rbuf: &mut Vec<u8>,
-    read_timeout: Duration,
+    exchanging: &Exchanging<'_>,
 ) -> Result<(TcpStream, Arc<Backend>), Failure> {
+    let (read_timeout, route) = (exchanging.read_timeout, exchanging.route);
     let spec = &pool.spec;
     // After a kept-alive connection turned out closed, use new ones only.
     let mut fresh_only = false;
     let mut last_connect_timeout = None;
+    // Set when the attempt before failed and this one is a retry.
+    let mut again: Option<Failure> = None;
     loop {
         let Some(backend) = pool.pick(tried) else {
             return Err(match last_connect_timeout {
@@ -39,6 +43,11 @@ pub(super) async fn open(
                 Some(timeout) => Failure::Connect { timeout },
             });
         };
+        if let Some(failure) = again.take()
+            && !retry::may_retry(route, pool, metrics)
+        {
+            return Err(failure);
+        }
         tried.push(backend.addr);
         let reused = if fresh_only {
             None
@@ -56,6 +65,7 @@ pub(super) async fn open(
                         return Err(Failure::Connect { timeout });
                     }
                     last_connect_timeout = Some(timeout);
+                    again = Some(Failure::Connect { timeout });
                     continue;
                 }
             },
@@ -68,6 +78,7 @@ pub(super) async fn open(
                 // backend's failure, and nothing was processed. Again, on a new connection.
                 tried.pop();
                 fresh_only = true;
+                again = Some(Failure::BadUpstream);
             }
             Err(HeadError::Stale) | Err(HeadError::Broken) => {
                 return Err(Failure::BadUpstream);

@@ -8,6 +8,7 @@
 //! Backends live in a [`Registry`] keyed by address that outlives route-table versions, so a
 //! reload does not forget that a backend is down (or make a healthy one wait for a probe).
 
+pub(crate) mod budget;
 pub(crate) mod health;
 pub(crate) mod outlier;
 
@@ -134,6 +135,8 @@ pub(crate) struct Pool {
     pub spec: UpstreamSpec,
     pub backends: Vec<Arc<Backend>>,
     next: AtomicUsize,
+    /// How many retries this pool may still take ([`budget`]).
+    pub budget: budget::RetryBudget,
 }
 
 impl Pool {
@@ -143,6 +146,7 @@ impl Pool {
             spec,
             backends,
             next: AtomicUsize::new(0),
+            budget: budget::RetryBudget::default(),
         }
     }
 

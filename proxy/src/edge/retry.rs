@@ -1,0 +1,24 @@
+//! Whether a request may go again, to another backend or to the route's fallback: only within
+//! the upstream's retry budget ([`crate::upstream::budget`]), so a failing pool is not hit
+//! twice for every request. Which requests may go again at all (nothing of them applied) is
+//! [`super::failure::retried_on_connect_failure`] and [`super::fallback`]'s to say; this is
+//! the budget every such second attempt is taken from, and counted against
+//! (`banyan_retries_total{route,result}`).
+
+use crate::metrics::Metrics;
+use crate::upstream::Pool;
+
+/// Takes one retry of `pool`'s budget for a request of `route`; false (counted as
+/// `budget_exhausted`) when it is spent.
+pub(crate) fn may_retry(route: &str, pool: &Pool, metrics: &Metrics) -> bool {
+    let allowed = pool.budget.withdraw();
+    metrics.retry(
+        route,
+        if allowed {
+            "retried"
+        } else {
+            "budget_exhausted"
+        },
+    );
+    allowed
+}
