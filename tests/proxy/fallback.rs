@@ -512,3 +512,132 @@ async fn retries_stay_within_the_budget_on_both_pipelines() {
         retries_stay_within_the_budget(false)
     );
 }
+
+/// The real thing: the monolith and a synced catalog service behind a route split 50 % to the
+/// catalog with `fallback = "legacy"`. Under a steady load of GETs from 8 sticky clients, the
+/// catalog is SIGSTOPped (it hangs), resumed, then killed; in each phase of at least 2,000
+/// requests no client sees anything but 200. The breaker opens while it hangs and closes again
+/// once it is back.
+async fn a_failing_catalog_is_never_seen_by_clients(fast_path: bool) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let app = banyan_tests::spawn_app_with(banyan_tests::AppOptions::seeded(5)).await;
+    let mut catalog = banyan_tests::spawn_synced_catalog(&app).await;
+    let addr = |a: &str| a.trim_start_matches("http://").parse().unwrap();
+    let routes = table(
+        &[
+            ("legacy", vec![addr(&app.address)]),
+            ("catalog", vec![addr(&catalog.address)]),
+        ],
+        "[upstreams.catalog.outlier]\nenabled = false\n\n\
+         [[route]]\nid = \"products\"\npath = \"/api/products\"\nupstream = \"legacy\"\n\
+         split = { to = \"catalog\", percent = 50, sticky = \"cookie:sid\" }\n\
+         fallback = \"legacy\"\ntimeout = \"500ms\"\n\
+         breaker = { window = \"5s\", min_requests = 20, reset = \"1s\", probes = 3 }\n",
+    )
+    .replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
+    let proxy = spawn_proxy(&routes).await;
+    let client = reqwest::Client::new();
+    let url = proxy.url("/api/products/1");
+    // The product was seeded into the monolith; the catalog has it once the sync has run.
+    banyan_tests::converges(&format!("{}/api/products/1", catalog.address), |s, _| {
+        s == 200
+    })
+    .await;
+
+    // `n` GETs from 8 clients with their own sticky keys; the statuses that were not 200.
+    let load = |n: usize| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut tasks = Vec::new();
+            for c in 0..8 {
+                let (client, url) = (client.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut bad = Vec::new();
+                    for _ in 0..n / 8 {
+                        let status = client
+                            .get(&url)
+                            .header("cookie", format!("sid=client-{c}"))
+                            .send()
+                            .await
+                            .map_or(0, |r| r.status().as_u16());
+                        if status != 200 {
+                            bad.push(status);
+                        }
+                    }
+                    bad
+                }));
+            }
+            let mut bad = Vec::new();
+            for t in tasks {
+                bad.extend(t.await.unwrap());
+            }
+            bad
+        }
+    };
+    let state = || async {
+        proxy.routes().await["routes"][0]["breakers"]["catalog"]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let sides = || async { proxy.routes().await["routes"][0]["sides"].clone() };
+    assert_eq!(
+        load(400).await,
+        Vec::<u16>::new(),
+        "fast_path = {fast_path}: healthy"
+    );
+    assert!(
+        sides().await.to_string().contains("catalog"),
+        "{}",
+        sides().await
+    );
+
+    // Hanging: the requests on the catalog's side wait the route's timeout, then the monolith
+    // answers; the breaker opens and the rest go straight to the monolith.
+    kill(Pid::from_raw(catalog.pid()), Signal::SIGSTOP).unwrap();
+    assert_eq!(
+        load(2000).await,
+        Vec::<u16>::new(),
+        "fast_path = {fast_path}: hanging"
+    );
+    assert_eq!(state().await, "open", "fast_path = {fast_path}");
+
+    // Back: within reset and the probes the breaker closes, while nobody sees a failure.
+    kill(Pid::from_raw(catalog.pid()), Signal::SIGCONT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state().await != "closed" {
+        assert_eq!(
+            load(80).await,
+            Vec::<u16>::new(),
+            "fast_path = {fast_path}: recovering"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the breaker did not close: {}",
+            state().await
+        );
+    }
+    assert_eq!(
+        load(2000).await,
+        Vec::<u16>::new(),
+        "fast_path = {fast_path}: recovered"
+    );
+
+    // Killed: refused connections fall back at once.
+    catalog.kill();
+    assert_eq!(
+        load(2000).await,
+        Vec::<u16>::new(),
+        "fast_path = {fast_path}: killed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_catalog_is_never_seen_by_clients_on_both_pipelines() {
+    tokio::join!(
+        a_failing_catalog_is_never_seen_by_clients(true),
+        a_failing_catalog_is_never_seen_by_clients(false)
+    );
+}
