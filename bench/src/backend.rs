@@ -37,12 +37,16 @@ impl Default for Behaviour {
 
 /// Starts the backend on a free loopback port; it runs until the process exits.
 pub async fn start(behaviour: Behaviour) -> SocketAddr {
+    start_on("127.0.0.1:0".parse().expect("loopback"), behaviour).await
+}
+
+/// [`start`] on `addr` (a backend restarted on the port it had, as after a crash).
+pub async fn start_on(addr: SocketAddr, behaviour: Behaviour) -> SocketAddr {
     // A production-sized accept queue (tokio's default is 1,024): 1,000 connections opened at
     // once by a proxy must not overflow it while this single thread is busy.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind("127.0.0.1:0".parse().expect("loopback"))
-        .expect("bind");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(addr).expect("bind");
     let listener = socket.listen(4096).expect("listen");
     let addr = listener.local_addr().expect("addr");
     let body = match behaviour.size {

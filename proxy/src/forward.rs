@@ -440,7 +440,22 @@ impl ProxyHttp for Banyan {
         } else {
             e.retry.decide_reuse(client_reused);
         }
-        // Pingora's retry of a reused connection is a second attempt: within the budget.
+        // A new connection closed or reset before any byte of the answer (a backend killed as
+        // it held the request): a request without a body may go to another backend.
+        if !e.retry()
+            && ctx.replaced.is_none()
+            && session.response_written().is_none()
+            && e.esource() == &ErrorSource::Upstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError
+            )
+            && failure::retried_after_reset(&session.req_header().method)
+            && ctx.pool().is_some_and(|p| p.pick(&ctx.tried).is_some())
+        {
+            e.set_retry(true);
+        }
+        // Pingora's retries are second attempts: within the budget.
         if e.retry()
             && let (Some(table), Some(index), Some(pool)) = (&ctx.table, ctx.route, ctx.pool())
             && !retry::may_retry(&table.route(index).id, pool, &self.metrics)

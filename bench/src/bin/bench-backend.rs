@@ -26,6 +26,9 @@ struct Args {
     /// Answer this many bytes instead of the 70-byte JSON
     #[arg(long)]
     bytes: Option<usize>,
+    /// Listen here (default: a free loopback port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
 }
 
 fn idle() {
@@ -44,11 +47,14 @@ fn main() {
     }
     let rt = rt.build().expect("runtime");
     rt.block_on(async {
-        let addr = backend::start(Behaviour {
-            delay: Duration::from_millis(args.delay_ms),
-            status: args.status,
-            size: args.bytes,
-        })
+        let addr = backend::start_on(
+            args.listen,
+            Behaviour {
+                delay: Duration::from_millis(args.delay_ms),
+                status: args.status,
+                size: args.bytes,
+            },
+        )
         .await;
         println!("listening on {addr}");
         use std::io::Write;

@@ -163,6 +163,13 @@ pub(crate) fn retried_on_connect_failure(method: &Method) -> bool {
     )
 }
 
+/// Whether a request whose fresh connection was closed or reset before any byte of an answer
+/// is tried on another backend: only a request without a body whose repetition changes
+/// nothing (GET, HEAD, OPTIONS). A backend killed while it held the request looks like this.
+pub(crate) fn retried_after_reset(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// A connection attempt to `backend` failed: it leaves rotation (until a health check or its
 /// cool-off brings it back), and the attempt is counted and logged.
 pub(crate) fn connect_failed(metrics: &Metrics, pool: &Pool, backend: &Backend, timeout: bool) {

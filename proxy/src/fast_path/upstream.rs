@@ -32,15 +32,16 @@ pub(super) async fn open(
     let spec = &pool.spec;
     // After a kept-alive connection turned out closed, use new ones only.
     let mut fresh_only = false;
-    let mut last_connect_timeout = None;
+    // How the last attempt failed (the answer when no backend is left to try).
+    let mut last: Option<Failure> = None;
     // Set when the attempt before failed and this one is a retry.
     let mut again: Option<Failure> = None;
     loop {
         let Some(backend) = pool.pick(tried) else {
-            return Err(match last_connect_timeout {
+            return Err(match last {
                 None if tried.is_empty() => Failure::NoBackend,
                 None => Failure::Connect { timeout: false },
-                Some(timeout) => Failure::Connect { timeout },
+                Some(failure) => failure,
             });
         };
         if let Some(failure) = again.take()
@@ -64,8 +65,8 @@ pub(super) async fn open(
                     if !failure::retried_on_connect_failure(method) {
                         return Err(Failure::Connect { timeout });
                     }
-                    last_connect_timeout = Some(timeout);
-                    again = Some(Failure::Connect { timeout });
+                    last = Some(Failure::Connect { timeout });
+                    again = last.clone();
                     continue;
                 }
             },
@@ -79,6 +80,12 @@ pub(super) async fn open(
                 tried.pop();
                 fresh_only = true;
                 again = Some(Failure::BadUpstream);
+            }
+            Err(HeadError::Stale) if failure::retried_after_reset(method) => {
+                // A new connection closed or reset before any byte of an answer (a backend
+                // killed as it held the request): another backend, if one is left.
+                last = Some(Failure::BadUpstream);
+                again = last.clone();
             }
             Err(HeadError::Stale) | Err(HeadError::Broken) => {
                 return Err(Failure::BadUpstream);
