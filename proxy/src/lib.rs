@@ -10,7 +10,8 @@
 //! - [`route_table`]: the immutable snapshot a request is routed with: path normalization, the
 //!   segment-trie matcher, the upstream pools.
 //! - [`split`]: which side of a canary split a request lands on (sticky hashing).
-//! - [`upstream`]: pools, round-robin, passive and active health.
+//! - [`upstream`]: pools, round-robin, passive and active health, outlier ejection, retry
+//!   budgets.
 //! - [`reload`]: the live table, swapped atomically; `settle` (a file is applied once it has
 //!   stopped changing) and `triggers` (directory watcher, poll, SIGHUP).
 //! - [`forward`]: the Pingora `ProxyHttp` phases, each asking the edge what to do.
@@ -23,7 +24,9 @@
 //!   HTTP/1.1 byte moving and per-thread upstream keep-alive); everything else goes through
 //!   [`forward`].
 //! - [`edge`]: every rule both pipelines and the shadow copy share, written once: the head's
-//!   bounds, the request checks, routing, headers, failure answers, the access record.
+//!   bounds, the request checks, routing, the side that serves a request (circuit breakers,
+//!   fallback to the monolith, the retry budget's use), headers, failure answers, the access
+//!   record.
 //! - [`lifecycle`]: draining on SIGTERM, handing sockets over on an upgrade, exiting once
 //!   nothing is in flight.
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.

@@ -36,23 +36,31 @@ struct OriginState {
 
 async fn echo(State(s): State<OriginState>, req: Request) -> impl IntoResponse {
     s.hits.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = req.into_parts();
     let h = |n: &str| {
-        req.headers()
+        parts
+            .headers
             .get(n)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    axum::Json(json!({
+    let answer = json!({
         "backend": s.name,
-        "method": req.method().as_str(),
-        "path": req.uri().path(),
-        "query": req.uri().query(),
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
         "x_forwarded_for": h("x-forwarded-for"),
         "x_forwarded_host": h("x-forwarded-host"),
         "x_forwarded_proto": h("x-forwarded-proto"),
         "x_request_id": h("x-request-id"),
         "via": h("via"),
-    }))
+    });
+    // Read the body as a real backend does: hyper closes a kept-alive connection whose request
+    // body was left unread when it had not fully arrived with the head, after answering it as
+    // kept alive, so the proxy's next request on it (a POST, which is never retried) failed
+    // now and then under load.
+    let _ = axum::body::to_bytes(body, 1 << 20).await;
+    axum::Json(answer)
 }
 
 async fn big(Path(bytes): Path<u64>) -> impl IntoResponse {
