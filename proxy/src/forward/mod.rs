@@ -14,69 +14,49 @@
 //! - `fail_to_proxy`: Pingora's error, named as the edge's [`Failure`], answered as it says.
 //! - `logging`: the edge's access record ([`crate::edge::record`]).
 //!
+//! `ctx.rs` holds the per-request state across the phases, `answer.rs` the mapping of
+//! Pingora's errors to the edge's failures and the error answers written through Pingora.
+//!
 //! Bodies stream through in both directions; nothing here buffers them. A shadowed request
 //! ([`crate::shadow::mirror`]) also hands each body chunk, by reference, to its mirror: the
 //! copy for the candidate and the primary's answer to compare it with.
 
-use std::net::{IpAddr, SocketAddr};
+mod answer;
+mod ctx;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderMap;
 use http::header::HOST;
-use http::{HeaderMap, Uri};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use service_kit::ErrorResponse;
+use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::edge::failure::{self, Failure};
 use crate::edge::fallback::{self, Side};
 use crate::edge::headers::{self, DebugHeaders, Disposition, EdgeRequest, EdgeResponse, Nominated};
 use crate::edge::record::{Pipeline, Record};
-use crate::edge::reply::error_head;
 use crate::edge::{retry, route};
 use crate::lifecycle::Lifecycle;
-use crate::lifecycle::inflight::{OwnedRegistration, register_owned};
+use crate::lifecycle::inflight::register_owned;
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
-use crate::route_table::RouteTable;
 use crate::shadow::mirror::Mirror;
 use crate::shadow::thread::Shadower;
-use crate::upstream::{Backend, Pool};
+
+use self::answer::{failure_of, respond};
+pub(crate) use self::ctx::RequestCtx;
 
 pub(crate) struct Banyan {
     pub live: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
     pub shadow: Arc<Shadower>,
     pub lifecycle: Arc<Lifecycle>,
-}
-
-/// Per-request state across phases.
-pub(crate) struct RequestCtx {
-    started: Instant,
-    table: Option<Arc<RouteTable>>,
-    route: Option<usize>,
-    /// The side serving the request ([`fallback`]): its pool, its breaker ticket, and why the
-    /// fallback serves it when it does.
-    side: Option<Side>,
-    backend: Option<Arc<Backend>>,
-    tried: Vec<SocketAddr>,
-    request_id: String,
-    /// Normalized path plus the original query: what is sent upstream.
-    forward_uri: Option<Uri>,
-    /// The path as matched (for the access log; never the query, which may carry secrets).
-    path: String,
-    /// What the request failed with, when the edge answered it (no route, a bad path).
-    failure: Option<Failure>,
-    /// Set when this request is shadowed.
-    mirror: Option<Mirror>,
-    /// Set when an upstream answer was refused for the fallback to serve the request.
-    replaced: Option<u16>,
-    /// Listed among the requests in flight while it lives.
-    in_flight: Option<OwnedRegistration>,
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -89,78 +69,6 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 /// The request's `Host` (the edge rewrote any absolute-form target to origin-form).
 fn host_of(req: &RequestHeader) -> Option<&[u8]> {
     req.headers.get(HOST).map(|h| h.as_bytes())
-}
-
-/// Pingora's view of a failure, as the edge names it ([`Failure`]).
-fn failure_of(e: &Error) -> Failure {
-    match e.etype() {
-        ErrorType::HTTPStatus(503) => Failure::NoBackend,
-        ErrorType::HTTPStatus(502) => Failure::Connect { timeout: false },
-        ErrorType::HTTPStatus(400) => Failure::BadRequest("malformed request".into()),
-        ErrorType::ConnectTimedout => Failure::Connect { timeout: true },
-        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
-            Failure::Connect { timeout: false }
-        }
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout
-            if e.esource() == &ErrorSource::Upstream =>
-        {
-            Failure::Timeout
-        }
-        _ => match e.esource() {
-            ErrorSource::Upstream => Failure::BadUpstream,
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError
-                | ErrorType::ReadError
-                | ErrorType::ConnectionClosed
-                | ErrorType::WriteTimedout
-                | ErrorType::ReadTimedout => Failure::ClientGone,
-                _ => Failure::BadRequest("malformed request".into()),
-            },
-            ErrorSource::Internal | ErrorSource::Unset => Failure::Internal,
-        },
-    }
-}
-
-impl RequestCtx {
-    fn pool(&self) -> Option<&Arc<Pool>> {
-        self.side.as_ref().map(|s| &s.pool)
-    }
-
-    /// Moves the request to the route's fallback after `failure`, when the edge allows it.
-    fn fall_back(&mut self, method: &http::Method, failure: &Failure, metrics: &Metrics) -> bool {
-        let (Some(table), Some(index), Some(side)) = (&self.table, self.route, &mut self.side)
-        else {
-            return false;
-        };
-        side.failed(failure, self.backend.as_ref().map(|b| b.addr), metrics);
-        match fallback::after_failure(table, index, side, method, failure, metrics) {
-            Some(next) => {
-                *side = next;
-                if let Some(m) = &mut self.mirror {
-                    m.retrying();
-                }
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Writes a complete JSON error response to the client.
-async fn respond(
-    session: &mut Session,
-    ctx: &RequestCtx,
-    err: ErrorResponse,
-    retry_after: Option<u64>,
-) -> Result<()> {
-    let body = Bytes::from(err.to_json());
-    let mut resp = ResponseHeader::build(err.status.as_u16(), Some(5))?;
-    for (name, value) in error_head(body.len(), &ctx.request_id, retry_after) {
-        resp.insert_header(name, value)?;
-    }
-    session.set_keepalive(None);
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
 }
 
 #[async_trait]
@@ -521,6 +429,21 @@ impl ProxyHttp for Banyan {
             resp.insert_header(name, value)?;
         }
         Ok(())
+    }
+
+    /// Pingora's own warning for each attempt it tries again is not written: every second
+    /// attempt is the edge's decision, counted in `banyan_retries_total` or
+    /// `banyan_fallbacks_total` and in the access record's `attempts`, as on the fast path
+    /// (which logs nothing per attempt). A failing new service behind a fallback would
+    /// otherwise write a warning per request it fails.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     async fn fail_to_proxy(
