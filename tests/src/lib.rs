@@ -15,7 +15,8 @@
 //!
 //! Besides the monolith, [`spawn_catalog`] / [`spawn_synced_catalog`] start the catalog service
 //! beside a [`TestApp`] (sharing its session store), [`proxy::spawn_proxy`] starts Banyan, and
-//! [`origin::Origin`] / [`relay::Relay`] play upstreams and flaky links inside the test.
+//! [`origin::Origin`] / [`relay::Relay`] / [`fault::FaultyHop`] play upstreams, flaky links and
+//! failing services inside the test.
 //!
 //! When a variable is set but its server cannot be reached, the test fails: it never quietly
 //! falls back to embedded storage.
@@ -24,6 +25,7 @@
 //! `cargo build --workspace --bins` once per test process first, so whatever subset of tests
 //! is run, the binaries under test are current.
 
+pub mod fault;
 pub mod origin;
 pub mod process;
 pub mod proxy;

@@ -1,9 +1,10 @@
-//! Whether a request may go again, to another backend or to the route's fallback: only within
-//! the upstream's retry budget ([`crate::upstream::budget`]), so a failing pool is not hit
-//! twice for every request. Which requests may go again at all (nothing of them applied) is
-//! [`super::failure::retried_on_connect_failure`] and [`super::fallback`]'s to say; this is
-//! the budget every such second attempt is taken from, and counted against
-//! (`banyan_retries_total{route,result}`).
+//! Whether a request may go to the same upstream again (another backend, or a new connection
+//! after a kept-alive one turned out closed): only within the upstream's retry budget
+//! ([`crate::upstream::budget`]), so a failing pool is not hit twice for every request. Which
+//! requests may go again at all (nothing of them applied) is
+//! [`super::failure::retried_on_connect_failure`]'s to say; this is the budget every such
+//! second attempt is taken from, and counted against (`banyan_retries_total{route,result}`).
+//! A fallback to another upstream is not such an attempt ([`super::fallback`] says why).
 
 use crate::metrics::Metrics;
 use crate::upstream::Pool;

@@ -1,5 +1,5 @@
-//! A retry budget per upstream, in the manner of Linkerd's: retries (and fallbacks after a
-//! failed attempt) may add at most 20 % to an upstream's requests, plus 10 a second, so a pool
+//! A retry budget per upstream, in the manner of Linkerd's: retries (second attempts on the
+//! same upstream) may add at most 20 % to an upstream's requests, plus 10 a second, so a pool
 //! that fails every request is not hit again with a retry for each one.
 //!
 //! A token bucket in thousandths: every first attempt deposits 0.2 tokens, the clock adds 10 a
