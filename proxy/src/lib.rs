@@ -27,6 +27,8 @@
 //!   bounds, the request checks, routing, the side that serves a request (circuit breakers,
 //!   fallback to the monolith, the retry budget's use), headers, failure answers, the access
 //!   record.
+//! - [`rollout`]: routes that migrate themselves step by step, judged by gates on their own
+//!   traffic (in progress: the gates and the latency record).
 //! - [`lifecycle`]: draining on SIGTERM, handing sockets over on an upgrade, exiting once
 //!   nothing is in flight.
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.
@@ -46,6 +48,7 @@ pub(crate) mod forward;
 pub(crate) mod lifecycle;
 pub(crate) mod metrics;
 pub(crate) mod reload;
+pub(crate) mod rollout;
 pub(crate) mod route_table;
 pub(crate) mod server;
 pub(crate) mod shadow;

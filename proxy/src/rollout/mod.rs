@@ -1,0 +1,15 @@
+//! Rollouts: a route that migrates itself, step by step, on the evidence of its own traffic
+//! (issue 22, in progress).
+//!
+//! A rollout moves a route's split from the old side to `to` through `steps`; at each step
+//! the gates ([`gate`]) judge what the step's traffic showed, and the step advances, holds or,
+//! after `failures` failed checks in a row, aborts to 0 %. Built so far: the gates' judgement
+//! and the per-side latency record ([`latency`]) they read; the controller, its state on disk
+//! and in Redis, and the CLI come next.
+
+// The controller that calls these is the next piece of the issue; until it lands, only the
+// tests use them.
+#![cfg_attr(not(test), allow(dead_code))]
+
+pub(crate) mod gate;
+pub(crate) mod latency;
