@@ -22,10 +22,13 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// One-sided 95 % normal quantile.
 const Z: f64 = 1.644_853_626_951_472_2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Verdict {
     Pass,
     Fail,
@@ -53,10 +56,29 @@ impl Verdict {
     }
 }
 
+/// Which gate judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Gate {
+    ErrorRate,
+    Latency,
+    Shadow,
+}
+
+impl Gate {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Gate::ErrorRate => "error_rate",
+            Gate::Latency => "latency",
+            Gate::Shadow => "shadow",
+        }
+    }
+}
+
 /// A gate's verdict with the figures behind it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Judged {
-    pub(crate) gate: &'static str,
+    pub(crate) gate: Gate,
     pub(crate) verdict: Verdict,
     /// What was seen, in the gate's unit (percentage points, a ratio).
     pub(crate) observed: f64,
@@ -71,7 +93,13 @@ pub(crate) struct Judged {
 
 impl fmt::Display for Judged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.gate, self.verdict.label(), self.reason)
+        write!(
+            f,
+            "{} {}: {}",
+            self.gate.label(),
+            self.verdict.label(),
+            self.reason
+        )
     }
 }
 
@@ -97,7 +125,7 @@ pub(crate) fn error_rate(new: Counts, old: Counts, max_delta: f64, min_requests:
     let sample = new.requests.min(old.requests);
     let observed = new.percent() - old.percent();
     let judged = |verdict, reason: String| Judged {
-        gate: "error_rate",
+        gate: Gate::ErrorRate,
         verdict,
         observed,
         allowed: max_delta,
@@ -215,7 +243,7 @@ pub(crate) fn mismatches(
         "comparisons differed",
     );
     Judged {
-        gate: "shadow",
+        gate: Gate::Shadow,
         verdict,
         observed,
         allowed: max_percent,
@@ -256,7 +284,7 @@ pub(crate) fn latency(
         verdict
     };
     Judged {
-        gate: "latency",
+        gate: Gate::Latency,
         verdict,
         observed,
         allowed: max_ratio,

@@ -18,6 +18,8 @@
 //! Advancing only ever raises the new side's share and aborting drops it to 0, so with sticky
 //! splits users only move old -> new while a rollout advances, and back only when it aborts.
 
+use serde::{Deserialize, Serialize};
+
 use super::gate::{Judged, Verdict};
 
 /// A rollout as the route table states it.
@@ -31,7 +33,8 @@ pub(crate) struct Plan {
     pub(crate) failures: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
 pub(crate) enum Phase {
     Running {
         step: usize,
@@ -55,7 +58,8 @@ pub(crate) enum Phase {
 }
 
 /// What a check or an operator's action did, for the history and the log.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub(crate) enum Event {
     Advanced { from: f64, to: f64 },
     Migrated,
@@ -320,7 +324,7 @@ mod tests {
         let Event::Aborted { at, cause } = event else {
             panic!("{event:?}")
         };
-        assert_eq!((at, cause.gate), (5.0, "shadow"));
+        assert_eq!((at, cause.gate), (5.0, super::super::gate::Gate::Shadow));
         assert_eq!(aborted.percent(&p), 0.0);
         assert!(!aborted.judging());
         // Aborted stays aborted.

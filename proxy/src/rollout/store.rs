@@ -1,0 +1,228 @@
+//! A rollout's progress on disk, so a restarted proxy resumes the step it was at.
+//!
+//! Progress is operational state, not configuration: the file states the intent (the plan),
+//! this directory remembers how far the plan got. One JSON file per route (`<route>.json`),
+//! replaced whole by write-to-temporary, fsync, rename, so a crash leaves the old state or the
+//! new one, never half of either; and one append-only `history.jsonl` of every event with its
+//! time, for `banyan history`.
+//!
+//! Each saved state carries the fingerprint of the plan it belongs to: editing a route's
+//! rollout block gives a new fingerprint, and a state saved for another plan is not resumed
+//! (the rollout starts over, as the operator's edit says).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::progress::{Event, Phase};
+
+/// What is kept of one route's rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Saved {
+    /// The plan this progress belongs to ([`Store::load`] ignores a state of another).
+    pub(crate) plan: String,
+    pub(crate) phase: Phase,
+    /// When the current step began, in milliseconds since the Unix epoch.
+    pub(crate) step_since_ms: u64,
+}
+
+/// One line of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) at_ms: u64,
+    pub(crate) route: String,
+    #[serde(flatten)]
+    pub(crate) event: Event,
+}
+
+#[derive(Debug)]
+pub(crate) struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// The store in `dir`, created if missing.
+    pub(crate) fn open(dir: &Path) -> io::Result<Store> {
+        fs::create_dir_all(dir)?;
+        Ok(Store {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// A route id as a file name: anything but ASCII letters, digits, `-` and `_` is escaped,
+    /// so no id reaches outside the directory.
+    fn file_of(&self, route: &str) -> PathBuf {
+        let name: String = route
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c.to_string()
+                } else {
+                    format!("%{:02x}", c as u32)
+                }
+            })
+            .collect();
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// The saved progress of `route` for `plan`; `None` when there is none, or it was saved
+    /// for another plan. A file that cannot be read as a state is an error, named with its
+    /// path: it is never taken as "no progress" silently.
+    pub(crate) fn load(&self, route: &str, plan: &str) -> io::Result<Option<Saved>> {
+        let path = self.file_of(route);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let saved: Saved = serde_json::from_slice(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        Ok((saved.plan == plan).then_some(saved))
+    }
+
+    /// Replaces `route`'s saved progress, atomically.
+    pub(crate) fn save(&self, route: &str, saved: &Saved) -> io::Result<()> {
+        let path = self.file_of(route);
+        let tmp = path.with_extension("json.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(saved).map_err(io::Error::other)?)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Appends one event to the history.
+    pub(crate) fn record(&self, entry: &Entry) -> io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("history.jsonl"))?;
+        f.write_all(&line)?;
+        f.sync_data()
+    }
+
+    /// The history, oldest first. A last line cut short by a crash is skipped; any other line
+    /// that does not read is an error.
+    pub(crate) fn history(&self) -> io::Result<Vec<Entry>> {
+        let f = match File::open(self.dir.join("history.jsonl")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let lines: Vec<String> = BufReader::new(f).lines().collect::<io::Result<_>>()?;
+        let mut out = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            match serde_json::from_str(line) {
+                Ok(entry) => out.push(entry),
+                Err(_) if i + 1 == lines.len() => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("history.jsonl line {}: {e}", i + 1),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gate::{Gate, Judged, Verdict};
+    use super::*;
+
+    fn aborted() -> Phase {
+        Phase::Aborted {
+            step: 2,
+            cause: Judged {
+                gate: Gate::ErrorRate,
+                verdict: Verdict::Fail,
+                observed: 2.9,
+                allowed: 0.5,
+                sample: 400,
+                min_sample: 200,
+                reason: "new 3.00 % of 400, old 0.10 % of 8000".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn progress_survives_a_restart_for_the_same_plan_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load("products", "plan-a").unwrap(), None);
+        let saved = Saved {
+            plan: "plan-a".into(),
+            phase: aborted(),
+            step_since_ms: 1_764_000_000_000,
+        };
+        store.save("products", &saved).unwrap();
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.load("products", "plan-a").unwrap(), Some(saved));
+        assert_eq!(reopened.load("products", "plan-b").unwrap(), None);
+        // Nothing half-written is left beside it.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["products.json"]);
+    }
+
+    #[test]
+    fn a_damaged_state_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::write(dir.path().join("products.json"), "{\"plan\": \"a\", \"pha").unwrap();
+        let err = store.load("products", "a").unwrap_err();
+        assert!(err.to_string().contains("products.json"), "{err}");
+    }
+
+    #[test]
+    fn route_ids_cannot_escape_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let path = store.file_of("../../etc/passwd");
+        assert_eq!(path.parent().unwrap(), dir.path());
+    }
+
+    #[test]
+    fn the_history_keeps_every_event_and_skips_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let events = [
+            Event::Advanced { from: 0.0, to: 5.0 },
+            Event::Held {
+                reason: "latency inconclusive: 12 requests, 200 needed".into(),
+            },
+            Event::Migrated,
+        ];
+        for (i, event) in events.iter().enumerate() {
+            store
+                .record(&Entry {
+                    at_ms: 1000 + i as u64,
+                    route: "products".into(),
+                    event: event.clone(),
+                })
+                .unwrap();
+        }
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("history.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"at_ms\": 17, \"rou").unwrap();
+        let history = store.history().unwrap();
+        let got: Vec<Event> = history.into_iter().map(|e| e.event).collect();
+        assert_eq!(got, events);
+    }
+}
