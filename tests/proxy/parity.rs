@@ -305,6 +305,7 @@ async fn counters(proxy: &ProxyApp) -> BTreeMap<String, f64> {
                     || l.starts_with("banyan_request_duration_seconds_count")
                     || l.starts_with("banyan_backend_up")
                     || l.starts_with("banyan_fallbacks_total")
+                    || l.starts_with("banyan_retries_total")
                     || l.starts_with("banyan_breaker_state")
                     || l.starts_with("banyan_shadow_requests_total"))
         })
@@ -829,6 +830,14 @@ fn cases() -> Vec<Case> {
                 assert_eq!(s.answers[0].header("x-banyan-fallback"), Some("status"));
                 assert_eq!(origin_heads(s, "t").len(), 1);
                 assert_eq!(origin_heads(s, "a").len(), 1);
+                // A fallback is not a retry: the failing side's budget is not drawn on.
+                assert!(
+                    !s.counters
+                        .iter()
+                        .any(|(k, _)| k.starts_with("banyan_retries_total")),
+                    "{:?}",
+                    s.counters
+                );
             },
         },
         Case {
