@@ -23,7 +23,7 @@ use crate::fast_path::FastPath;
 use crate::forward::Banyan;
 use crate::lifecycle::signals::Signals;
 use crate::lifecycle::upgrade::Handoff;
-use crate::lifecycle::{Lifecycle, Timing, drain, notify};
+use crate::lifecycle::{Lifecycle, Timing, drain, notify, reserve};
 use crate::metrics::Metrics;
 use crate::reload::{self, LiveTable};
 use crate::shadow::results::Results;
@@ -68,8 +68,18 @@ pub(crate) fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid --shadow-redis URL: {e}"))?;
     }
     let settings = live.current().config.proxy.clone();
-    let listen = overrides.listen.unwrap_or(settings.listen);
-    let admin = overrides.admin.unwrap_or(settings.admin);
+    let wanted_listen = overrides.listen.unwrap_or(settings.listen);
+    let wanted_admin = overrides.admin.unwrap_or(settings.admin);
+    if overrides.upgrade && (wanted_listen.port() == 0 || wanted_admin.port() == 0) {
+        anyhow::bail!(
+            "--upgrade takes the running instance's sockets by their addresses: give the ports \
+             it announced (listening on ..., admin on ...), not port 0"
+        );
+    }
+    let (listen, held_listen) = reserve::resolve(wanted_listen)
+        .map_err(|e| anyhow::anyhow!("cannot bind the client listener on {wanted_listen}: {e}"))?;
+    let (admin, held_admin) = reserve::resolve(wanted_admin)
+        .map_err(|e| anyhow::anyhow!("cannot bind the admin API on {wanted_admin}: {e}"))?;
     if guard::off_loopback(admin) && settings.admin_token_file.is_none() {
         anyhow::bail!(
             "the admin API would listen on {admin}, off loopback, without a token: set [proxy] \
@@ -81,7 +91,12 @@ pub(crate) fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     if overrides.upgrade {
         handoff.prepare_takeover()?;
     } else {
-        for (what, addr) in [("client listener", listen), ("admin API", admin)] {
+        // A port 0 was resolved to a port held for Pingora: nothing to test there.
+        let named = [
+            ("client listener", wanted_listen, listen),
+            ("admin API", wanted_admin, admin),
+        ];
+        for (what, _, addr) in named.into_iter().filter(|(_, w, _)| w.port() != 0) {
             if let Err(e) = std::net::TcpListener::bind(addr) {
                 anyhow::bail!(
                     "cannot bind the {what} on {addr}: {e} (to take over from a running banyan, \
@@ -169,6 +184,7 @@ pub(crate) fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
             lifecycle: lifecycle.clone(),
             workers,
             handoff: handoff.clone(),
+            held: std::sync::Mutex::new(vec![held_listen, held_admin]),
             shadow_redis: overrides
                 .shadow_redis
                 .map(|url| (url, overrides.shadow_prefix)),
@@ -193,6 +209,8 @@ struct Control {
     lifecycle: Arc<Lifecycle>,
     workers: Arc<Workers>,
     handoff: Handoff,
+    /// Ports chosen for a `:0` address, held until the listeners are up ([`reserve`]).
+    held: std::sync::Mutex<Vec<Option<reserve::Held>>>,
     shadow_redis: Option<(String, String)>,
 }
 
@@ -219,6 +237,7 @@ impl BackgroundService for Control {
         ));
 
         announce_when_ready(self.listen, self.admin).await;
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.handoff.record_pid();
         notify::ready();
         let _ = shutdown.changed().await;
@@ -253,19 +272,26 @@ async fn connect_shared(
     }
 }
 
-/// Prints `listening on http://LISTEN` once the proxy accepts connections, then the admin
-/// address, so supervisors and tests know when to send traffic.
+/// Prints `listening on http://LISTEN` once the proxy and the admin API accept connections,
+/// then the admin address, so supervisors and tests know when to send traffic (and, with a
+/// port 0, which port it got).
 async fn announce_when_ready(listen: SocketAddr, admin: SocketAddr) {
-    let probe = if listen.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], listen.port()))
-    } else {
-        listen
-    };
-    loop {
-        if tokio::net::TcpStream::connect(probe).await.is_ok() {
-            break;
+    let reachable = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            let local: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            SocketAddr::new(local, addr.port())
+        } else {
+            addr
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for probe in [reachable(listen), reachable(admin)] {
+        while tokio::net::TcpStream::connect(probe).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     tracing::info!(%listen, %admin, "ready");
     println!("listening on http://{listen}");

@@ -4,6 +4,7 @@
 //! bound; we read that line (so the port is never guessed) and then poll `/health`. Everything
 //! else the process prints is kept and shown if the test fails.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -53,15 +54,6 @@ fn ensure_built() {
             String::from_utf8_lossy(&out.stderr)
         );
     });
-}
-
-/// A port that was free a moment ago, for servers that bind their own listeners and cannot
-/// report a port 0 choice (Pingora). The tiny race with another process is accepted.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("finding a free port")
 }
 
 /// Path of one of the workspace's binaries, next to the running test executable.
@@ -131,6 +123,8 @@ pub struct ServiceProcess {
     pub name: String,
     /// `http://ADDR`
     pub address: String,
+    /// What it announced once bound: `listening`, and `admin` for the proxy (`http://ADDR`).
+    pub announced: BTreeMap<String, String>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     /// How it was started, for [`restart`](Self::restart).
@@ -138,19 +132,26 @@ pub struct ServiceProcess {
     env: Vec<(String, String)>,
 }
 
+/// `listening on ADDR` or `admin on ADDR`: what a server announced, and where (as printed:
+/// our servers print `http://ADDR`).
+fn announcement(line: &str) -> Option<(String, String)> {
+    let (what, addr) = line.split_once(" on ")?;
+    matches!(what, "listening" | "admin").then(|| (what.to_owned(), addr.trim().to_owned()))
+}
+
 fn pump(
     stream: impl Read + Send + 'static,
     log: Arc<Mutex<String>>,
-    ready: Option<mpsc::Sender<String>>,
+    ready: Option<mpsc::Sender<(String, String)>>,
 ) {
     std::thread::spawn(move || {
         let mut ready = ready;
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if let Some(tx) = &ready
-                && let Some(addr) = line.strip_prefix("listening on ")
+                && let Some((what, addr)) = announcement(&line)
+                && tx.send((what, addr)).is_err()
             {
-                let _ = tx.send(addr.trim().to_owned());
                 ready = None;
             }
             let mut log = log.lock().unwrap();
@@ -181,6 +182,22 @@ impl ServiceProcess {
         env: &[(String, String)],
         health_url: impl Fn(&str) -> String,
     ) -> Self {
+        Self::start_announcing(name, args, env, &["listening"], |a| {
+            health_url(&a["listening"])
+        })
+        .await
+    }
+
+    /// Starts `name` and waits until it has announced every one of `expected` (`listening`,
+    /// `admin`: the `... on http://ADDR` lines a server prints once bound), then for a healthy
+    /// answer at `health_url` of those addresses. The addresses are in [`Self::announced`].
+    pub async fn start_announcing(
+        name: &str,
+        args: &[&str],
+        env: &[(String, String)],
+        expected: &[&str],
+        health_url: impl Fn(&BTreeMap<String, String>) -> String,
+    ) -> Self {
         let mut child = command(name, args, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -194,17 +211,21 @@ impl ServiceProcess {
         let mut process = ServiceProcess {
             name: name.to_owned(),
             address: String::new(),
+            announced: BTreeMap::new(),
             child: Some(child),
             log,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: env.to_vec(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        let address = loop {
+        while !expected.iter().all(|e| process.announced.contains_key(*e)) {
             // Never block here: the test's runtime may be serving something the process needs
             // while it starts (a relay, a mock upstream).
             match rx.try_recv() {
-                Ok(addr) => break addr,
+                Ok((what, addr)) => {
+                    process.announced.entry(what).or_insert(addr);
+                    continue;
+                }
                 Err(mpsc::TryRecvError::Empty | mpsc::TryRecvError::Disconnected) => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -220,9 +241,14 @@ impl ServiceProcess {
                 "{name} did not listen within {START_TIMEOUT:?}:\n{}",
                 process.log()
             );
-        };
-        process.address = address;
-        let url = health_url(&process.address);
+        }
+        drop(rx); // later announcements (none expected) are only logged
+        process.address = process
+            .announced
+            .get("listening")
+            .cloned()
+            .unwrap_or_default();
+        let url = health_url(&process.announced);
         process.wait_healthy(&url, deadline).await;
         process
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::process::{ServiceProcess, free_port};
+use crate::process::ServiceProcess;
 
 pub struct ProxyApp {
     /// `http://127.0.0.1:PORT`: what clients use.
@@ -21,6 +21,12 @@ pub struct ProxyApp {
     pub process: ServiceProcess,
     /// How the proxy was started (for [`ProxyApp::start_upgrade`]).
     args: Vec<String>,
+}
+
+/// An announced `http://ADDR` as a client reaches it: a wildcard address on 127.0.0.1.
+fn reachable(url: &str) -> String {
+    url.replace("http://0.0.0.0:", "http://127.0.0.1:")
+        .replace("http://[::]:", "http://[::1]:")
 }
 
 /// Starts the proxy on `routes` (a routes.toml; listen/admin are set on the command line).
@@ -42,14 +48,6 @@ pub async fn spawn_proxy_with(routes: &str, extra: &[&str]) -> ProxyApp {
         format!("{admin_token}\n"),
     )
     .unwrap();
-    let listen = free_port();
-    // `extra` may name its own admin address (say, off loopback); it is reached on 127.0.0.1.
-    let admin = match extra.iter().position(|a| *a == "--admin") {
-        Some(i) => extra[i + 1].rsplit(':').next().unwrap().parse().unwrap(),
-        None => free_port(),
-    };
-    let admin_url = format!("http://127.0.0.1:{admin}");
-    let (listen_arg, admin_arg) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{admin}"));
     let (socket, pid_file) = (
         dir.path().join("upgrade.sock"),
         dir.path().join("banyan.pid"),
@@ -59,14 +57,16 @@ pub async fn spawn_proxy_with(routes: &str, extra: &[&str]) -> ProxyApp {
         "--config",
         config.to_str().unwrap(),
         "--listen",
-        &listen_arg,
+        "127.0.0.1:0",
     ]
     .map(String::from)
     .to_vec();
-    // Defaults, unless `extra` sets them: its own upgrade socket and pid file (tests run side
-    // by side), and a short grace period.
+    // Defaults, unless `extra` sets them: the admin API on loopback, its own upgrade socket and
+    // pid file (tests run side by side), and a short grace period. Both listeners are on port 0:
+    // the proxy picks free ports itself and announces them, so no other process can take a
+    // port between a choice made here and the proxy's bind.
     for (flag, value) in [
-        ("--admin", admin_arg.as_str()),
+        ("--admin", "127.0.0.1:0"),
         ("--shutdown-grace", "1"),
         ("--upgrade-socket", socket.to_str().unwrap()),
         ("--pid-file", pid_file.to_str().unwrap()),
@@ -77,11 +77,27 @@ pub async fn spawn_proxy_with(routes: &str, extra: &[&str]) -> ProxyApp {
     }
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let check = admin_url.clone();
-    let process = ServiceProcess::start_checked("banyan", &arg_refs, &[], move |_| {
-        format!("{check}/healthz")
-    })
-    .await;
+    let process =
+        ServiceProcess::start_announcing("banyan", &arg_refs, &[], &["listening", "admin"], |a| {
+            format!("{}/healthz", reachable(&a["admin"]))
+        })
+        .await;
+    let admin_url = reachable(&process.announced["admin"]);
+    // An upgrade or a second start names the ports this one got: the hand-over is by address.
+    let concrete = |flag: &str, url: &str| {
+        (
+            flag.to_owned(),
+            url.trim_start_matches("http://").to_owned(),
+        )
+    };
+    for (flag, value) in [
+        concrete("--listen", &process.address),
+        concrete("--admin", &process.announced["admin"]),
+    ] {
+        if let Some(i) = args.iter().position(|a| *a == flag) {
+            args[i + 1] = value;
+        }
+    }
     ProxyApp {
         address: process.address.clone(),
         admin: admin_url,

@@ -21,6 +21,7 @@ pub(crate) mod drain;
 pub(crate) mod inflight;
 pub(crate) mod listener;
 pub(crate) mod notify;
+pub(crate) mod reserve;
 pub(crate) mod signals;
 pub(crate) mod upgrade;
 
