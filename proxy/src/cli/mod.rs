@@ -38,10 +38,10 @@ pub enum Command {
         /// The route table
         #[arg(long, short, env = "BANYAN_CONFIG", default_value = "routes.toml")]
         config: PathBuf,
-        /// Override [proxy] listen
+        /// Override [proxy] listen (port 0: a free port, announced as `listening on http://ADDR`)
         #[arg(long, env = "BANYAN_LISTEN")]
         listen: Option<SocketAddr>,
-        /// Override [proxy] admin
+        /// Override [proxy] admin (port 0: a free port, announced as `admin on http://ADDR`)
         #[arg(long, env = "BANYAN_ADMIN")]
         admin: Option<SocketAddr>,
         /// Seconds requests in flight get to finish once the proxy closes (after SIGTERM and the
