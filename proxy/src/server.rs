@@ -219,6 +219,10 @@ impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::spawn(reload::keep_current(self.live.clone()));
         tokio::spawn(health::run(self.live.clone(), self.metrics.clone()));
+        tokio::spawn(crate::rollout::control::run(
+            self.live.clone(),
+            self.results.clone(),
+        ));
         if let Some((url, prefix)) = self.shadow_redis.clone() {
             tokio::spawn(connect_shared(
                 url,

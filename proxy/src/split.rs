@@ -69,21 +69,23 @@ pub(crate) fn cookie<'a, H: Headers + ?Sized>(headers: &'a H, name: &str) -> Opt
         .filter(|v| !v.is_empty())
 }
 
-/// True when the request goes to the split's new side.
+/// True when the request goes to the split's new side, which takes `basis_points` of keys
+/// (the split's own, or a rollout's current step).
 pub(crate) fn goes_to_new_side<H: Headers + ?Sized>(
     split: &SplitSpec,
+    basis_points: u32,
     headers: &H,
     client: Option<IpAddr>,
 ) -> bool {
-    if split.basis_points == 0 {
+    if basis_points == 0 {
         return false;
     }
-    if split.basis_points >= 10_000 {
+    if basis_points >= 10_000 {
         return true;
     }
     match sticky_key(&split.sticky, headers, client) {
-        Some(key) => bucket(&split.to, &key) < split.basis_points,
-        None => rand::random::<u32>() % 10_000 < split.basis_points,
+        Some(key) => bucket(&split.to, &key) < basis_points,
+        None => rand::random::<u32>() % 10_000 < basis_points,
     }
 }
 
@@ -113,8 +115,8 @@ mod tests {
         for i in 0..2_000 {
             let mut h = HeaderMap::new();
             h.insert("cookie", format!("sid=s{i}").parse().unwrap());
-            let at30 = goes_to_new_side(&split(3000), &h, None);
-            let at60 = goes_to_new_side(&split(6000), &h, None);
+            let at30 = goes_to_new_side(&split(3000), 3000, &h, None);
+            let at60 = goes_to_new_side(&split(6000), 6000, &h, None);
             assert!(
                 !at30 || at60,
                 "key s{i} left the new side when the percent rose"

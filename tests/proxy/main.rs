@@ -11,6 +11,7 @@ mod heads;
 mod health;
 mod parity;
 mod reload;
+mod rollout;
 mod routing;
 mod shadow;
 mod shutdown;

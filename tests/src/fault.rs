@@ -1,6 +1,7 @@
 //! An HTTP hop in front of a real service that a test can turn bad: every request answered
-//! 503 without reaching the service, every request forwarded late, or the port closed as a
-//! dead process's is. The service behind it stays real (its database, its sync); only the
+//! 503 without reaching the service, every n-th answered 500, every request forwarded late,
+//! every answer held as long again (a slower service), a planted difference in every JSON
+//! answer, or the port closed as a dead process's is. The service behind it stays real (its database, its sync); only the
 //! way it answers changes, so a test can walk one process through the failures a new service
 //! has in production and count what reached it in each.
 //!
@@ -30,12 +31,22 @@ pub enum Fault {
     Unavailable,
     /// Forwards every request after holding it this long (the service still gets it).
     Late(Duration),
+    /// Answers every n-th request 500 without passing it on; forwards the others.
+    FailEvery(u64),
+    /// Forwards every request, then holds the answer as long again as the service took, times
+    /// `factor - 1`: a service `factor` times slower.
+    Slower(u32),
+    /// Forwards every request and plants a difference in its JSON answer: `price_cents` one
+    /// cent more, wherever it stands.
+    Plant,
 }
 
 struct Shared {
     target: String,
     client: reqwest::Client,
     mode: AtomicU8,
+    /// The mode's figure: the delay of `Late` (ms), the n of `FailEvery`, the factor of
+    /// `Slower`.
     late_ms: AtomicU64,
     /// Requests the hop received (in every mode).
     received: AtomicU64,
@@ -55,6 +66,9 @@ pub struct FaultyHop {
 const PASS: u8 = 0;
 const UNAVAILABLE: u8 = 1;
 const LATE: u8 = 2;
+const FAIL_EVERY: u8 = 3;
+const SLOWER: u8 = 4;
+const PLANT: u8 = 5;
 
 impl FaultyHop {
     /// Listens on a free loopback port in front of `target` (`http://host:port`), passing
@@ -91,6 +105,17 @@ impl FaultyHop {
                     .store(d.as_millis() as u64, Ordering::SeqCst);
                 LATE
             }
+            Fault::FailEvery(n) => {
+                self.shared.late_ms.store(n.max(1), Ordering::SeqCst);
+                FAIL_EVERY
+            }
+            Fault::Slower(factor) => {
+                self.shared
+                    .late_ms
+                    .store(u64::from(factor.max(1)), Ordering::SeqCst);
+                SLOWER
+            }
+            Fault::Plant => PLANT,
         };
         self.shared.mode.store(mode, Ordering::SeqCst);
     }
@@ -154,31 +179,80 @@ impl Drop for FaultyHop {
 }
 
 async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    shared.received.fetch_add(1, Ordering::SeqCst);
-    match shared.mode.load(Ordering::SeqCst) {
+    let n = shared.received.fetch_add(1, Ordering::SeqCst) + 1;
+    let mode = shared.mode.load(Ordering::SeqCst);
+    let figure = shared.late_ms.load(Ordering::SeqCst);
+    let refuse = |status: u16, code: &str, message: &str| {
+        let body = format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#);
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    match mode {
         UNAVAILABLE => {
-            let body =
-                r#"{"error":{"code":"unavailable","message":"the service is down (test fault)"}}"#;
-            return Response::builder()
-                .status(503)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap();
+            return refuse(503, "unavailable", "the service is down (test fault)");
+        }
+        FAIL_EVERY if n.is_multiple_of(figure) => {
+            return refuse(500, "internal", "test fault");
         }
         LATE => {
-            let late = shared.late_ms.load(Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(late)).await;
+            tokio::time::sleep(Duration::from_millis(figure)).await;
         }
         _ => {}
     }
     shared.forwarded.fetch_add(1, Ordering::SeqCst);
-    match forward(shared, req).await {
+    let started = std::time::Instant::now();
+    let resp = match forward(shared, req).await {
         Ok(resp) => resp,
-        Err(e) => Response::builder()
-            .status(502)
-            .body(Full::new(Bytes::from(format!("hop: {e}"))))
-            .unwrap(),
+        Err(e) => {
+            return Response::builder()
+                .status(502)
+                .body(Full::new(Bytes::from(format!("hop: {e}"))))
+                .unwrap();
+        }
+    };
+    match mode {
+        SLOWER => {
+            let took = started.elapsed();
+            tokio::time::sleep(took * (figure.saturating_sub(1)) as u32).await;
+            resp
+        }
+        PLANT => plant(resp).await,
+        _ => resp,
     }
+}
+
+/// The answer with `price_cents` one cent more wherever it stands in its JSON.
+async fn plant(resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    fn bump(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    match (k.as_str(), v.as_i64()) {
+                        ("price_cents", Some(p)) => *v = serde_json::json!(p + 1),
+                        _ => bump(v),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(bump),
+            _ => {}
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Full::new(bytes));
+    };
+    bump(&mut json);
+    let out = serde_json::to_vec(&json).unwrap();
+    parts.headers.remove("content-length");
+    Response::from_parts(parts, Full::new(Bytes::from(out)))
 }
 
 async fn forward(shared: &Shared, req: Request<Incoming>) -> anyhow::Result<Response<Full<Bytes>>> {

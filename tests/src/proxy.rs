@@ -29,6 +29,19 @@ fn reachable(url: &str) -> String {
         .replace("http://[::]:", "http://[::1]:")
 }
 
+/// Writes the ports `process` got into its `--listen` and `--admin` arguments: an upgrade takes
+/// the sockets over by their addresses.
+fn pin_ports(args: &mut [String], process: &ServiceProcess) {
+    for (flag, url) in [
+        ("--listen", &process.address),
+        ("--admin", &process.announced["admin"]),
+    ] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            args[i + 1] = url.trim_start_matches("http://").to_owned();
+        }
+    }
+}
+
 /// Starts the proxy on `routes` (a routes.toml; listen/admin are set on the command line).
 pub async fn spawn_proxy(routes: &str) -> ProxyApp {
     spawn_proxy_with(routes, &[]).await
@@ -83,21 +96,7 @@ pub async fn spawn_proxy_with(routes: &str, extra: &[&str]) -> ProxyApp {
         })
         .await;
     let admin_url = reachable(&process.announced["admin"]);
-    // An upgrade or a second start names the ports this one got: the hand-over is by address.
-    let concrete = |flag: &str, url: &str| {
-        (
-            flag.to_owned(),
-            url.trim_start_matches("http://").to_owned(),
-        )
-    };
-    for (flag, value) in [
-        concrete("--listen", &process.address),
-        concrete("--admin", &process.announced["admin"]),
-    ] {
-        if let Some(i) = args.iter().position(|a| *a == flag) {
-            args[i + 1] = value;
-        }
-    }
+    pin_ports(&mut args, &process);
     ProxyApp {
         address: process.address.clone(),
         admin: admin_url,
@@ -171,6 +170,29 @@ impl ProxyApp {
         let check = self.admin.clone();
         ServiceProcess::start_checked("banyan", &args, &[], move |_| format!("{check}/healthz"))
             .await
+    }
+
+    /// Kills the proxy (SIGKILL: nothing is flushed or handed over) and starts it again on the
+    /// same table and state directory, on new ports; returns once it serves.
+    pub async fn restart(&mut self) {
+        self.process.kill();
+        let mut args = self.args.clone();
+        for flag in ["--listen", "--admin"] {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args[i + 1] = "127.0.0.1:0".into();
+            }
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process =
+            ServiceProcess::start_announcing("banyan", &refs, &[], &["listening", "admin"], |a| {
+                format!("{}/healthz", reachable(&a["admin"]))
+            })
+            .await;
+        pin_ports(&mut args, &process);
+        self.args = args;
+        self.address = process.address.clone();
+        self.admin = reachable(&process.announced["admin"]);
+        self.process = process;
     }
 
     /// An admin API request with the admin token, as actions need it.

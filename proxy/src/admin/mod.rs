@@ -14,11 +14,15 @@
 //!   `banyan shadow report` prints it. `DELETE /shadow`: forget all results (shared ones too),
 //!   for instance after changing a route's comparison rules.
 //!
+//! - `GET /status`, `GET /history`, `POST /rollouts/{route}/{action}`: how far the migration is,
+//!   and the rollouts ([`status`]).
+//!
 //! Who may ask: [`guard`] (Host check, token for actions). How it is served: [`serve`] (on a
 //! Pingora listener, so upgrades carry its socket).
 
 pub(crate) mod guard;
 pub(crate) mod serve;
+pub(crate) mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +60,12 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/shadow", get(shadow).delete(shadow_reset))
         .route("/shadow/report", get(shadow_report))
+        .route("/status", get(status::get_status))
+        .route("/history", get(status::get_history))
+        .route(
+            "/rollouts/{route}/{action}",
+            axum::routing::post(status::post_action),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::check,
@@ -74,9 +84,14 @@ async fn routes(State(s): State<AdminState>) -> Json<Value> {
         .enumerate()
         .map(|(index, r)| {
             let mut route = crate::config::describe::route(r);
-            let breakers: BTreeMap<&str, Value> = std::iter::once(&r.upstream)
-                .chain(r.split.as_ref().map(|s| &s.to))
-                .filter_map(|u| table.breaker(index, u))
+            if r.split.is_some() {
+                // A rollout's (or a frozen route's) share is live, not the file's.
+                route["split"]["percent"] =
+                    json!(f64::from(table.split_basis_points(index)) / 100.0);
+            }
+            let breakers: BTreeMap<&str, Value> = table
+                .breakers_of(index)
+                .iter()
                 .map(|b| {
                     let snap = b.snapshot();
                     let since_ms = snap

@@ -67,8 +67,20 @@ impl AdminArgs {
 impl Admin {
     /// `GET path` as JSON; an error answer becomes an error with its message.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::GET, path).await
+    }
+
+    /// `POST path` (an action: it carries the token), its answer as JSON.
+    pub async fn post_json(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::POST, path).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.client.get(&url).timeout(Duration::from_secs(10));
+        let mut request = self
+            .client
+            .request(method, &url)
+            .timeout(Duration::from_secs(10));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -1,12 +1,17 @@
 //! The `banyan` command line: `run` serves, `check` validates route tables offline with the same
 //! validation every reload uses ([`check`]), `routes` shows the table a running proxy serves
-//! ([`routes`]), `shadow report` prints shadow comparison results ([`shadow`]). Commands that
-//! talk to a running proxy find its admin API and token the same way ([`admin`]).
+//! ([`routes`]), `shadow report` prints shadow comparison results ([`shadow`]), `status`,
+//! `plan`, `history`, `rollback` and `rollout` show and steer the migration ([`status`],
+//! [`plan`], [`rollout`]). Commands that talk to a running proxy find its admin API and token
+//! the same way ([`admin`]).
 
 mod admin;
 mod check;
+mod plan;
+mod rollout;
 mod routes;
 mod shadow;
+mod status;
 mod table;
 
 use std::net::SocketAddr;
@@ -83,6 +88,50 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// How far the migration is: every route's phase, rollouts with their gates and figures,
+    /// and the share of all traffic served by extracted services
+    Status {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+        /// The admin API's JSON instead of text
+        #[arg(long)]
+        json: bool,
+        /// Block until this route's rollout has migrated (exit 0) or aborted or rolled back
+        /// (exit 1)
+        #[arg(long, value_name = "ROUTE")]
+        wait: Option<String>,
+        /// With --wait: give up after this long (exit 3), e.g. 30m
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// What saving this route table would change on the running proxy: which routes move which
+    /// share of current traffic, which rollouts restart (like a terraform plan)
+    Plan {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Every applied table and rollout event, with time and reason
+    History {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+        /// Only this route's events
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a route back to the old side now, whatever its rollout's phase (migrated included)
+    Rollback {
+        route: String,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Steer a route's rollout
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// The table a running proxy serves, per-side request counts, and a refused reload on top
     /// (exit status 1 while the last reload stands refused)
     Routes {
@@ -91,6 +140,28 @@ pub enum Command {
         /// The admin API's JSON instead of text
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Let a rollout waiting at an `approve_at` step move on at its next passing check
+    Approve {
+        route: String,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Hold a rollout at its current share and stop judging it
+    Pause {
+        route: String,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Judge a paused rollout again, from the traffic its step serves from now on
+    Resume {
+        route: String,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
     },
 }
 
@@ -115,11 +186,31 @@ pub enum ShadowCommand {
     },
 }
 
+/// `30s`, `5m`, `1h`: a duration as route tables write them.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 5m or 1h"))
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { files } => check::run(&files),
         Command::Routes { admin, json } => routes::run(&admin, json),
+        Command::Status {
+            admin,
+            json,
+            wait,
+            timeout,
+        } => status::run(&admin, json, wait.as_deref(), timeout),
+        Command::Plan { file, admin } => plan::run(&admin, &file),
+        Command::History { admin, route, json } => rollout::history(&admin, route.as_deref(), json),
+        Command::Rollback { route, admin } => rollout::act(&admin, &route, "rollback"),
+        Command::Rollout { command } => match command {
+            RolloutCommand::Approve { route, admin } => rollout::act(&admin, &route, "approve"),
+            RolloutCommand::Pause { route, admin } => rollout::act(&admin, &route, "pause"),
+            RolloutCommand::Resume { route, admin } => rollout::act(&admin, &route, "resume"),
+        },
         Command::Shadow {
             command:
                 ShadowCommand::Report {

@@ -45,6 +45,8 @@ pub(crate) struct ProxySection {
     pub request_head_timeout: Option<Spanned<String>>,
     /// Time a write of an answer to the client may take (the connection closes after it).
     pub client_write_timeout: Option<Spanned<String>>,
+    /// Where rollouts keep their progress and history (relative: to the table's directory).
+    pub state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +97,27 @@ pub(crate) struct RouteSection {
     /// Writes fall back too, when no byte of them reached the failing side.
     pub fallback_writes: Option<Spanned<bool>>,
     pub breaker: Option<Spanned<BreakerSection>>,
+    pub rollout: Option<Spanned<RolloutSection>>,
+}
+
+/// `[route.rollout]`: the route moves itself to `to` through `steps`, each judged by gates on
+/// its live traffic and shadow comparisons.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RolloutSection {
+    pub to: Spanned<String>,
+    pub steps: Option<Spanned<Vec<Spanned<f64>>>>,
+    pub interval: Option<Spanned<String>>,
+    pub sticky: Option<Spanned<String>>,
+    pub min_requests: Option<Spanned<i64>>,
+    pub max_error_delta: Option<Spanned<f64>>,
+    pub max_p99_ratio: Option<Spanned<f64>>,
+    pub max_mismatch_percent: Option<Spanned<f64>>,
+    pub min_compared: Option<Spanned<i64>>,
+    pub approve_at: Option<Vec<Spanned<f64>>>,
+    pub failures: Option<Spanned<i64>>,
+    /// On a route that takes writes: the read route that must have migrated first.
+    pub after: Option<Spanned<String>>,
 }
 
 /// `[route.breaker]`: when an upstream of the route fails too often, stop sending it requests.

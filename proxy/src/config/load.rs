@@ -133,6 +133,14 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                 admin_hosts,
                 head,
                 client_write_timeout,
+                state_dir: match &p.state_dir {
+                    Some(d) if d.get_ref().trim().is_empty() => {
+                        c.at(d.span(), "state_dir must name a directory");
+                        defaults.state_dir
+                    }
+                    Some(d) => std::path::PathBuf::from(d.get_ref()),
+                    None => defaults.state_dir,
+                },
             }
         }
     };
@@ -159,6 +167,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         c.at(0..0, "the table has no [[route]]");
     }
     check_ties(&mut c, &routes);
+    super::rollout::check_after(&mut c, &routes, &raw.routes);
 
     if c.errors.is_empty() {
         Ok(Config {
@@ -201,6 +210,24 @@ mod tests {
         assert_eq!(legacy.health.as_ref(), Some(&HealthSpec::default()));
         assert_eq!(legacy.outlier, OutlierSpec::default());
         assert_eq!(c.routes[0].breaker, BreakerSpec::default());
+        let rolling = c.routes.iter().find(|r| r.rollout.is_some()).unwrap();
+        let ro = rolling.rollout.as_ref().unwrap();
+        assert_eq!(
+            (
+                ro.steps.as_slice(),
+                ro.interval,
+                &ro.gates,
+                ro.approve_at.as_slice(),
+                ro.failures
+            ),
+            (
+                &ROLLOUT_STEPS[..],
+                ROLLOUT_INTERVAL,
+                &crate::rollout::traffic::Gates::default(),
+                &[][..],
+                ROLLOUT_FAILURES
+            )
+        );
         assert!(!c.routes[0].fallback_writes);
         assert_eq!(c.routes[0].timeout, ROUTE_TIMEOUT);
         let shadow = c.routes[0].shadow.as_ref().unwrap();
@@ -291,6 +318,167 @@ upstream = "legacy"
         assert!(
             e.iter()
                 .any(|m| m.contains("percent must be between 0 and 100")),
+            "{e:?}"
+        );
+    }
+
+    /// A read route with a rollout, and a write route that follows it.
+    const ROLLING: &str = r#"
+[upstreams.legacy]
+addrs = ["127.0.0.1:3000"]
+
+[upstreams.catalog]
+addrs = ["127.0.0.1:4001"]
+
+[[route]]
+id = "read"
+path = "/api/products"
+methods = ["GET"]
+upstream = "legacy"
+shadow = { to = "catalog", percent = 100 }
+rollout = { to = "catalog", steps = [0, 5, 100], interval = "2s", sticky = "header:x-user", min_requests = 50, approve_at = [5] }
+
+[[route]]
+id = "write"
+path = "/api/products"
+methods = ["POST"]
+upstream = "legacy"
+rollout = { to = "catalog", steps = [0, 100], after = "read" }
+
+[[route]]
+id = "rest"
+path = "/"
+upstream = "legacy"
+"#;
+
+    #[test]
+    fn a_rollout_drives_its_routes_split() {
+        let c = parse(ROLLING, "routes.toml").unwrap();
+        let read = &c.routes[0];
+        let ro = read.rollout.as_ref().unwrap();
+        assert_eq!(
+            (
+                ro.steps.as_slice(),
+                ro.interval,
+                ro.gates.min_requests,
+                ro.approve_at.as_slice()
+            ),
+            (
+                &[0.0, 5.0, 100.0][..],
+                Duration::from_secs(2),
+                50,
+                &[5.0][..]
+            )
+        );
+        let split = read.split.as_ref().unwrap();
+        assert_eq!((split.to.as_str(), split.basis_points), ("catalog", 0));
+        assert_eq!(split.sticky, StickyKey::Header("x-user".parse().unwrap()));
+        assert_eq!(
+            c.routes[1].rollout.as_ref().unwrap().after.as_deref(),
+            Some("read")
+        );
+        // The fingerprint changes with any edit of the block.
+        let edited = parse(
+            &ROLLING.replace("interval = \"2s\"", "interval = \"3s\""),
+            "routes.toml",
+        )
+        .unwrap();
+        assert_ne!(
+            ro.fingerprint(&split.sticky),
+            edited.routes[0]
+                .rollout
+                .as_ref()
+                .unwrap()
+                .fingerprint(&split.sticky)
+        );
+    }
+
+    #[test]
+    fn rollout_mistakes_are_located_and_explained() {
+        let read_line = "rollout = { to = \"catalog\", steps = [0, 5, 100], interval = \"2s\", sticky = \"header:x-user\", min_requests = 50, approve_at = [5] }";
+        let with = |replacement: &str| ROLLING.replace(read_line, replacement);
+        for (text, wanted) in [
+            (
+                with("rollout = { to = \"legacy\" }"),
+                "rollout goes to \"legacy\", the route's own upstream",
+            ),
+            (
+                with("rollout = { to = \"catalog\", steps = [0, 50, 25, 100] }"),
+                "steps must rise: 25 after 50",
+            ),
+            (
+                with("rollout = { to = \"catalog\", steps = [0, 50] }"),
+                "steps must end at 100",
+            ),
+            (
+                with("rollout = { to = \"catalog\", steps = [0, 150] }"),
+                "a step is a percent between 0 and 100",
+            ),
+            (
+                with("rollout = { to = \"catalog\", approve_at = [7] }"),
+                "approve_at 7 is not one of the steps",
+            ),
+            (
+                with("rollout = { to = \"catalog\", approve_at = [100] }"),
+                "approve_at 100",
+            ),
+            (
+                with("rollout = { to = \"catalog\", max_p99_ratio = 0.5 }"),
+                "max_p99_ratio must be between 1 and 100",
+            ),
+            (
+                with("rollout = { to = \"catalog\", interval = \"10ms\" }"),
+                "interval",
+            ),
+            (
+                with("rollout = { to = \"catalog\", failures = 0 }"),
+                "failures must be between 1 and 100",
+            ),
+            (
+                with("rollout = { to = \"catalog\", stepz = [100] }"),
+                "unknown field `stepz`",
+            ),
+            (
+                with("split = { to = \"catalog\", percent = 5 }\nrollout = { to = \"catalog\" }"),
+                "a route with [route.rollout] has no split",
+            ),
+            (
+                ROLLING.replace("shadow = { to = \"catalog\", percent = 100 }\n", ""),
+                "step 0 is shadow only",
+            ),
+            (
+                ROLLING.replace(
+                    "steps = [0, 100], after = \"read\"",
+                    "steps = [0, 50, 100], after = \"read\"",
+                ),
+                "this route takes writes: it moves in one step",
+            ),
+            (
+                ROLLING.replace(", after = \"read\"", ""),
+                "name the read route that must migrate first",
+            ),
+            (
+                ROLLING.replace("after = \"read\"", "after = \"raed\""),
+                "after names no route: \"raed\"",
+            ),
+            (
+                ROLLING.replace("after = \"read\"", "after = \"write\""),
+                "after names this route itself",
+            ),
+        ] {
+            let e = errors(&text);
+            assert!(
+                e.iter()
+                    .any(|m| m.starts_with("routes.toml:") && m.contains(wanted)),
+                "{wanted:?} not in {e:?}"
+            );
+        }
+        // Where: the offending value's line and column.
+        let e = errors(&with(
+            "rollout = { to = \"catalog\", steps = [0, 50, 25, 100] }",
+        ));
+        assert!(
+            e.iter().any(|m| m.starts_with("routes.toml:14:45:")),
             "{e:?}"
         );
     }

@@ -8,8 +8,10 @@ mod error;
 pub(crate) mod file;
 pub(crate) mod load;
 pub(crate) mod model;
+pub(crate) mod rollout;
 mod units;
 mod validate;
 
 pub(crate) use load::{ConfigError, ConfigErrors, load_file, parse};
 pub(crate) use model::*;
+pub(crate) use units::parse_duration;

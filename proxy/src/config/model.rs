@@ -37,6 +37,9 @@ pub(crate) struct ProxySettings {
     /// that stops reading is cut off after it rather than holding its exchange (and the
     /// upstream connection under it) for ever.
     pub client_write_timeout: Duration,
+    /// Where rollouts keep their progress and history: operational state, not configuration
+    /// (a relative path is taken from the route table's directory).
+    pub state_dir: PathBuf,
 }
 
 impl Default for ProxySettings {
@@ -52,6 +55,7 @@ impl Default for ProxySettings {
             admin_hosts: Vec::new(),
             head: HeadLimits::default(),
             client_write_timeout: Duration::from_secs(30),
+            state_dir: PathBuf::from("banyan-state"),
         }
     }
 }
@@ -148,7 +152,60 @@ pub(crate) struct RouteSpec {
     pub fallback_writes: bool,
     /// The circuit breaker of each upstream this route sends to ([`crate::edge::breaker`]).
     pub breaker: BreakerSpec,
+    /// The route moves itself to a new upstream ([`crate::rollout`]). With one, `split` is the
+    /// rollout's (its `to` and sticky key), and its share is the rollout's current step.
+    pub rollout: Option<RolloutSpec>,
 }
+
+/// A route's `[route.rollout]`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RolloutSpec {
+    pub to: String,
+    /// Percent of the new side at each step, rising, ending at 100; 0 is shadow only.
+    pub steps: Vec<f64>,
+    /// Time at each step before it is judged (and between checks while it holds).
+    pub interval: Duration,
+    pub gates: crate::rollout::traffic::Gates,
+    /// Steps that wait for `banyan rollout approve`.
+    pub approve_at: Vec<f64>,
+    /// Failed checks in a row that abort.
+    pub failures: u32,
+    /// On a route that takes writes: the read route that must have migrated before this one
+    /// moves (in one step, 0 -> 100).
+    pub after: Option<String>,
+}
+
+impl RolloutSpec {
+    /// The steps the rollout walks, for [`crate::rollout::progress`].
+    pub(crate) fn plan(&self) -> crate::rollout::progress::Plan {
+        crate::rollout::progress::Plan {
+            steps: self.steps.clone(),
+            approve_at: self.approve_at.clone(),
+            failures: self.failures,
+        }
+    }
+
+    /// What identifies this plan: a saved progress resumes only under the same plan, so any
+    /// edit of the block starts the rollout over.
+    pub(crate) fn fingerprint(&self, sticky: &StickyKey) -> String {
+        let text = format!(
+            "{}|{:?}|{}|{sticky}|{:?}|{:?}|{}|{:?}",
+            self.to,
+            self.steps,
+            self.interval.as_millis(),
+            self.gates,
+            self.approve_at,
+            self.failures,
+            self.after
+        );
+        crate::reload::version_of(text.as_bytes())
+    }
+}
+
+/// A rollout's settings where `routes.toml` leaves them out (`to` is always given).
+pub(crate) const ROLLOUT_STEPS: [f64; 6] = [0.0, 1.0, 5.0, 25.0, 50.0, 100.0];
+pub(crate) const ROLLOUT_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const ROLLOUT_FAILURES: u32 = 2;
 
 /// A route's circuit breakers: an upstream whose share of failures over `window` reaches
 /// `error_percent` (on at least `min_requests`) gets no requests for `reset`, then `probes`

@@ -253,18 +253,30 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> 
         .breaker
         .as_ref()
         .map_or_else(BreakerSpec::default, |b| breaker(c, b.get_ref()));
+    let mut split = split.flatten();
+    let rollout = r.rollout.as_ref().and_then(|ro| {
+        let (spec, sticky) = super::rollout::rollout(c, ro, r, methods.as_deref(), &known)?;
+        // The rollout drives the route's split: its side and sticky key, its share per step.
+        split = Some(SplitSpec {
+            to: spec.to.clone(),
+            basis_points: 0,
+            sticky,
+        });
+        Some(spec)
+    });
     Some(RouteSpec {
         id: id.clone(),
         path,
         methods,
         headers,
         upstream: upstream.clone(),
-        split: split.flatten(),
+        split,
         shadow,
         timeout,
         fallback,
         fallback_writes,
         breaker,
+        rollout,
     })
 }
 
@@ -445,7 +457,17 @@ fn split(
     let to = s.to.get_ref();
     other_upstream(c, &s.to, upstream, known, "split", "");
     let basis_points = percent_to_basis_points(c, &s.percent);
-    let sticky = match s.sticky.as_ref().map(|k| (k, k.get_ref().as_str())) {
+    let sticky = sticky(c, s.sticky.as_ref());
+    Some(SplitSpec {
+        to: to.clone(),
+        basis_points,
+        sticky,
+    })
+}
+
+/// A split's or rollout's `sticky`: what keeps a user on one side (none: each request alone).
+pub(super) fn sticky(c: &mut Checker<'_>, key: Option<&Spanned<String>>) -> StickyKey {
+    match key.map(|k| (k, k.get_ref().as_str())) {
         None => StickyKey::PerRequest,
         Some((_, "client")) => StickyKey::ClientAddr,
         Some((k, key)) => match key.split_once(':') {
@@ -465,12 +487,7 @@ fn split(
                 StickyKey::PerRequest
             }
         },
-    };
-    Some(SplitSpec {
-        to: to.clone(),
-        basis_points,
-        sticky,
-    })
+    }
 }
 
 /// Two routes tie when some request would match both with the same specificity: same path,
@@ -499,7 +516,7 @@ pub(super) fn check_ties(c: &mut Checker<'_>, routes: &[(Range<usize>, RouteSpec
 }
 
 /// A shadow's or split's `to`: a known upstream, and not the route's own.
-fn other_upstream(
+pub(super) fn other_upstream(
     c: &mut Checker<'_>,
     to: &Spanned<String>,
     upstream: &str,

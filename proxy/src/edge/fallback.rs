@@ -26,7 +26,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::Method;
 
@@ -34,6 +34,7 @@ use super::breaker::{Ticket, Verdict};
 use super::failure::Failure;
 use crate::config::RouteSpec;
 use crate::metrics::Metrics;
+use crate::rollout::live::{Live, Which};
 use crate::route_table::RouteTable;
 use crate::upstream::Pool;
 
@@ -75,9 +76,54 @@ pub(crate) struct Side {
     pub(crate) ticket: Option<Ticket>,
     /// Set when the fallback serves the request.
     pub(crate) fallback: Option<Reason>,
+    /// The rollout record this side's outcome goes to, when the route rolls out.
+    meter: Option<Meter>,
+}
+
+/// What a side's outcome adds to its route's rollout: which side it was, and since when.
+#[derive(Debug)]
+struct Meter {
+    live: Arc<Live>,
+    which: Which,
+    started: Instant,
+}
+
+impl Meter {
+    /// For a request of route `index` sent to `pool`: the new side when `pool` is the
+    /// rollout's, the old side when it is the route's own upstream (a fallback to another
+    /// upstream is neither).
+    fn of(table: &RouteTable, index: usize, pool: &Pool) -> Option<Meter> {
+        let live = table.rollout(index)?;
+        let which = if pool.name() == live.to {
+            Which::New
+        } else if pool.name() == table.route(index).upstream {
+            Which::Old
+        } else {
+            return None;
+        };
+        Some(Meter {
+            live: live.clone(),
+            which,
+            started: Instant::now(),
+        })
+    }
+
+    fn finish(self, failed: bool) {
+        self.live.record(self.which, failed, self.started.elapsed());
+    }
 }
 
 impl Side {
+    /// The side a request was routed to when nothing is sent to it (answered at once).
+    pub(crate) fn unsent(pool: Arc<Pool>) -> Side {
+        Side {
+            pool,
+            ticket: None,
+            fallback: None,
+            meter: None,
+        }
+    }
+
     /// How long this side may keep a request of `route` waiting for a read: the route's
     /// `timeout`, within the upstream's own `read_timeout`.
     pub(crate) fn read_timeout(&self, route: &RouteSpec) -> Duration {
@@ -89,6 +135,9 @@ impl Side {
     pub(crate) fn answered(&mut self, status: u16, backend: Option<SocketAddr>, metrics: &Metrics) {
         if let Some(addr) = backend {
             self.pool.observe(addr, status >= 500, metrics);
+        }
+        if let Some(m) = self.meter.take() {
+            m.finish(status >= 500);
         }
         if let Some(t) = self.ticket.take() {
             let verdict = if t.breaker().counts_as_failure(status) {
@@ -116,6 +165,12 @@ impl Side {
         );
         if upstream_failed && let Some(addr) = backend {
             self.pool.observe(addr, true, metrics);
+        }
+        // A request the client gave up on says nothing about the side.
+        if let Some(m) = self.meter.take()
+            && upstream_failed
+        {
+            m.finish(true);
         }
         if let Some(t) = self.ticket.take() {
             t.finish(if upstream_failed {
@@ -154,6 +209,7 @@ pub(crate) fn choose(
         return Ok(side);
     }
     Ok(Side {
+        meter: Meter::of(table, index, &chosen),
         pool: chosen,
         ticket,
         fallback: None,
@@ -231,8 +287,10 @@ fn fall_back(
     let route = table.route(index);
     let to = route.fallback.as_deref()?;
     metrics.fallback(&route.id, reason.label());
+    let pool = table.pool(to).clone();
     Some(Side {
-        pool: table.pool(to).clone(),
+        meter: Meter::of(table, index, &pool),
+        pool,
         ticket: None,
         fallback: Some(reason),
     })

@@ -67,7 +67,9 @@ pub(crate) fn route<H: Headers + ?Sized>(
     };
     let route = table.route(index);
     let pool_name = match &route.split {
-        Some(s) if split::goes_to_new_side(s, headers, client) => &s.to,
+        Some(s) if split::goes_to_new_side(s, table.split_basis_points(index), headers, client) => {
+            &s.to
+        }
         _ => &route.upstream,
     };
     let target = match query {

@@ -160,11 +160,7 @@ impl ProxyHttp for Banyan {
                 Ok(false)
             }
             Err(failure) => {
-                ctx.side = Some(Side {
-                    pool: routed.pool,
-                    ticket: None,
-                    fallback: None,
-                });
+                ctx.side = Some(Side::unsent(routed.pool));
                 if let Some(answer) = failure.answer(ctx.pool().map_or("", |p| p.name())) {
                     respond(session, ctx, answer, failure.retry_after()).await?;
                 }

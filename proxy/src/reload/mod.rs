@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{self, ConfigErrors};
 use crate::edge::breaker::Breakers;
 use crate::metrics::Metrics;
+use crate::rollout::control::Rollouts;
 use crate::route_table::RouteTable;
 use crate::shadow::bounds::{Backlogs, Bounds};
 use crate::upstream::Registry;
@@ -63,6 +64,8 @@ pub(crate) struct LiveTable {
     bounds: Bounds,
     /// Circuit breakers by route and upstream: kept across reloads like backend health.
     breakers: Breakers,
+    /// Rollouts: their live shares and records (kept across reloads), and their controller.
+    rollouts: Arc<Rollouts>,
     status: Mutex<ReloadStatus>,
     /// Serializes reloads (watcher, poller and SIGHUP may fire together).
     reloading: tokio::sync::Mutex<()>,
@@ -82,8 +85,21 @@ impl LiveTable {
         let breakers = Breakers::new(metrics.clone());
         let text = std::fs::read(path).map_err(|e| read_error(path, e))?;
         let config = config::parse(&String::from_utf8_lossy(&text), &path.display().to_string())?;
-        let table = RouteTable::build(config, version_of(&text), &registry, &bounds, &breakers);
+        let state_dir = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&config.proxy.state_dir);
+        let rollouts = Arc::new(Rollouts::open(&state_dir));
+        let table = RouteTable::build(
+            config,
+            version_of(&text),
+            &registry,
+            &bounds,
+            &breakers,
+            &rollouts,
+        );
         bounds.retain(&table.shadowed_routes());
+        rollouts.table_applied(&table.version);
         metrics.table_loaded(&table);
         Ok(LiveTable {
             path: path.to_owned(),
@@ -91,6 +107,7 @@ impl LiveTable {
             registry,
             bounds,
             breakers,
+            rollouts,
             status: Mutex::default(),
             reloading: tokio::sync::Mutex::new(()),
             metrics,
@@ -108,6 +125,11 @@ impl LiveTable {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The rollouts of the routes (for their controller and the admin API).
+    pub(crate) fn rollouts(&self) -> &Arc<Rollouts> {
+        &self.rollouts
     }
 
     /// The shadowed routes' backlogs, for the shadow thread to drain.
@@ -185,6 +207,7 @@ impl LiveTable {
             &self.registry,
             &self.bounds,
             &self.breakers,
+            &self.rollouts,
         );
         let breakers_in_use = table.breaker_keys();
         let in_use: Vec<_> = table
@@ -197,6 +220,8 @@ impl LiveTable {
         self.registry.retain(&in_use);
         self.breakers.retain(&breakers_in_use);
         self.bounds.retain(&self.current().shadowed_routes());
+        self.rollouts.retain(&self.current());
+        self.rollouts.table_applied(&version);
         {
             let mut status = self.status.lock().unwrap();
             status.applied += 1;

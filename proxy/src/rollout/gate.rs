@@ -63,6 +63,8 @@ pub(crate) enum Gate {
     ErrorRate,
     Latency,
     Shadow,
+    /// A write route's read route has migrated ([`after`]).
+    After,
 }
 
 impl Gate {
@@ -71,6 +73,7 @@ impl Gate {
             Gate::ErrorRate => "error_rate",
             Gate::Latency => "latency",
             Gate::Shadow => "shadow",
+            Gate::After => "after",
         }
     }
 }
@@ -225,6 +228,28 @@ fn share(
             observed,
             format!("{figures}; not yet significant, holding for more"),
         )
+    }
+}
+
+/// A write route moves only once its read route (`route`) has migrated: a pass once it has,
+/// inconclusive (holding) until then, never a failure. `now` says where the read route is.
+pub(crate) fn after(route: &str, migrated: bool, now: &str) -> Judged {
+    Judged {
+        gate: Gate::After,
+        verdict: if migrated {
+            Verdict::Pass
+        } else {
+            Verdict::Inconclusive
+        },
+        observed: 0.0,
+        allowed: 0.0,
+        sample: 0,
+        min_sample: 0,
+        reason: if migrated {
+            format!("read route {route} has migrated")
+        } else {
+            format!("waiting for read route {route} to migrate (it is {now})")
+        },
     }
 }
 

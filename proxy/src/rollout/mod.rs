@@ -1,20 +1,20 @@
-//! Rollouts: a route that migrates itself, step by step, on the evidence of its own traffic
-//! (issue 22, in progress).
+//! Rollouts: a route that migrates itself, step by step, on the evidence of its own traffic.
 //!
-//! A rollout moves a route's split from the old side to `to` through `steps`; at each step
-//! the gates ([`gate`]) judge what the step's traffic showed, and the step advances, holds or,
-//! after `failures` failed checks in a row, aborts to 0 % ([`progress`]). Built so far: the
-//! gates' judgement, the per-side record of requests, errors and latency ([`traffic`],
-//! [`latency`]) a step is judged on, the state machine of a rollout's phases and its state and
-//! history on disk ([`store`]); the controller that runs checks on live traffic, the
-//! `[route.rollout]` block, the Redis lease and the CLI come next.
+//! A rollout (`[route.rollout]`, checked in [`crate::config::rollout`]) moves a route's split
+//! from the old side to `to` through `steps`; at each step the gates ([`gate`]) judge what the
+//! step's traffic showed, and the step advances, holds or, after `failures` failed checks in a
+//! row, aborts to 0 % ([`progress`]). Where each part is:
+//! - [`live`]: what a request sees (the share, one atomic load; the two sides' records, which
+//!   the edge's [`crate::edge::fallback::Side`] adds to on both pipelines);
+//! - [`traffic`], [`latency`]: a side's requests, errors and latency histogram, and a step
+//!   judged on them;
+//! - [`control`]: the controller loop, the operator's actions, freezing a removed rollout;
+//! - [`store`]: progress and history on disk (the state directory), so a restart resumes.
 
-// The controller that calls these is the next piece of the issue; until it lands, only the
-// tests use them.
-#![cfg_attr(not(test), allow(dead_code))]
-
+pub(crate) mod control;
 pub(crate) mod gate;
 pub(crate) mod latency;
+pub(crate) mod live;
 pub(crate) mod progress;
 pub(crate) mod store;
 pub(crate) mod traffic;

@@ -55,22 +55,72 @@ pub(crate) enum Phase {
     },
     Migrated,
     RolledBack,
+    /// The rollout block was removed from the file: the route stays at the share it had,
+    /// towards `to` with `sticky`, until the file gives it a split or the operator rolls back.
+    Frozen {
+        percent: f64,
+        to: String,
+        sticky: String,
+    },
 }
 
 /// What a check or an operator's action did, for the history and the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub(crate) enum Event {
-    Advanced { from: f64, to: f64 },
+    Advanced {
+        from: f64,
+        to: f64,
+    },
     Migrated,
-    Held { reason: String },
-    FailedCheck { count: u32, of: u32, cause: Judged },
-    Aborted { at: f64, cause: Judged },
-    AwaitingApproval { at: f64 },
-    Approved { at: f64 },
-    Paused { at: f64 },
-    Resumed { at: f64 },
-    RolledBack { from: f64 },
+    Held {
+        reason: String,
+    },
+    FailedCheck {
+        count: u32,
+        of: u32,
+        cause: Judged,
+    },
+    Aborted {
+        at: f64,
+        cause: Judged,
+    },
+    AwaitingApproval {
+        at: f64,
+    },
+    Approved {
+        at: f64,
+    },
+    Paused {
+        at: f64,
+    },
+    Resumed {
+        at: f64,
+    },
+    RolledBack {
+        from: f64,
+    },
+    /// A rollout began (its block is new, or was edited: `reason` says which).
+    Started {
+        steps: Vec<f64>,
+        reason: String,
+    },
+    /// The proxy started again and picked the rollout up where it was.
+    Restored {
+        at: f64,
+    },
+    /// The rollout block was removed; the route stays at this share.
+    Frozen {
+        at: f64,
+    },
+    /// A frozen share ended: the file now says what the route does.
+    Unfrozen {
+        reason: String,
+    },
+    /// A route table was applied (route `*`).
+    TableApplied {
+        version: String,
+    },
 }
 
 impl Phase {
@@ -90,6 +140,7 @@ impl Phase {
             | Phase::Paused { step } => plan.steps[*step],
             Phase::Migrated => 100.0,
             Phase::Aborted { .. } | Phase::RolledBack => 0.0,
+            Phase::Frozen { percent, .. } => *percent,
         }
     }
 

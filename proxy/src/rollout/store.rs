@@ -4,7 +4,8 @@
 //! this directory remembers how far the plan got. One JSON file per route (`<route>.json`),
 //! replaced whole by write-to-temporary, fsync, rename, so a crash leaves the old state or the
 //! new one, never half of either; and one append-only `history.jsonl` of every event with its
-//! time, for `banyan history`.
+//! time, for `banyan history` (a line a crash cut short is skipped, and the next one starts on
+//! a line of its own).
 //!
 //! Each saved state carries the fingerprint of the plan it belongs to: editing a route's
 //! rollout block gives a new fingerprint, and a state saved for another plan is not resumed
@@ -99,41 +100,62 @@ impl Store {
         File::open(&self.dir)?.sync_all()
     }
 
-    /// Appends one event to the history.
+    /// Forgets `route`'s saved progress (its rollout or freeze is over).
+    pub(crate) fn remove(&self, route: &str) {
+        let path = self.file_of(route);
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::error!(path = %path.display(), error = %e, "cannot remove rollout progress");
+        }
+    }
+
+    /// Appends one event to the history. A last line cut short by a crash is ended first, so
+    /// the new entry is a line of its own.
     pub(crate) fn record(&self, entry: &Entry) -> io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
         line.push(b'\n');
+        let path = self.dir.join("history.jsonl");
         let mut f = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
-            .open(self.dir.join("history.jsonl"))?;
+            .open(&path)?;
+        let len = f.metadata()?.len();
+        if len > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [0u8; 1];
+            f.seek(SeekFrom::Start(len - 1))?;
+            f.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                line.insert(0, b'\n');
+            }
+        }
         f.write_all(&line)?;
         f.sync_data()
     }
 
-    /// The history, oldest first. A last line cut short by a crash is skipped; any other line
-    /// that does not read is an error.
-    pub(crate) fn history(&self) -> io::Result<Vec<Entry>> {
+    /// The history, oldest first, and how many lines did not read (a line cut short by a
+    /// crash, or damaged by hand): those are skipped, never the rest of the history with them.
+    pub(crate) fn history(&self) -> io::Result<(Vec<Entry>, usize)> {
         let f = match File::open(self.dir.join("history.jsonl")) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(e),
         };
-        let lines: Vec<String> = BufReader::new(f).lines().collect::<io::Result<_>>()?;
-        let mut out = Vec::with_capacity(lines.len());
-        for (i, line) in lines.iter().enumerate() {
-            match serde_json::from_str(line) {
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        for line in BufReader::new(f).split(b'\n') {
+            let line = line?;
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice(&line) {
                 Ok(entry) => out.push(entry),
-                Err(_) if i + 1 == lines.len() => {}
-                Err(e) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("history.jsonl line {}: {e}", i + 1),
-                    ));
-                }
+                Err(_) => skipped += 1,
             }
         }
-        Ok(out)
+        Ok((out, skipped))
     }
 }
 
@@ -221,8 +243,18 @@ mod tests {
             .open(dir.path().join("history.jsonl"))
             .unwrap();
         f.write_all(b"{\"at_ms\": 17, \"rou").unwrap();
-        let history = store.history().unwrap();
+        let (history, skipped) = store.history().unwrap();
         let got: Vec<Event> = history.into_iter().map(|e| e.event).collect();
-        assert_eq!(got, events);
+        assert_eq!((got.as_slice(), skipped), (&events[..], 1));
+        // An entry written after the torn line is a line of its own, and reads.
+        store
+            .record(&Entry {
+                at_ms: 2000,
+                route: "products".into(),
+                event: Event::Migrated,
+            })
+            .unwrap();
+        let (history, skipped) = store.history().unwrap();
+        assert_eq!((history.len(), skipped), (4, 1));
     }
 }

@@ -16,6 +16,8 @@ use crate::edge::headers::Headers;
 
 use crate::config::{Config, RouteSpec};
 use crate::edge::breaker::{Breaker, Breakers};
+use crate::rollout::control::Rollouts;
+use crate::rollout::live::Live;
 use crate::shadow::bounds::{Bounds, RouteBound};
 use crate::upstream::{Pool, Registry};
 use matcher::Matcher;
@@ -33,6 +35,8 @@ pub(crate) struct RouteTable {
     shadow_bounds: Vec<Option<RouteBound>>,
     /// Per route: the breakers of the upstreams it sends to (none when its breaker is off).
     breakers: Vec<Vec<Arc<Breaker>>>,
+    /// Per route: its rollout's live share and records (or a frozen route's share).
+    rollouts: Vec<Option<Arc<Live>>>,
 }
 
 impl RouteTable {
@@ -42,7 +46,15 @@ impl RouteTable {
         registry: &Registry,
         bounds: &Bounds,
         breakers: &Breakers,
+        rollouts: &Rollouts,
     ) -> Self {
+        let mut config = config;
+        // Before anything reads the routes' splits: a frozen route gets its split here.
+        let rollouts: Vec<_> = config
+            .routes
+            .iter_mut()
+            .map(|r| rollouts.attach(r))
+            .collect();
         let pools = config
             .upstreams
             .iter()
@@ -79,6 +91,22 @@ impl RouteTable {
             matcher,
             shadow_bounds,
             breakers,
+            rollouts,
+        }
+    }
+
+    /// The live rollout of route `index` (`None`: it has none, and is not frozen by one).
+    pub(crate) fn rollout(&self, index: usize) -> Option<&Arc<Live>> {
+        self.rollouts[index].as_ref()
+    }
+
+    /// The share of route `index`'s split that goes to its new side, in hundredths of a
+    /// percent: the rollout's current step, else the file's percent.
+    pub(crate) fn split_basis_points(&self, index: usize) -> u32 {
+        match (&self.rollouts[index], &self.config.routes[index].split) {
+            (Some(live), _) => live.basis_points(),
+            (None, Some(split)) => split.basis_points,
+            (None, None) => 0,
         }
     }
 
@@ -88,6 +116,11 @@ impl RouteTable {
         self.breakers[index]
             .iter()
             .find(|b| b.upstream() == upstream)
+    }
+
+    /// The breakers of route `index` (its upstream's, then its split's; none when off).
+    pub(crate) fn breakers_of(&self, index: usize) -> &[Arc<Breaker>] {
+        &self.breakers[index]
     }
 
     /// Every (route, upstream) pair with a breaker.

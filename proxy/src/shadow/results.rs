@@ -532,6 +532,16 @@ impl Results {
         }
     }
 
+    /// One route's counts so far, over its endpoints (what a rollout's shadow gate judges).
+    pub(crate) fn route_totals(&self, route: &str) -> Counts {
+        let store = self.store.lock().unwrap();
+        store
+            .totals
+            .get(route)
+            .map(RouteStats::totals)
+            .unwrap_or_default()
+    }
+
     /// This process's totals.
     pub(crate) fn snapshot(&self) -> Snapshot {
         self.store.lock().unwrap().totals.clone()
