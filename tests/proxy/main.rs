@@ -10,6 +10,7 @@ mod fast_path;
 mod heads;
 mod health;
 mod parity;
+mod plan;
 mod reload;
 mod rollout;
 mod routing;

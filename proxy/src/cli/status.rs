@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::admin::{AdminArgs, block_on};
+use super::table::percent;
 
 pub(super) fn run(
     args: &AdminArgs,
@@ -143,26 +144,33 @@ fn route_block(r: &Value) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|s| s.to_string())
+        .map(percent)
         .collect();
     out.push_str(&format!(
-        "    rollout to {}: steps [{}], now {} %",
+        "    rollout to {}: steps [{}] %, now {} %",
         ro["to"].as_str().unwrap_or("?"),
         steps.join(", "),
-        ro["percent"]
+        percent(&ro["percent"])
     ));
-    if let Some(ms) = ro["next_check_in_ms"].as_u64() {
-        out.push_str(&format!(", next check in {:.1} s", ms as f64 / 1000.0));
+    match ro["next_check_in_ms"].as_u64() {
+        Some(ms) => {
+            let w = &ro["window"];
+            out.push_str(&format!(
+                ", next check in {:.1} s; this step so far: new side {} requests ({} failed), \
+                 old side {} ({} failed) in {:.0} s\n",
+                ms as f64 / 1000.0,
+                w["new_requests"],
+                w["new_errors"],
+                w["old_requests"],
+                w["old_errors"],
+                w["seconds"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        None => out.push_str(&format!(
+            " (since {})\n",
+            ro["step_since"].as_str().unwrap_or("?")
+        )),
     }
-    let w = &ro["window"];
-    out.push_str(&format!(
-        "; this step: new {} req ({} errors), old {} req ({} errors) over {:.0} s\n",
-        w["new_requests"],
-        w["new_errors"],
-        w["old_requests"],
-        w["old_errors"],
-        w["seconds"].as_f64().unwrap_or(0.0)
-    ));
     if let Some(cause) = ro["state"].get("cause") {
         out.push_str(&format!(
             "    aborted by {} {}: {}\n",
@@ -171,9 +179,12 @@ fn route_block(r: &Value) -> String {
             cause["reason"].as_str().unwrap_or("")
         ));
     }
+    if ro["gates"].as_array().is_some_and(|g| !g.is_empty()) {
+        out.push_str("    last check:\n");
+    }
     for g in ro["gates"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "    {:<11} {:<13} {}\n",
+            "      {:<11} {:<13} {}\n",
             g["gate"].as_str().unwrap_or("?"),
             g["verdict"].as_str().unwrap_or("?"),
             g["reason"].as_str().unwrap_or("")

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-fn percent(v: &Value) -> String {
+pub(super) fn percent(v: &Value) -> String {
     let p = v.as_f64().unwrap_or(0.0);
     if p.fract() == 0.0 {
         format!("{p:.0}")
@@ -52,6 +52,20 @@ pub(super) fn route_line(r: &Value) -> String {
             line.push_str(&format!(", noise from {p}"));
         }
         line.push(')');
+    }
+    if let Some(ro) = r["rollout"].as_object() {
+        let steps: Vec<String> = ro["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(percent)
+            .collect();
+        line.push_str(&format!(
+            " (rollout -> {} through [{}] %, every {} ms; banyan status shows where it stands)",
+            ro["to"].as_str().unwrap_or(""),
+            steps.join(", "),
+            ro["interval_ms"]
+        ));
     }
     if let Some(sides) = r["sides"].as_object() {
         let total: u64 = sides.values().filter_map(|s| s["total"].as_u64()).sum();
