@@ -193,3 +193,52 @@ async fn banyan_routes_counts_requests_per_side() {
         "{out}"
     );
 }
+
+/// The README's autopilot section, word for word: its two lines added to `products-read` of
+/// the shipped table load, and the route starts in its shadow step; `banyan status` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autopilot_lines_of_the_readme_start_a_rollout_in_shadow() {
+    const README: &str = include_str!("../../README.md");
+    let section = README
+        .split("### Autopilot: a route that migrates itself")
+        .nth(1)
+        .expect("the README has its autopilot section");
+    let lines = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the section opens with the lines to add");
+    let proxy = spawn_proxy(SHIPPED).await;
+    let edited = SHIPPED.replacen(READ_ROUTE, &format!("{READ_ROUTE}{lines}"), 1);
+    let r = save(&proxy, &edited).await;
+    applied(&r);
+    assert_eq!(route(&r, "products-read")["rollout"]["to"], "catalog");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s = proxy.admin_json("/status").await;
+        let read = s["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "products-read")
+            .cloned()
+            .unwrap();
+        if read["rollout"].is_object() {
+            break read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout never started: {read:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["phase"], "shadow", "{status:#}");
+    assert_eq!(status["percent"], 0.0);
+    let (code, out, err) = run_raw("banyan", &["status", "--admin", &proxy.admin], &[]);
+    assert_eq!(code.code(), Some(0), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("products-read") && l.contains("shadow")),
+        "{out}"
+    );
+}
