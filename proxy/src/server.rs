@@ -52,6 +52,9 @@ pub(crate) struct Overrides {
     /// Share shadow results through this Redis (`redis://...`), under `shadow_prefix`.
     pub shadow_redis: Option<String>,
     pub shadow_prefix: String,
+    /// Run rollouts together with the other proxies on this Redis, under `rollout_prefix`.
+    pub rollout_redis: Option<String>,
+    pub rollout_prefix: String,
     /// Take the listening sockets over from a running instance instead of binding them.
     pub upgrade: bool,
     pub handoff: Handoff,
@@ -63,9 +66,14 @@ pub(crate) fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let live =
         Arc::new(LiveTable::open(config, metrics.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
-    if let Some(url) = &overrides.shadow_redis {
-        redis::Client::open(url.as_str())
-            .map_err(|e| anyhow::anyhow!("invalid --shadow-redis URL: {e}"))?;
+    for (flag, url) in [
+        ("--shadow-redis", &overrides.shadow_redis),
+        ("--rollout-redis", &overrides.rollout_redis),
+    ] {
+        if let Some(url) = url {
+            redis::Client::open(url.as_str())
+                .map_err(|e| anyhow::anyhow!("invalid {flag} URL: {e}"))?;
+        }
     }
     let settings = live.current().config.proxy.clone();
     let wanted_listen = overrides.listen.unwrap_or(settings.listen);
@@ -188,6 +196,9 @@ pub(crate) fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
             shadow_redis: overrides
                 .shadow_redis
                 .map(|url| (url, overrides.shadow_prefix)),
+            rollout_redis: overrides
+                .rollout_redis
+                .map(|url| (url, overrides.rollout_prefix)),
         },
     ));
     tracing::info!(%listen, %admin, config = %config.display(), upgrade = overrides.upgrade, "starting");
@@ -212,6 +223,7 @@ struct Control {
     /// Ports chosen for a `:0` address, held until the listeners are up ([`reserve`]).
     held: std::sync::Mutex<Vec<Option<reserve::Held>>>,
     shadow_redis: Option<(String, String)>,
+    rollout_redis: Option<(String, String)>,
 }
 
 #[async_trait]
@@ -219,10 +231,18 @@ impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::spawn(reload::keep_current(self.live.clone()));
         tokio::spawn(health::run(self.live.clone(), self.metrics.clone()));
-        tokio::spawn(crate::rollout::control::run(
-            self.live.clone(),
-            self.results.clone(),
-        ));
+        match self.rollout_redis.clone() {
+            Some((url, prefix)) => tokio::spawn(crate::rollout::shared::run(
+                self.live.clone(),
+                self.results.clone(),
+                url,
+                prefix,
+            )),
+            None => tokio::spawn(crate::rollout::control::run(
+                self.live.clone(),
+                self.results.clone(),
+            )),
+        };
         if let Some((url, prefix)) = self.shadow_redis.clone() {
             tokio::spawn(connect_shared(
                 url,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use banyan_tests::fault::{Fault, FaultyHop};
 use banyan_tests::process::{ServiceProcess, run_raw};
-use banyan_tests::proxy::{ProxyApp, spawn_proxy, table};
+use banyan_tests::proxy::{ProxyApp, spawn_proxy_with, table};
 use banyan_tests::{AppOptions, TestApp, converges, spawn_app_with, spawn_synced_catalog};
 use serde_json::Value;
 
@@ -23,6 +23,8 @@ struct Rig {
     _old: FaultyHop,
     new: FaultyHop,
     proxy: ProxyApp,
+    /// The route table the proxy runs (for a second proxy beside it).
+    routes: String,
 }
 
 /// The route under test: product reads, rolling out to the catalog with `rollout` (the inside
@@ -42,6 +44,16 @@ fn products_route(rollout: &str, shadow: bool) -> String {
 }
 
 async fn rig(rollout: &str, shadow: bool, fast_path: bool, fault: Fault) -> Rig {
+    rig_with(rollout, shadow, fast_path, fault, &[]).await
+}
+
+async fn rig_with(
+    rollout: &str,
+    shadow: bool,
+    fast_path: bool,
+    fault: Fault,
+    extra: &[&str],
+) -> Rig {
     let app = spawn_app_with(AppOptions::seeded(5)).await;
     let catalog = spawn_synced_catalog(&app).await;
     // The products are seeded into the monolith; the catalog serves them once its sync ran.
@@ -60,13 +72,14 @@ async fn rig(rollout: &str, shadow: bool, fast_path: bool, fault: Fault) -> Rig 
         ),
     )
     .replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
-    let proxy = spawn_proxy(&routes).await;
+    let proxy = spawn_proxy_with(&routes, extra).await;
     Rig {
         _app: app,
         _catalog: catalog,
         _old: old,
         new,
         proxy,
+        routes,
     }
 }
 
@@ -130,7 +143,10 @@ impl Load {
 
 /// The route's entry in `GET /status`.
 async fn products(proxy: &ProxyApp) -> Value {
-    let status = proxy.admin_json("/status").await;
+    route_status(&proxy.admin_json("/status").await)
+}
+
+fn route_status(status: &Value) -> Value {
     status["routes"]
         .as_array()
         .unwrap()
@@ -488,4 +504,111 @@ async fn a_restarted_proxy_resumes_its_step_and_the_cli_steers_it() {
         &["status", "--wait", "products", "--timeout", "5s"],
     );
     assert_eq!(code, 1, "rolled back: --wait exits 1");
+}
+
+/// Two proxies sharing Redis run one rollout: one decides (the shared history has each step
+/// once), the other serves the same share within a tick of each decision; an action taken on
+/// either applies to both; killing the decider hands the decision to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run with BANYAN_TEST_REDIS_URL set (CI's second pass)"]
+async fn two_proxies_sharing_redis_run_one_rollout() {
+    let url = std::env::var("BANYAN_TEST_REDIS_URL").expect("BANYAN_TEST_REDIS_URL");
+    let redis = banyan_tests::RedisPrefix::create(&url);
+    let args = [
+        "--rollout-redis",
+        url.as_str(),
+        "--rollout-prefix",
+        redis.prefix.as_str(),
+    ];
+    let mut rig = rig_with(
+        "steps = [5, 25, 50, 100], min_requests = 40, max_p99_ratio = 1.5, approve_at = [50]",
+        false,
+        true,
+        Fault::Pass,
+        &args,
+    )
+    .await;
+    let a = &rig.proxy;
+    let mut b = spawn_proxy_with(&rig.routes, &args).await;
+    let (load_a, load_b) = (Load::start(a, 3, None), Load::start(&b, 3, None));
+    let waiting = wait_phase(
+        a,
+        &["awaiting_approval", "aborted"],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(
+        waiting["rollout"]["state"]["phase"], "awaiting_approval",
+        "{waiting:#}"
+    );
+    // The other follows within a tick (250 ms) or two.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let other = products(&b).await;
+        if other["rollout"]["state"]["phase"] == "awaiting_approval" {
+            assert_eq!(other["percent"], 50.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second proxy did not follow: {other:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (sa, sb) = (a.admin_json("/status").await, b.admin_json("/status").await);
+    let deciders = [&sa, &sb]
+        .iter()
+        .filter(|s| s["rollouts"]["decides"] == true)
+        .count();
+    assert_eq!(
+        deciders, 1,
+        "exactly one decides: {:#} {:#}",
+        sa["rollouts"], sb["rollouts"]
+    );
+    let h = history(a).await;
+    let advanced: Vec<(f64, f64)> = h
+        .iter()
+        .filter(|e| e["event"] == "advanced")
+        .map(|e| (e["from"].as_f64().unwrap(), e["to"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(
+        advanced,
+        [(5.0, 25.0), (25.0, 50.0)],
+        "each step once: {h:#?}"
+    );
+    assert_eq!(history(&b).await, h, "one shared history");
+    // Both proxies' traffic was judged: the last check saw more than either served alone.
+    let gates = waiting["rollout"]["gates"].as_array().unwrap().clone();
+    assert!(!gates.is_empty());
+
+    // Approved on the follower; then the decider dies, and the other finishes the rollout.
+    let a_decides = sa["rollouts"]["decides"] == true;
+    let follower = if a_decides { &b } else { a };
+    let (code, out, err) = cli(follower, &["rollout", "approve", "products"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (dead_load, survivor_load) = if a_decides {
+        (load_a, load_b)
+    } else {
+        (load_b, load_a)
+    };
+    let _ = dead_load.stop().await;
+    if a_decides {
+        rig.proxy.process.kill();
+    } else {
+        b.process.kill();
+    }
+    let survivor = if a_decides { &b } else { &rig.proxy };
+    let migrated = wait_phase(survivor, &["migrated", "aborted"], Duration::from_secs(60)).await;
+    assert_eq!(
+        migrated["rollout"]["state"]["phase"], "migrated",
+        "{migrated:#}"
+    );
+    let statuses = survivor_load.stop().await;
+    assert!(statuses.keys().all(|s| *s == 200), "{statuses:?}");
+    let h = history(survivor).await;
+    assert_eq!(
+        h.iter().filter(|e| e["event"] == "migrated").count(),
+        1,
+        "{h:#?}"
+    );
 }

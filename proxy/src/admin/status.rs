@@ -103,6 +103,10 @@ pub(crate) fn status(s: &AdminState) -> Value {
             "percent": if total == 0 { 0.0 } else { 100.0 * served as f64 / total as f64 },
         },
         "migrated": {"routes": migrated, "of": count},
+        "rollouts": {
+            "shared": s.live.rollouts().shared().is_some(),
+            "decides": s.live.rollouts().decides(),
+        },
         "routes": routes,
         "reloads": s.live.status(),
     })
@@ -120,8 +124,19 @@ pub(crate) struct HistoryQuery {
 pub(crate) async fn get_history(
     State(s): State<AdminState>,
     Query(q): Query<HistoryQuery>,
-) -> Json<Value> {
-    let (mut entries, skipped) = s.live.rollouts().history();
+) -> axum::response::Response {
+    let rollouts = s.live.rollouts();
+    let (mut entries, skipped) = match rollouts.shared() {
+        Some(shared) => match shared.history().await {
+            Ok(h) => h,
+            Err(e) => {
+                return unavailable(format!(
+                    "cannot read the shared rollout history from Redis: {e}"
+                ));
+            }
+        },
+        None => rollouts.history(),
+    };
     if let Some(route) = &q.route {
         entries.retain(|e| &e.route == route);
     }
@@ -133,7 +148,15 @@ pub(crate) async fn get_history(
             v
         })
         .collect();
-    Json(json!({"entries": entries, "unreadable_lines": skipped}))
+    Json(json!({"entries": entries, "unreadable_lines": skipped})).into_response()
+}
+
+fn unavailable(message: String) -> axum::response::Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": {"code": "unavailable", "message": message}})),
+    )
+        .into_response()
 }
 
 pub(crate) async fn post_action(
@@ -147,19 +170,37 @@ pub(crate) async fn post_action(
         )
             .into_response();
     };
-    match s.live.rollouts().act(&route, act) {
-        Ok(phase) => {
-            Json(json!({"route": route, "action": action, "phase": phase})).into_response()
+    let rollouts = s.live.rollouts();
+    let (phase, changes) = match rollouts.act(&route, act) {
+        Ok(done) => done,
+        Err(e @ Refused::NoRollout(_)) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
+            )
+                .into_response();
         }
-        Err(e @ Refused::NoRollout(_)) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "not_found", "message": e.to_string()}})),
-        )
-            .into_response(),
-        Err(e @ Refused::NotNow { .. }) => (
-            StatusCode::CONFLICT,
-            Json(json!({"error": {"code": "conflict", "message": e.to_string()}})),
-        )
-            .into_response(),
+        Err(e @ Refused::NotNow { .. }) => {
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({"error": {"code": "conflict", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+    };
+    match rollouts.shared() {
+        None => rollouts.keep(changes),
+        Some(shared) => match shared.keep(changes, rollouts).await {
+            Ok(lost) if lost.is_empty() => {}
+            Ok(_) => {
+                return (
+                    StatusCode::CONFLICT,
+                    Json(json!({"error": {"code": "conflict", "message": "the rollout changed meanwhile (another proxy decided); look at banyan status and try again"}})),
+                )
+                    .into_response();
+            }
+            Err(e) => return unavailable(format!("cannot write the rollout to Redis: {e}")),
+        },
     }
+    Json(json!({"route": route, "action": action, "phase": phase})).into_response()
 }

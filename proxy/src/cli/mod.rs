@@ -77,6 +77,13 @@ pub enum Command {
         /// Key prefix of shared shadow results
         #[arg(long, env = "BANYAN_SHADOW_PREFIX", default_value = "banyan:shadow")]
         shadow_prefix: String,
+        /// Run rollouts together with the other proxies on this Redis (redis://host:port/db):
+        /// one decides, by a lease, on every proxy's traffic; all follow
+        #[arg(long, env = "BANYAN_ROLLOUT_REDIS", hide_env_values = true)]
+        rollout_redis: Option<String>,
+        /// Key prefix of shared rollouts
+        #[arg(long, env = "BANYAN_ROLLOUT_PREFIX", default_value = "banyan:rollout")]
+        rollout_prefix: String,
     },
     /// Shadow traffic results
     Shadow {
@@ -241,6 +248,8 @@ pub fn main() -> ExitCode {
             pid_file,
             shadow_redis,
             shadow_prefix,
+            rollout_redis,
+            rollout_prefix,
         } => {
             service_kit::telemetry::init();
             match server::run(
@@ -254,6 +263,8 @@ pub fn main() -> ExitCode {
                     },
                     shadow_redis,
                     shadow_prefix,
+                    rollout_redis,
+                    rollout_prefix,
                     upgrade,
                     handoff: Handoff {
                         pid_file,

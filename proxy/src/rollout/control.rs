@@ -1,7 +1,7 @@
 //! The rollout controller: the loop that judges each rolling-out route's current step on its
 //! live traffic, moves it on, holds it or aborts it, and the operator's actions on it.
 //!
-//! Every 100 ms the controller looks at the live table. A route whose rollout block is new, or
+//! Every tick the controller looks at the live table. A route whose rollout block is new, or
 //! differs from the one its progress was saved under, starts over at its first step; one that
 //! the proxy had been running before a restart resumes the step it was at (its progress is in
 //! the state directory, [`super::store`]). A step is judged once it has run for `interval`:
@@ -13,6 +13,11 @@
 //! - the share a step gives the new side is set at once on the route's [`Live`], which every
 //!   request reads.
 //!
+//! Several proxies can run one rollout through Redis ([`super::shared`]): there the state in
+//! Redis is the truth, one proxy (the lease holder) judges on every proxy's traffic summed,
+//! and every proxy adopts the state it reads at each tick. This file is the same in both
+//! cases: a tick takes what was read ([`Inputs`]) and returns what to write ([`Changes`]).
+//!
 //! A route whose rollout block is removed keeps the share it had (frozen) until the file gives
 //! it a split or the operator rolls it back: removing the block says "stop moving", not "move
 //! back". Every event goes to the history with its time and its figures, and to the log.
@@ -20,14 +25,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::gate::{self, Judged};
 use super::live::{Live, Registry};
 use super::progress::{Event, Phase, Plan};
-use super::store::{Entry, Saved, Store};
+use super::store::{Entry, Judging, Saved, Store};
 use super::traffic::{self, Compared, Seen};
 use crate::config::{RolloutSpec, RouteSpec, SplitSpec, StickyKey};
 use crate::route_table::RouteTable;
@@ -37,14 +42,46 @@ use crate::shadow::results::Results;
 const TICK: Duration = Duration::from_millis(100);
 /// History entries kept in memory when there is no state directory to keep them in.
 const HISTORY_IN_MEMORY: usize = 10_000;
+/// The saved "plan" of a frozen route.
+const FROZEN: &str = "frozen";
 
-/// The baseline a step is judged from: what each side had served when it began.
-#[derive(Debug, Clone)]
-struct Window {
-    new: Seen,
-    old: Seen,
-    shadow: Compared,
-    since: Instant,
+/// What one route's two sides served, and its shadow compared, so far: this proxy's, or every
+/// proxy's summed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Observed {
+    pub(crate) new: Seen,
+    pub(crate) old: Seen,
+    pub(crate) shadow: Compared,
+}
+
+impl Observed {
+    pub(crate) fn plus(&self, other: &Observed) -> Observed {
+        Observed {
+            new: self.new.plus(&other.new),
+            old: self.old.plus(&other.old),
+            shadow: Compared {
+                compared: self.shadow.compared + other.shadow.compared,
+                mismatched: self.shadow.mismatched + other.shadow.mismatched,
+            },
+        }
+    }
+}
+
+/// What a tick works from when the rollouts are shared through Redis.
+#[derive(Debug, Default)]
+pub(crate) struct Inputs {
+    /// This proxy holds the lease: it starts rollouts and judges them.
+    pub(crate) decides: bool,
+    /// The states in Redis, by route.
+    pub(crate) states: BTreeMap<String, Saved>,
+}
+
+/// What a tick or an action decided, to be kept: states (with the revision each was derived
+/// from, `None` for one that must be new) and history entries.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) states: Vec<(String, Saved, Option<u64>)>,
+    pub(crate) entries: Vec<Entry>,
 }
 
 /// One route's rollout as the controller runs it.
@@ -55,13 +92,6 @@ struct Track {
     fingerprint: String,
     live: Arc<Live>,
     saved: Saved,
-    window: Window,
-    next_check: Instant,
-    /// The last check's gates, for `banyan status`.
-    last: Vec<Judged>,
-    last_check_ms: Option<u64>,
-    /// A hold is written to the history once per step, not at every interval.
-    held_recorded: bool,
 }
 
 /// A route frozen at the share its removed rollout had reached.
@@ -78,7 +108,7 @@ struct State {
 }
 
 /// Every rollout of the proxy: their live shares and records, the controller's state, and
-/// where progress and history are kept.
+/// where progress and history are kept on this machine.
 pub(crate) struct Rollouts {
     registry: Registry,
     /// Opened at the first rollout (a proxy without one never needs the directory).
@@ -87,6 +117,14 @@ pub(crate) struct Rollouts {
     state: Mutex<State>,
     /// The history when there is no store (the newest [`HISTORY_IN_MEMORY`] entries).
     memory: Mutex<VecDeque<Entry>>,
+    /// The traffic the last tick judged from, for the status's windows.
+    observed: Mutex<BTreeMap<String, Observed>>,
+    /// Set once the rollouts are shared through Redis ([`super::shared`]).
+    shared: std::sync::OnceLock<super::shared::Shared>,
+    /// Entries for the shared history that no tick or action carries (applied tables).
+    outbox: Mutex<VecDeque<Entry>>,
+    /// Shared: this proxy held the lease at its last tick.
+    decides: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Rollouts {
@@ -134,7 +172,7 @@ impl std::fmt::Display for Refused {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     service_kit::clock::now_ms().max(0) as u64
 }
 
@@ -166,6 +204,46 @@ fn parse_sticky(text: &str) -> StickyKey {
     }
 }
 
+fn step_of(phase: &Phase) -> Option<usize> {
+    match phase {
+        Phase::Running { step, .. }
+        | Phase::AwaitingApproval { step, .. }
+        | Phase::Paused { step } => Some(*step),
+        _ => None,
+    }
+}
+
+/// A route's shadow comparisons so far (noise-only differences are not mismatches).
+fn compared(results: &Results, route: &str) -> Compared {
+    let c = results.route_totals(route);
+    Compared {
+        compared: c.compared,
+        mismatched: c.mismatched,
+    }
+}
+
+fn entry(route: &str, event: Event) -> Entry {
+    Entry {
+        at_ms: now_ms(),
+        route: route.to_owned(),
+        event,
+    }
+}
+
+/// A fresh window from `observed`, judged `interval` from `now`.
+fn window(observed: &Observed, now: u64, interval: Duration, last: &Judging) -> Judging {
+    Judging {
+        new: observed.new.clone(),
+        old: observed.old.clone(),
+        shadow: observed.shadow,
+        window_since_ms: now,
+        next_check_ms: now + interval.as_millis() as u64,
+        last: last.last.clone(),
+        last_check_ms: last.last_check_ms,
+        held_recorded: last.held_recorded,
+    }
+}
+
 impl Rollouts {
     /// The rollouts of a proxy whose progress is kept in `dir` (created at the first rollout).
     pub(crate) fn open(dir: &Path) -> Rollouts {
@@ -175,7 +253,35 @@ impl Rollouts {
             dir: dir.to_owned(),
             state: Mutex::default(),
             memory: Mutex::default(),
+            observed: Mutex::default(),
+            shared: std::sync::OnceLock::new(),
+            outbox: Mutex::default(),
+            decides: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether this proxy decides: always alone, by the lease when shared.
+    pub(crate) fn decides(&self) -> bool {
+        self.shared.get().is_none() || self.decides.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// From now on the rollouts are shared through Redis.
+    pub(crate) fn share(&self, shared: super::shared::Shared) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The Redis the rollouts are shared through, once connected.
+    pub(crate) fn shared(&self) -> Option<&super::shared::Shared> {
+        self.shared.get()
+    }
+
+    /// The entries waiting for the shared history.
+    pub(crate) fn take_outbox(&self) -> Vec<Entry> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
     }
 
     /// The store, opened now if this is the first time a rollout needs it. A directory that
@@ -234,6 +340,7 @@ impl Rollouts {
         self.load(route, FROZEN)
     }
 
+    /// Keeps a state in the state directory (this machine's copy).
     fn save(&self, route: &str, saved: &Saved) {
         if let Some(store) = self.store()
             && let Err(e) = store.save(route, saved)
@@ -248,14 +355,10 @@ impl Rollouts {
         }
     }
 
-    /// Writes one event to the history and the log.
-    fn record(&self, route: &str, event: Event) {
-        let entry = Entry {
-            at_ms: now_ms(),
-            route: route.to_owned(),
-            event,
-        };
+    /// Logs an entry and appends it to this machine's history.
+    pub(crate) fn record(&self, entry: &Entry) {
         let line = serde_json::to_string(&entry.event).unwrap_or_default();
+        let route = entry.route.as_str();
         match &entry.event {
             Event::Aborted { .. } | Event::FailedCheck { .. } => {
                 tracing::warn!(target: "rollout", route, event = %line, "rollout")
@@ -264,13 +367,13 @@ impl Rollouts {
         }
         match self.opened() {
             Some(store) => {
-                if let Err(e) = store.record(&entry) {
+                if let Err(e) = store.record(entry) {
                     tracing::error!(error = %e, "cannot append to the rollout history");
                 }
             }
             None => {
                 let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-                memory.push_back(entry);
+                memory.push_back(entry.clone());
                 if memory.len() > HISTORY_IN_MEMORY {
                     memory.pop_front();
                 }
@@ -278,17 +381,34 @@ impl Rollouts {
         }
     }
 
-    /// A route table was applied (at start and at every reload).
+    /// Keeps what a tick or an action decided, on this machine alone (no Redis).
+    pub(crate) fn keep(&self, changes: Changes) {
+        for (route, saved, _) in &changes.states {
+            self.save(route, saved);
+        }
+        for e in &changes.entries {
+            self.record(e);
+        }
+    }
+
+    /// A route table was applied (at start and at every reload): in this machine's history,
+    /// and in the shared one once the rollouts are shared (the newest 100 wait for it).
     pub(crate) fn table_applied(&self, version: &str) {
-        self.record(
+        let e = entry(
             "*",
             Event::TableApplied {
                 version: version.to_owned(),
             },
         );
+        self.record(&e);
+        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        outbox.push_back(e);
+        if outbox.len() > 100 {
+            outbox.pop_front();
+        }
     }
 
-    /// The history, oldest first, and how many stored lines did not read.
+    /// This machine's history, oldest first, and how many stored lines did not read.
     pub(crate) fn history(&self) -> (Vec<Entry>, usize) {
         match self.opened() {
             Some(store) => store.history().unwrap_or_else(|e| {
@@ -362,9 +482,70 @@ impl Rollouts {
         self.registry.retain(&keep);
     }
 
+    /// What this proxy's rolling routes served so far, by route.
+    pub(crate) fn observe(
+        &self,
+        table: &RouteTable,
+        results: &Results,
+    ) -> BTreeMap<String, Observed> {
+        (0..table.config.routes.len())
+            .filter_map(|i| {
+                let r = table.route(i);
+                r.rollout.as_ref()?;
+                let live = table.rollout(i)?;
+                Some((
+                    r.id.clone(),
+                    Observed {
+                        new: live.new.seen(),
+                        old: live.old.seen(),
+                        shadow: if r.shadow.is_some() {
+                            compared(results, &r.id)
+                        } else {
+                            Compared::default()
+                        },
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The rolling routes of `table` and their plans' fingerprints.
+    pub(crate) fn plans(table: &RouteTable) -> Vec<(String, String)> {
+        table
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let (ro, split) = (r.rollout.as_ref()?, r.split.as_ref()?);
+                Some((r.id.clone(), ro.fingerprint(&split.sticky)))
+            })
+            .collect()
+    }
+
+    /// One tick on this machine alone: judged on this proxy's own traffic, kept in its state
+    /// directory.
+    pub(crate) fn tick_local(&self, table: &RouteTable, results: &Results, now: u64) {
+        let observed = self.observe(table, results);
+        let changes = self.tick(table, now, None, &observed);
+        self.keep(changes);
+    }
+
     /// One look at the table: rollouts started, restored, frozen, and the checks that are due.
-    pub(crate) fn tick(&self, table: &RouteTable, results: &Results, now: Instant) {
+    /// `shared` is what was read from Redis when the rollouts are shared (else `None`);
+    /// `observed` is the traffic the checks judge (this proxy's, or every proxy's summed).
+    pub(crate) fn tick(
+        &self,
+        table: &RouteTable,
+        now: u64,
+        shared: Option<&Inputs>,
+        observed: &BTreeMap<String, Observed>,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        *self.observed.lock().unwrap_or_else(|e| e.into_inner()) = observed.clone();
         let mut state = self.state();
+        let decides = shared.is_none_or(|s| s.decides);
+        self.decides
+            .store(decides, std::sync::atomic::Ordering::Relaxed);
         let mut rolling = Vec::new();
         let mut frozen = Vec::new();
         for (index, r) in table.config.routes.iter().enumerate() {
@@ -378,17 +559,58 @@ impl Rollouts {
             rolling.push(r.id.clone());
             let fingerprint = spec.fingerprint(&split.sticky);
             let known = state.tracks.get(&r.id).map(|t| t.fingerprint.clone());
+            let remote = shared
+                .and_then(|s| s.states.get(&r.id))
+                .filter(|s| s.plan == fingerprint);
             if known.as_deref() != Some(fingerprint.as_str()) {
                 let edited = known.is_some();
-                let track = self.begin(r, spec, fingerprint, live.clone(), results, now, edited);
+                let seen = observed.get(&r.id).cloned().unwrap_or_default();
+                let begun = self.begin(
+                    r,
+                    spec,
+                    fingerprint,
+                    live,
+                    remote,
+                    decides,
+                    edited,
+                    &seen,
+                    now,
+                );
+                let Some((track, started)) = begun else {
+                    continue; // another proxy starts it; this one follows once it has
+                };
+                if let Some(event) = started {
+                    changes.entries.push(entry(&r.id, event));
+                    let expected = if remote.is_some() {
+                        Some(track.saved.rev)
+                    } else {
+                        None
+                    };
+                    changes
+                        .states
+                        .push((r.id.clone(), track.saved.clone(), expected));
+                }
                 state.frozen.remove(&r.id);
                 state.tracks.insert(r.id.clone(), track);
+            } else if let (Some(remote), Some(track)) = (remote, state.tracks.get_mut(&r.id))
+                && *remote != track.saved
+            {
+                // Shared: what Redis holds is the rollout's state (another proxy decided, or
+                // this one's last write lost to an action).
+                track.saved = remote.clone();
+                track
+                    .live
+                    .set_percent(track.saved.phase.percent(&track.plan));
+                self.save(&r.id, &track.saved);
             }
         }
         // Rollout blocks removed from the file: the route holds the share it had.
-        for (id, live) in frozen.iter() {
+        for (id, live) in &frozen {
             if let Some(track) = state.tracks.remove(id) {
-                self.freeze(&mut state, id, track);
+                let (freeze, event) = Self::freeze(track, now);
+                self.save(id, &freeze.saved);
+                changes.entries.push(entry(id, event));
+                state.frozen.insert(id.clone(), freeze);
             } else if !state.frozen.contains_key(id)
                 && let Some(saved) = self.load(id, FROZEN)
             {
@@ -411,12 +633,12 @@ impl Rollouts {
         for id in gone {
             state.tracks.remove(&id);
             self.remove(&id);
-            self.record(
+            changes.entries.push(entry(
                 &id,
                 Event::Unfrozen {
                     reason: "the route is no longer in the table".into(),
                 },
-            );
+            ));
         }
         // Frozen routes the file has taken over again (a split of its own, the upstream the
         // rollout was moving to, or the route removed).
@@ -429,15 +651,18 @@ impl Rollouts {
         for id in ended {
             state.frozen.remove(&id);
             self.remove(&id);
-            self.record(
+            changes.entries.push(entry(
                 &id,
                 Event::Unfrozen {
                     reason: "the file now says what the route does".into(),
                 },
-            );
+            ));
+        }
+        if !decides {
+            return changes;
         }
         // The checks that are due.
-        let migrated: BTreeMap<String, (bool, String)> = state
+        let where_is: BTreeMap<String, (bool, String)> = state
             .tracks
             .iter()
             .map(|(id, t)| {
@@ -450,112 +675,109 @@ impl Rollouts {
                 )
             })
             .collect();
-        for (index, r) in table.config.routes.iter().enumerate() {
+        for r in &table.config.routes {
             let Some(track) = state.tracks.get_mut(&r.id) else {
                 continue;
             };
-            if !track.saved.phase.judging() || now < track.next_check {
+            if !track.saved.phase.judging() || now < track.saved.judging.next_check_ms {
                 continue;
             }
             let after = track.spec.after.as_ref().map(|a| {
-                let (done, now_at) = migrated.get(a).cloned().unwrap_or_else(|| {
+                let (done, now_at) = where_is.get(a).cloned().unwrap_or_else(|| {
                     // Not rolling out: migrated when the file already sends it to `to`.
                     let there = table
                         .config
                         .routes
                         .iter()
                         .any(|o| &o.id == a && o.upstream == track.spec.to);
-                    (
-                        there,
-                        if there {
-                            "migrated".into()
-                        } else {
-                            "not rolling out".into()
-                        },
-                    )
+                    let label = if there { "migrated" } else { "not rolling out" };
+                    (there, label.to_owned())
                 });
                 gate::after(a, done, &now_at)
             });
-            let shadowed = r.shadow.is_some().then(|| compared(results, &r.id));
-            self.check(track, table, index, shadowed, after, now);
+            let seen = observed.get(&r.id).cloned().unwrap_or_default();
+            let shadowed = r.shadow.is_some();
+            if let Some((saved, event)) = Self::check(track, &seen, shadowed, after, now) {
+                let expected = Some(track.saved.rev);
+                track.saved = saved;
+                track
+                    .live
+                    .set_percent(track.saved.phase.percent(&track.plan));
+                self.save(&r.id, &track.saved);
+                changes
+                    .states
+                    .push((r.id.clone(), track.saved.clone(), expected));
+                changes.entries.extend(event.map(|e| entry(&r.id, e)));
+            }
         }
+        changes
     }
 
-    /// Starts (or restores) the rollout of route `r`.
+    /// Starts (or restores) the rollout of route `r`: the track, and the event to record when
+    /// this proxy started it. `None` when another proxy decides and has not started it yet.
     #[allow(clippy::too_many_arguments)]
     fn begin(
         &self,
         r: &RouteSpec,
         spec: &RolloutSpec,
         fingerprint: String,
-        live: Arc<Live>,
-        results: &Results,
-        now: Instant,
+        live: &Arc<Live>,
+        remote: Option<&Saved>,
+        decides: bool,
         edited: bool,
-    ) -> Track {
+        seen: &Observed,
+        now: u64,
+    ) -> Option<(Track, Option<Event>)> {
         let plan = spec.plan();
-        let saved = if edited {
-            None
-        } else {
-            self.load(&r.id, &fingerprint)
-        };
-        let saved = match saved {
-            Some(saved) => {
-                self.record(
-                    &r.id,
-                    Event::Restored {
-                        at: saved.phase.percent(&plan),
-                    },
-                );
-                saved
-            }
-            None => {
-                let saved = Saved {
-                    plan: fingerprint.clone(),
-                    phase: Phase::start(),
-                    step_since_ms: now_ms(),
-                };
-                self.save(&r.id, &saved);
-                self.record(
-                    &r.id,
-                    Event::Started {
+        let (saved, event) = match remote.cloned() {
+            // Shared: the rollout as Redis holds it, judged on the summed traffic its window
+            // was taken from.
+            Some(saved) => (saved, None),
+            None if !decides => return None,
+            None => match (!edited).then(|| self.load(&r.id, &fingerprint)).flatten() {
+                Some(mut saved) => {
+                    // The counters the window was taken from started again with this
+                    // process: the window does too.
+                    let at = saved.phase.percent(&plan);
+                    saved.judging = window(seen, now, spec.interval, &saved.judging);
+                    (saved, Some(Event::Restored { at }))
+                }
+                None => {
+                    let saved = Saved {
+                        plan: fingerprint.clone(),
+                        phase: Phase::start(),
+                        step_since_ms: now,
+                        rev: 1,
+                        judging: window(seen, now, spec.interval, &Judging::default()),
+                    };
+                    let reason = if edited {
+                        "the rollout block changed"
+                    } else {
+                        "a new rollout"
+                    };
+                    let event = Event::Started {
                         steps: spec.steps.clone(),
-                        reason: if edited {
-                            "the rollout block changed".into()
-                        } else {
-                            "a new rollout".into()
-                        },
-                    },
-                );
-                saved
-            }
+                        reason: reason.into(),
+                    };
+                    (saved, Some(event))
+                }
+            },
         };
         live.set_percent(saved.phase.percent(&plan));
-        let window = Window {
-            new: live.new.seen(),
-            old: live.old.seen(),
-            shadow: r
-                .shadow
-                .as_ref()
-                .map(|_| compared(results, &r.id))
-                .unwrap_or_default(),
-            since: now,
-        };
-        Track {
-            spec: spec.clone(),
-            plan,
-            fingerprint,
-            live,
-            saved,
-            window,
-            next_check: now + spec.interval,
-            last: Vec::new(),
-            last_check_ms: None,
-            held_recorded: false,
-        }
+        self.save(&r.id, &saved);
+        Some((
+            Track {
+                spec: spec.clone(),
+                plan,
+                fingerprint,
+                live: live.clone(),
+                saved,
+            },
+            event,
+        ))
     }
 
-    fn freeze(&self, state: &mut State, id: &str, track: Track) {
+    fn freeze(track: Track, now: u64) -> (Freeze, Event) {
         let percent = track.live.percent();
         let saved = Saved {
             plan: FROZEN.into(),
@@ -564,36 +786,34 @@ impl Rollouts {
                 to: track.spec.to.clone(),
                 sticky: track.live.sticky.to_string(),
             },
-            step_since_ms: now_ms(),
+            step_since_ms: now,
+            rev: track.saved.rev + 1,
+            judging: Judging::default(),
         };
-        self.save(id, &saved);
-        self.record(id, Event::Frozen { at: percent });
-        state.frozen.insert(
-            id.to_owned(),
+        (
             Freeze {
                 live: track.live,
                 saved,
             },
-        );
+            Event::Frozen { at: percent },
+        )
     }
 
-    /// Judges the current step of `track` and moves it on.
+    /// Judges the current step of `track` on `seen`: its new state, and the event to record
+    /// (`None`: a hold already recorded for this step). `None` when nothing changed.
     fn check(
-        &self,
-        track: &mut Track,
-        table: &RouteTable,
-        index: usize,
-        shadowed: Option<Compared>,
+        track: &Track,
+        seen: &Observed,
+        shadowed: bool,
         after: Option<Judged>,
-        now: Instant,
-    ) {
-        let route = table.route(index).id.clone();
-        let w = &track.window;
-        let new = track.live.new.seen().since(&w.new);
-        let old = track.live.old.seen().since(&w.old);
-        let shadow = shadowed.map(|c| Compared {
-            compared: c.compared.saturating_sub(w.shadow.compared),
-            mismatched: c.mismatched.saturating_sub(w.shadow.mismatched),
+        now: u64,
+    ) -> Option<(Saved, Option<Event>)> {
+        let w = &track.saved.judging;
+        let new = seen.new.since(&w.new);
+        let old = seen.old.since(&w.old);
+        let shadow = shadowed.then(|| Compared {
+            compared: seen.shadow.compared.saturating_sub(w.shadow.compared),
+            mismatched: seen.shadow.mismatched.saturating_sub(w.shadow.mismatched),
         });
         let serving = track.live.basis_points() > 0;
         let mut gates = Vec::new();
@@ -605,47 +825,45 @@ impl Rollouts {
             serving,
             shadow,
         ));
-        let before = track.saved.phase.clone();
+        let before = &track.saved.phase;
         let (phase, event) = before.check(&track.plan, &gates);
-        track.last = gates;
-        track.last_check_ms = Some(now_ms());
-        track.next_check = now + track.spec.interval;
-        let moved = std::mem::discriminant(&phase) != std::mem::discriminant(&before)
-            || step_of(&phase) != step_of(&before);
-        let restart_window = moved || matches!(event, Event::FailedCheck { .. });
-        if restart_window {
-            track.window = Window {
-                new: track.live.new.seen(),
-                old: track.live.old.seen(),
-                shadow: shadowed.unwrap_or_default(),
-                since: now,
+        let moved = std::mem::discriminant(&phase) != std::mem::discriminant(before)
+            || step_of(&phase) != step_of(before);
+        let mut saved = track.saved.clone();
+        saved.rev += 1;
+        saved.judging.last = gates;
+        saved.judging.last_check_ms = Some(now);
+        saved.judging.next_check_ms = now + track.spec.interval.as_millis() as u64;
+        if moved || matches!(event, Event::FailedCheck { .. }) {
+            let observed = Observed {
+                new: seen.new.clone(),
+                old: seen.old.clone(),
+                shadow: seen.shadow,
             };
+            saved.judging = window(&observed, now, track.spec.interval, &saved.judging);
         }
         if moved {
-            track.saved.step_since_ms = now_ms();
-            track.held_recorded = false;
+            saved.step_since_ms = now;
+            saved.judging.held_recorded = false;
         }
-        let changed = phase != before;
-        track.saved.phase = phase;
-        track
-            .live
-            .set_percent(track.saved.phase.percent(&track.plan));
-        if changed {
-            self.save(&route, &track.saved);
-        }
-        match event {
-            Event::Held { .. } if track.held_recorded => {}
+        saved.phase = phase;
+        let event = match event {
+            Event::Held { .. } if saved.judging.held_recorded => None,
             Event::Held { .. } => {
-                track.held_recorded = true;
-                self.record(&route, event);
+                saved.judging.held_recorded = true;
+                Some(event)
             }
-            event => self.record(&route, event),
-        }
+            event => Some(event),
+        };
+        Some((saved, event))
     }
 
-    /// An operator's action on `route`'s rollout.
-    pub(crate) fn act(&self, route: &str, action: Action) -> Result<String, Refused> {
+    /// An operator's action on `route`'s rollout: the phase it leaves the route in, and what
+    /// to keep (on this machine, or through Redis).
+    pub(crate) fn act(&self, route: &str, action: Action) -> Result<(String, Changes), Refused> {
         let mut state = self.state();
+        let now = now_ms();
+        let mut changes = Changes::default();
         if let Some(track) = state.tracks.get_mut(route) {
             let phase = &track.saved.phase;
             let done = match action {
@@ -660,27 +878,25 @@ impl Rollouts {
                     phase: phase_label(phase, &track.plan.steps),
                 });
             };
-            let now = Instant::now();
+            let expected = Some(track.saved.rev);
+            let mut saved = track.saved.clone();
+            saved.rev += 1;
             if matches!(action, Action::Resume | Action::Approve) {
                 // Judging starts over from what the step serves from now on.
-                track.window = Window {
-                    new: track.live.new.seen(),
-                    old: track.live.old.seen(),
-                    shadow: track.window.shadow,
-                    since: now,
-                };
-                track.next_check = now + track.spec.interval;
+                saved.judging.next_check_ms = now + track.spec.interval.as_millis() as u64;
             }
-            track.saved.phase = phase;
-            track.saved.step_since_ms = now_ms();
+            saved.phase = phase;
+            saved.step_since_ms = now;
+            track.saved = saved;
             track
                 .live
                 .set_percent(track.saved.phase.percent(&track.plan));
             let label = phase_label(&track.saved.phase, &track.plan.steps);
-            let saved = track.saved.clone();
-            self.save(route, &saved);
-            self.record(route, event);
-            return Ok(label);
+            changes
+                .states
+                .push((route.to_owned(), track.saved.clone(), expected));
+            changes.entries.push(entry(route, event));
+            return Ok((label, changes));
         }
         if action == Action::Rollback
             && let Some(freeze) = state.frozen.get_mut(route)
@@ -698,23 +914,33 @@ impl Rollouts {
                 to: freeze.live.to.clone(),
                 sticky: freeze.live.sticky.to_string(),
             };
-            freeze.saved.step_since_ms = now_ms();
-            let saved = freeze.saved.clone();
-            self.save(route, &saved);
-            self.record(route, Event::RolledBack { from });
-            return Ok("rolled back (frozen at 0 %)".into());
+            freeze.saved.step_since_ms = now;
+            freeze.saved.rev += 1;
+            // A freeze is this machine's own: kept here, whatever else is shared.
+            self.save(route, &freeze.saved);
+            changes
+                .entries
+                .push(entry(route, Event::RolledBack { from }));
+            return Ok(("rolled back (frozen at 0 %)".into(), changes));
         }
         Err(Refused::NoRollout(route.to_owned()))
     }
 
-    /// Every rollout as `banyan status` shows it.
+    /// Every rollout as `banyan status` shows it (its window as of the last tick).
     pub(crate) fn status(&self) -> BTreeMap<String, RolloutStatus> {
+        let observed = self
+            .observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let state = self.state();
-        let now = Instant::now();
+        let now = now_ms();
         let mut out = BTreeMap::new();
         for (id, t) in &state.tracks {
-            let new = t.live.new.seen().since(&t.window.new);
-            let old = t.live.old.seen().since(&t.window.old);
+            let j = &t.saved.judging;
+            let seen = observed.get(id).cloned().unwrap_or_default();
+            let new = seen.new.since(&j.new);
+            let old = seen.old.since(&j.old);
             out.insert(
                 id.clone(),
                 RolloutStatus {
@@ -730,16 +956,16 @@ impl Rollouts {
                         .saved
                         .phase
                         .judging()
-                        .then(|| t.next_check.saturating_duration_since(now).as_millis() as u64),
+                        .then(|| j.next_check_ms.saturating_sub(now)),
                     window: WindowStatus {
-                        seconds: now.saturating_duration_since(t.window.since).as_secs_f64(),
+                        seconds: now.saturating_sub(j.window_since_ms) as f64 / 1000.0,
                         new_requests: new.counts.requests,
                         new_errors: new.counts.errors,
                         old_requests: old.counts.requests,
                         old_errors: old.counts.errors,
                     },
-                    gates: t.last.clone(),
-                    last_check: t
+                    gates: j.last.clone(),
+                    last_check: j
                         .last_check_ms
                         .map(|ms| service_kit::clock::rfc3339(ms as i64)),
                 },
@@ -768,28 +994,7 @@ impl Rollouts {
     }
 }
 
-/// The saved "plan" of a frozen route.
-const FROZEN: &str = "frozen";
-
-fn step_of(phase: &Phase) -> Option<usize> {
-    match phase {
-        Phase::Running { step, .. }
-        | Phase::AwaitingApproval { step, .. }
-        | Phase::Paused { step } => Some(*step),
-        _ => None,
-    }
-}
-
-/// A route's shadow comparisons so far (noise-only differences are not mismatches).
-fn compared(results: &Results, route: &str) -> Compared {
-    let c = results.route_totals(route);
-    Compared {
-        compared: c.compared,
-        mismatched: c.mismatched,
-    }
-}
-
-/// One rollout in `GET /rollouts` and `banyan status`.
+/// One rollout in `GET /status` and `banyan status`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RolloutStatus {
     pub(crate) to: String,
@@ -821,17 +1026,17 @@ pub(crate) struct WindowStatus {
     pub(crate) old_errors: u64,
 }
 
-/// The controller's loop: a look at the live table every [`TICK`], until the process ends.
+/// The controller's loop on this machine alone: a look at the live table every [`TICK`], until
+/// the process ends. (Shared through Redis: [`super::shared::run`].)
 pub(crate) async fn run(live: Arc<crate::reload::LiveTable>, results: Arc<Results>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let table = live.current();
-        live.rollouts().tick(&table, &results, Instant::now());
+        live.rollouts().tick_local(&table, &results, now_ms());
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -882,13 +1087,13 @@ mod tests {
         let results = Results::new(Arc::new(Metrics::new()));
         let table = table_of(&routes("[5, 25, 100]", ""), &rollouts);
         let live = table.rollout(0).unwrap().clone();
-        let mut now = Instant::now();
-        rollouts.tick(&table, &results, now);
+        let mut now = now_ms();
+        rollouts.tick_local(&table, &results, now);
         assert_eq!(live.percent(), 5.0);
         for want in [25.0, 100.0] {
             serve(&live, 150, None);
-            now += Duration::from_secs(1);
-            rollouts.tick(&table, &results, now);
+            now += 1000;
+            rollouts.tick_local(&table, &results, now);
             assert_eq!(live.percent(), want);
         }
         let status = rollouts.status();
@@ -919,18 +1124,18 @@ mod tests {
         let results = Results::new(Arc::new(Metrics::new()));
         let table = table_of(&routes("[10, 100]", ""), &rollouts);
         let live = table.rollout(0).unwrap().clone();
-        let mut now = Instant::now();
-        rollouts.tick(&table, &results, now);
+        let mut now = now_ms();
+        rollouts.tick_local(&table, &results, now);
         // Little traffic: the check holds, however bad it looks.
         serve(&live, 10, Some(2));
-        now += Duration::from_secs(1);
-        rollouts.tick(&table, &results, now);
+        now += 1000;
+        rollouts.tick_local(&table, &results, now);
         assert_eq!(rollouts.status()["products"].phase, "canary 10 %");
         // Enough of it, failing 10 %: two failed checks in a row abort.
         for _ in 0..2 {
             serve(&live, 300, Some(10));
-            now += Duration::from_secs(1);
-            rollouts.tick(&table, &results, now);
+            now += 1000;
+            rollouts.tick_local(&table, &results, now);
         }
         let status = &rollouts.status()["products"];
         assert_eq!((status.phase.as_str(), live.percent()), ("aborted", 0.0));
@@ -940,7 +1145,7 @@ mod tests {
         assert_eq!(cause.gate, Gate::ErrorRate);
         // Aborted stays aborted, and rollback is still refused nothing.
         serve(&live, 300, None);
-        rollouts.tick(&table, &results, now + Duration::from_secs(5));
+        rollouts.tick_local(&table, &results, now + 5000);
         assert_eq!(live.percent(), 0.0);
     }
 
@@ -953,12 +1158,12 @@ mod tests {
             let rollouts = Rollouts::open(dir.path());
             let table = table_of(&text, &rollouts);
             let live = table.rollout(0).unwrap().clone();
-            let mut now = Instant::now();
-            rollouts.tick(&table, &results, now);
+            let mut now = now_ms();
+            rollouts.tick_local(&table, &results, now);
             for _ in 0..2 {
                 serve(&live, 150, None);
-                now += Duration::from_secs(1);
-                rollouts.tick(&table, &results, now);
+                now += 1000;
+                rollouts.tick_local(&table, &results, now);
             }
             assert_eq!(
                 rollouts.status()["products"].phase,
@@ -969,16 +1174,15 @@ mod tests {
         let rollouts = Rollouts::open(dir.path());
         let table = table_of(&text, &rollouts);
         assert_eq!(table.rollout(0).unwrap().percent(), 25.0);
-        let now = Instant::now();
-        rollouts.tick(&table, &results, now);
+        let now = now_ms();
+        rollouts.tick_local(&table, &results, now);
         assert_eq!(
             rollouts.status()["products"].phase,
             "canary 25 %, awaiting approval"
         );
-        assert_eq!(
-            rollouts.act("products", Action::Approve).unwrap(),
-            "canary 25 %"
-        );
+        let (label, changes) = rollouts.act("products", Action::Approve).unwrap();
+        rollouts.keep(changes);
+        assert_eq!(label, "canary 25 %");
         assert!(matches!(
             rollouts.act("products", Action::Approve),
             Err(Refused::NotNow { .. })
@@ -992,7 +1196,7 @@ mod tests {
             &text.replace("interval = \"1s\"", "interval = \"2s\""),
             &rollouts,
         );
-        rollouts.tick(&edited, &results, now);
+        rollouts.tick_local(&edited, &results, now);
         assert_eq!(edited.rollout(0).unwrap().percent(), 5.0);
         let (history, _) = rollouts.history();
         assert!(
@@ -1012,23 +1216,23 @@ mod tests {
         let results = Results::new(Arc::new(Metrics::new()));
         let text = routes("[25, 100]", "");
         let table = table_of(&text, &rollouts);
-        let now = Instant::now();
-        rollouts.tick(&table, &results, now);
+        let now = now_ms();
+        rollouts.tick_local(&table, &results, now);
         let without = text.replace(
             "rollout = { to = \"catalog\", steps = [25, 100], interval = \"1s\", min_requests = 100 }\n",
             "",
         );
         let frozen = table_of(&without, &rollouts);
-        rollouts.tick(&frozen, &results, now);
+        rollouts.tick_local(&frozen, &results, now);
         assert_eq!(frozen.split_basis_points(0), 2500);
         assert_eq!(rollouts.status()["products"].phase, "frozen at 25 %");
         // Still frozen after a restart.
         let restarted = Rollouts::open(dir.path());
         let again = table_of(&without, &restarted);
         assert_eq!(again.split_basis_points(0), 2500);
-        restarted.tick(&again, &results, now);
+        restarted.tick_local(&again, &results, now);
         assert_eq!(
-            restarted.act("products", Action::Rollback).unwrap(),
+            restarted.act("products", Action::Rollback).unwrap().0,
             "rolled back (frozen at 0 %)"
         );
         assert_eq!(again.split_basis_points(0), 0);
@@ -1038,7 +1242,7 @@ mod tests {
             "upstream = \"legacy\"\nsplit = { to = \"catalog\", percent = 10 }\n",
         );
         let own = table_of(&split, &restarted);
-        restarted.tick(&own, &results, now);
+        restarted.tick_local(&own, &results, now);
         assert_eq!(own.split_basis_points(0), 1000);
         assert!(!restarted.status().contains_key("products"));
     }

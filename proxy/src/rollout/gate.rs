@@ -107,7 +107,7 @@ impl fmt::Display for Judged {
 }
 
 /// Requests seen by one side during a step.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Counts {
     pub(crate) requests: u64,
     pub(crate) errors: u64,

@@ -73,10 +73,42 @@ impl Latencies {
     }
 }
 
-/// The counts at one moment; the difference of two is what happened between them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The counts at one moment; the difference of two is what happened between them. Kept (in
+/// the state directory, in Redis) as the non-empty buckets only: `[[bucket, count], ...]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "Sparse", try_from = "Sparse")]
 pub(crate) struct Snapshot {
     counts: Vec<u64>,
+}
+
+/// A snapshot's non-empty buckets.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sparse(Vec<(usize, u64)>);
+
+impl From<Snapshot> for Sparse {
+    fn from(s: Snapshot) -> Sparse {
+        Sparse(
+            s.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| (i, *n))
+                .collect(),
+        )
+    }
+}
+
+impl TryFrom<Sparse> for Snapshot {
+    type Error = String;
+    fn try_from(s: Sparse) -> Result<Snapshot, String> {
+        let mut counts = vec![0; BUCKETS];
+        for (i, n) in s.0 {
+            *counts
+                .get_mut(i)
+                .ok_or_else(|| format!("latency bucket {i} out of range"))? = n;
+        }
+        Ok(Snapshot { counts })
+    }
 }
 
 impl Default for Snapshot {
@@ -96,6 +128,18 @@ impl Snapshot {
                 .iter()
                 .zip(&earlier.counts)
                 .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
+    }
+
+    /// The two together (the same side as seen by two proxies).
+    pub(crate) fn plus(&self, other: &Snapshot) -> Snapshot {
+        Snapshot {
+            counts: self
+                .counts
+                .iter()
+                .zip(&other.counts)
+                .map(|(a, b)| a.saturating_add(*b))
                 .collect(),
         }
     }

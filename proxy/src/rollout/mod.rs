@@ -9,12 +9,14 @@
 //! - [`traffic`], [`latency`]: a side's requests, errors and latency histogram, and a step
 //!   judged on them;
 //! - [`control`]: the controller loop, the operator's actions, freezing a removed rollout;
-//! - [`store`]: progress and history on disk (the state directory), so a restart resumes.
+//! - [`store`]: progress and history on disk (the state directory), so a restart resumes;
+//! - [`shared`]: several proxies running one rollout through Redis (one decides, by a lease).
 
 pub(crate) mod control;
 pub(crate) mod gate;
 pub(crate) mod latency;
 pub(crate) mod live;
 pub(crate) mod progress;
+pub(crate) mod shared;
 pub(crate) mod store;
 pub(crate) mod traffic;

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::gate::Judged;
 use super::progress::{Event, Phase};
+use super::traffic::{Compared, Seen};
 
 /// What is kept of one route's rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +29,31 @@ pub(crate) struct Saved {
     pub(crate) phase: Phase,
     /// When the current step began, in milliseconds since the Unix epoch.
     pub(crate) step_since_ms: u64,
+    /// Bumped at every change: proxies sharing a rollout through Redis write a state only
+    /// over the one they read ([`super::shared`]).
+    #[serde(default)]
+    pub(crate) rev: u64,
+    /// Where the judging of the current step stands.
+    #[serde(default)]
+    pub(crate) judging: Judging,
+}
+
+/// What judging a step needs beyond its phase, kept with it so a proxy that picks the rollout
+/// up (after a restart, or another proxy sharing it) judges the step the same way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Judging {
+    /// What each side had served, and the shadow compared, when the current window began.
+    pub(crate) new: Seen,
+    pub(crate) old: Seen,
+    pub(crate) shadow: Compared,
+    /// When the window began and when the next check is due (Unix milliseconds).
+    pub(crate) window_since_ms: u64,
+    pub(crate) next_check_ms: u64,
+    /// The last check's gates, for `banyan status`.
+    pub(crate) last: Vec<Judged>,
+    pub(crate) last_check_ms: Option<u64>,
+    /// A hold is written to the history once per step, not at every check.
+    pub(crate) held_recorded: bool,
 }
 
 /// One line of the history.
@@ -188,6 +215,8 @@ mod tests {
             plan: "plan-a".into(),
             phase: aborted(),
             step_since_ms: 1_764_000_000_000,
+            rev: 3,
+            judging: Judging::default(),
         };
         store.save("products", &saved).unwrap();
         let reopened = Store::open(dir.path()).unwrap();

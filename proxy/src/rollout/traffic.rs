@@ -20,7 +20,7 @@ pub(crate) struct Side {
 }
 
 /// A side's counts at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Seen {
     pub(crate) counts: Counts,
     pub(crate) latencies: latency::Snapshot,
@@ -48,6 +48,17 @@ impl Side {
 }
 
 impl Seen {
+    /// The two together (the same side as seen by two proxies).
+    pub(crate) fn plus(&self, other: &Seen) -> Seen {
+        Seen {
+            counts: Counts {
+                requests: self.counts.requests + other.counts.requests,
+                errors: self.counts.errors + other.counts.errors,
+            },
+            latencies: self.latencies.plus(&other.latencies),
+        }
+    }
+
     /// What happened after `earlier`.
     pub(crate) fn since(&self, earlier: &Seen) -> Seen {
         Seen {
@@ -85,7 +96,7 @@ impl Default for Gates {
 }
 
 /// Shadow comparisons since the step began (noise-only differences are not mismatches).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Compared {
     pub(crate) compared: u64,
     pub(crate) mismatched: u64,
