@@ -75,7 +75,7 @@ pub(crate) fn router(state: AdminState) -> Router {
 }
 
 async fn routes(State(s): State<AdminState>) -> Json<Value> {
-    let table = s.live.current();
+    let (table, reloads) = s.live.current_with_status();
     let counters = s.metrics.requests_by_route();
     let routes: Vec<Value> = table
         .config
@@ -134,7 +134,7 @@ async fn routes(State(s): State<AdminState>) -> Json<Value> {
         "loaded_at": service_kit::clock::rfc3339(table.loaded_at_ms),
         "routes": routes,
         "upstreams": upstreams,
-        "reloads": s.live.status(),
+        "reloads": reloads,
     }))
 }
 

@@ -36,7 +36,7 @@ fn legacy_upstreams(table: &RouteTable) -> BTreeSet<&str> {
 
 /// The whole status as JSON.
 pub(crate) fn status(s: &AdminState) -> Value {
-    let table = s.live.current();
+    let (table, reloads) = s.live.current_with_status();
     let rollouts = s.live.rollouts().status();
     let counters = s.metrics.requests_by_route();
     let legacy = legacy_upstreams(&table);
@@ -108,7 +108,7 @@ pub(crate) fn status(s: &AdminState) -> Value {
             "decides": s.live.rollouts().decides(),
         },
         "routes": routes,
-        "reloads": s.live.status(),
+        "reloads": reloads,
     })
 }
 

@@ -119,8 +119,10 @@ impl LiveTable {
         self.table.load_full()
     }
 
-    pub(crate) fn status(&self) -> ReloadStatus {
-        self.status.lock().unwrap().clone()
+    /// The live table and the reload status that goes with it, read together.
+    pub(crate) fn current_with_status(&self) -> (Arc<RouteTable>, ReloadStatus) {
+        let status = self.status.lock().unwrap();
+        (self.current(), status.clone())
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -216,18 +218,20 @@ impl LiveTable {
             .flat_map(|p| p.spec.addrs.iter().copied())
             .collect();
         self.metrics.table_loaded(&table);
-        self.table.store(Arc::new(table));
+        {
+            // The table and the count of applied reloads change together: a reader of both
+            // ([`LiveTable::current_with_status`]) sees neither without the other.
+            let mut status = self.status.lock().unwrap();
+            self.table.store(Arc::new(table));
+            status.applied += 1;
+            // A good file supersedes the refusal: the admin API shows the error until then.
+            status.last_refused = None;
+        }
         self.registry.retain(&in_use);
         self.breakers.retain(&breakers_in_use);
         self.bounds.retain(&self.current().shadowed_routes());
         self.rollouts.retain(&self.current());
         self.rollouts.table_applied(&version);
-        {
-            let mut status = self.status.lock().unwrap();
-            status.applied += 1;
-            // A good file supersedes the refusal: the admin API shows the error until then.
-            status.last_refused = None;
-        }
         self.metrics.reload("applied");
         tracing::info!(version, "route table reloaded");
         Outcome::Applied { version }
