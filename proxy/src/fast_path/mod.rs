@@ -36,7 +36,7 @@
 
 pub(crate) mod idle;
 mod relay;
-mod upstream;
+pub(crate) mod upstream;
 pub(crate) mod wire;
 
 use std::net::{IpAddr, SocketAddr};

@@ -95,7 +95,7 @@ pub(super) async fn open(
     }
 }
 
-enum HeadError {
+pub(crate) enum HeadError {
     /// Closed or reset before any byte of an answer.
     Stale,
     Broken,
@@ -103,7 +103,7 @@ enum HeadError {
 }
 
 /// Connects to a backend. `Err(true)`: timed out.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
@@ -115,8 +115,8 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, bool>
 }
 
 /// Writes the request and reads until `rbuf` holds a complete response head (skipping any
-/// interim 1xx responses).
-async fn exchange_head(
+/// interim 1xx responses). The shadow's candidate client uses it too ([`crate::shadow`]).
+pub(crate) async fn exchange_head(
     up: &mut TcpStream,
     request: &[u8],
     rbuf: &mut Vec<u8>,

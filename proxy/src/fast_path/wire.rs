@@ -57,7 +57,7 @@ pub(crate) fn upstream_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

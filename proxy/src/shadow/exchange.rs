@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method};
+use bytes::Bytes;
+use http::{HeaderMap, Method};
 
 use super::answer::{self, Answer};
+use super::client::{self, Failed};
 use super::results::{Event, Example, Results};
 use crate::upstream::Pool;
 
@@ -24,75 +25,47 @@ pub(super) struct Replica {
     pub(super) body: Bytes,
 }
 
-#[derive(Debug)]
-enum Failure {
-    Timeout,
-    TooLarge,
-    Error(String),
-}
-
 /// Sends the copy to one backend of `pool` and reads the answer, within `timeout`.
 async fn send(
-    client: &reqwest::Client,
     pool: &Pool,
     copy: &Replica,
     marker: &'static str,
     timeout: Duration,
     max_body: usize,
-) -> Result<Answer, Failure> {
+) -> Result<Answer, Failed> {
     let Some(backend) = pool.pick(&[]) else {
-        return Err(Failure::Error(format!(
-            "no available backend in {}",
-            pool.name()
-        )));
+        return Err(Failed::Connect);
     };
-    let mut headers = copy.headers.clone();
-    headers.insert(MARKER, HeaderValue::from_static(marker));
-    let url = format!("http://{}{}", backend.addr, copy.target);
-    let exchange = async {
-        let mut resp = client
-            .request(copy.method.clone(), url)
-            .headers(headers)
-            .body(copy.body.clone())
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    // Out of rotation like any backend that refuses connections: the next
-                    // shadows fail at once instead of trying again.
-                    backend.mark_connect_failure(pool.spec.health.is_some());
-                }
-                Failure::Error(e.to_string())
-            })?;
-        let status = resp.status().as_u16();
-        let headers = std::mem::take(resp.headers_mut());
-        let mut chunks = Vec::new();
-        let mut len = 0;
-        while let Some(c) = resp
-            .chunk()
-            .await
-            .map_err(|e| Failure::Error(e.to_string()))?
-        {
-            len += c.len();
-            if len > max_body {
-                return Err(Failure::TooLarge);
-            }
-            chunks.push(c);
+    let request = client::Request {
+        method: &copy.method,
+        target: &copy.target,
+        headers: &copy.headers,
+        marker: (MARKER, marker),
+        body: &copy.body,
+    };
+    let limits = client::Limits {
+        connect: CONNECT_TIMEOUT.min(timeout),
+        read: timeout,
+        idle: pool.spec.idle_timeout,
+        max_body,
+    };
+    match tokio::time::timeout(timeout, client::exchange(backend.addr, &request, &limits)).await {
+        Ok(Err(Failed::Connect)) => {
+            // Out of rotation like any backend that refuses connections: the next shadows
+            // fail at once instead of trying again.
+            backend.mark_connect_failure(pool.spec.health.is_some());
+            Err(Failed::Connect)
         }
-        Ok(Answer {
-            status,
-            headers,
-            body: concat(chunks),
-        })
-    };
-    match tokio::time::timeout(timeout, exchange).await {
         Ok(r) => r,
-        Err(_) => Err(Failure::Timeout),
+        Err(_) => Err(Failed::Timeout),
     }
 }
 
+/// How long a shadow waits for a connection to the candidate (within the route's timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The shadow task: candidate and second primary at once, then the verdict.
-pub(super) async fn run(client: reqwest::Client, results: Arc<Results>, job: Job) {
+pub(super) async fn run(results: Arc<Results>, job: Job) {
     let Job {
         table,
         route,
@@ -104,7 +77,6 @@ pub(super) async fn run(client: reqwest::Client, results: Arc<Results>, job: Job
     let r = table.route(route);
     let spec = r.shadow.as_ref().expect("a shadowed route");
     let candidate = send(
-        &client,
         table.pool(&spec.to),
         &copy,
         "candidate",
@@ -115,7 +87,6 @@ pub(super) async fn run(client: reqwest::Client, results: Arc<Results>, job: Job
         match &spec.second_primary {
             Some(name) => Some(
                 send(
-                    &client,
                     table.pool(name),
                     &copy,
                     "second-primary",
@@ -130,9 +101,9 @@ pub(super) async fn run(client: reqwest::Client, results: Arc<Results>, job: Job
     let (candidate, second) = tokio::join!(candidate, second);
     let candidate = match candidate {
         Ok(a) => a,
-        Err(Failure::Timeout) => return results.count(&r.id, &ep, Event::CandidateTimeout),
-        Err(Failure::TooLarge) => return results.count(&r.id, &ep, Event::TooLarge),
-        Err(Failure::Error(e)) => {
+        Err(Failed::Timeout) => return results.count(&r.id, &ep, Event::CandidateTimeout),
+        Err(Failed::TooLarge) => return results.count(&r.id, &ep, Event::TooLarge),
+        Err(e) => {
             tracing::debug!(route = %r.id, candidate = %spec.to, error = %e, "shadow request failed");
             return results.count(&r.id, &ep, Event::CandidateError);
         }
@@ -176,18 +147,4 @@ pub(super) async fn run(client: reqwest::Client, results: Arc<Results>, job: Job
         examples.push((d.template.clone(), example(&sample, d)));
     }
     results.mismatch(&r.id, &verdict.endpoint, examples, sample);
-}
-
-fn concat(chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.into_iter().next().unwrap(),
-        _ => {
-            let mut b = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for c in chunks {
-                b.extend_from_slice(&c);
-            }
-            b.freeze()
-        }
-    }
 }

@@ -3,8 +3,8 @@
 //!
 //! - [`mirror`]: the copy, captured on the client's path (sampling, write opt-in, body caps,
 //!   the in-flight bound, the shadow marker header); [`thread`] runs it off that path,
-//!   [`exchange`] sends it to the candidate with the route's timeout, [`sample`] keeps what the
-//!   report shows.
+//!   [`exchange`] sends it to the candidate with the route's timeout (through [`client`], the
+//!   fast path's wire code), [`sample`] keeps what the report shows.
 //! - [`bounds`]: what a shadowed route keeps across reloads: its in-flight bound, and the
 //!   backlog of events that did not fit in the shadow thread's bounded inbox.
 //! - [`answer`] and [`compare`]: status, chosen headers, and JSON bodies field by field under a
@@ -18,6 +18,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod bounds;
+mod client;
 pub(crate) mod compare;
 pub(crate) mod endpoint;
 mod exchange;

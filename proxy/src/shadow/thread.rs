@@ -13,8 +13,8 @@ use crate::route_table::RouteTable;
 
 use super::exchange::{Replica, run};
 
-/// The process-wide part of shadowing: the HTTP client candidates are called with, the runtime
-/// shadow tasks run on, and the results store.
+/// The process-wide part of shadowing: the runtime shadow tasks run on (and the candidates'
+/// connections, [`super::client`]), and the results store.
 ///
 /// Shadow tasks run on their own thread, scheduled `SCHED_IDLE` on Linux: it only gets CPU time
 /// no client request wants. On a saturated machine the shadow side slows down, its in-flight
@@ -71,16 +71,9 @@ fn start_shadow_thread(
                 .enable_all()
                 .build()
                 .expect("building the shadow runtime");
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .http1_only()
-                .connect_timeout(Duration::from_secs(1))
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(256)
-                .build()
-                .expect("building the shadow HTTP client");
-            rt.block_on(drain(inbox, results, backlogs, client));
+            // Candidates are called with the fast path's wire code ([`super::client`]), its
+            // connections kept in this thread's own idle list.
+            rt.block_on(drain(inbox, results, backlogs));
         })
         .expect("starting the shadow thread");
 }
@@ -89,7 +82,6 @@ async fn drain(
     inbox: std::sync::mpsc::Receiver<Message>,
     results: Arc<Results>,
     backlogs: Backlogs,
-    client: reqwest::Client,
 ) {
     let mut tick = TICK_BUSY;
     loop {
@@ -103,7 +95,7 @@ async fn drain(
                     event,
                 }) => results.count(&route, &endpoint, event),
                 Ok(Message::Job(job)) => {
-                    tokio::spawn(run(client.clone(), results.clone(), *job));
+                    tokio::spawn(run(results.clone(), *job));
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
