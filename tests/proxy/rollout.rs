@@ -247,6 +247,11 @@ async fn a_healthy_catalog_migrates_step_by_step() {
     for event in ["started", "advanced", "migrated"] {
         assert!(history.contains(event), "{event} missing:\n{history}");
     }
+    // Each move names the gates that let it, with their figures.
+    let migrated_line = history.lines().find(|l| l.contains(" migrated ")).unwrap();
+    for gate in ["error_rate pass", "latency pass", "shadow pass"] {
+        assert!(migrated_line.contains(gate), "{gate}: {migrated_line}");
+    }
     let h = rig.proxy.admin_json("/history?route=products").await;
     let advanced: Vec<(f64, f64)> = h["entries"]
         .as_array()

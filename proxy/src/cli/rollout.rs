@@ -89,10 +89,21 @@ fn render_history(h: &Value) -> String {
     for e in h["entries"].as_array().into_iter().flatten() {
         let mut fields: Vec<String> = Vec::new();
         for (k, v) in e.as_object().into_iter().flatten() {
-            if matches!(k.as_str(), "time" | "at_ms" | "route" | "event" | "cause") {
+            if matches!(
+                k.as_str(),
+                "time" | "at_ms" | "route" | "event" | "cause" | "gates"
+            ) {
                 continue;
             }
             fields.push(format!("{k}={}", v));
+        }
+        for g in e["gates"].as_array().into_iter().flatten() {
+            fields.push(format!(
+                "| {} {}: {}",
+                g["gate"].as_str().unwrap_or("?"),
+                g["verdict"].as_str().unwrap_or("?"),
+                g["reason"].as_str().unwrap_or("")
+            ));
         }
         if let Some(c) = e.get("cause") {
             fields.push(format!(

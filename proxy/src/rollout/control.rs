@@ -1110,7 +1110,7 @@ mod tests {
             .map(|e| match &e.event {
                 Event::Started { .. } => "started",
                 Event::Advanced { .. } => "advanced",
-                Event::Migrated => "migrated",
+                Event::Migrated { .. } => "migrated",
                 _ => "other",
             })
             .collect();

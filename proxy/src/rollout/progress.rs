@@ -68,11 +68,17 @@ pub(crate) enum Phase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub(crate) enum Event {
+    /// The gates passed (their figures kept with the step they moved on from).
     Advanced {
         from: f64,
         to: f64,
+        #[serde(default)]
+        gates: Vec<Judged>,
     },
-    Migrated,
+    Migrated {
+        #[serde(default)]
+        gates: Vec<Judged>,
+    },
     Held {
         reason: String,
     },
@@ -226,9 +232,12 @@ impl Phase {
                 },
                 Event::AwaitingApproval { at },
             ),
-            Verdict::Pass if step + 1 >= plan.steps.len() || plan.steps[step + 1] >= 100.0 => {
-                (Phase::Migrated, Event::Migrated)
-            }
+            Verdict::Pass if step + 1 >= plan.steps.len() || plan.steps[step + 1] >= 100.0 => (
+                Phase::Migrated,
+                Event::Migrated {
+                    gates: gates.to_vec(),
+                },
+            ),
             Verdict::Pass => (
                 Phase::Running {
                     step: step + 1,
@@ -238,6 +247,7 @@ impl Phase {
                 Event::Advanced {
                     from: at,
                     to: plan.steps[step + 1],
+                    gates: gates.to_vec(),
                 },
             ),
         }

@@ -252,11 +252,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let events = [
-            Event::Advanced { from: 0.0, to: 5.0 },
+            Event::Advanced {
+                from: 0.0,
+                to: 5.0,
+                gates: Vec::new(),
+            },
             Event::Held {
                 reason: "latency inconclusive: 12 requests, 200 needed".into(),
             },
-            Event::Migrated,
+            Event::Migrated { gates: Vec::new() },
         ];
         for (i, event) in events.iter().enumerate() {
             store
@@ -280,7 +284,7 @@ mod tests {
             .record(&Entry {
                 at_ms: 2000,
                 route: "products".into(),
-                event: Event::Migrated,
+                event: Event::Migrated { gates: Vec::new() },
             })
             .unwrap();
         let (history, skipped) = store.history().unwrap();
