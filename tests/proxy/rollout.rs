@@ -89,6 +89,11 @@ struct Load {
     stop: Arc<AtomicBool>,
     statuses: Arc<std::sync::Mutex<BTreeMap<u16, u64>>>,
     sent: Arc<AtomicU64>,
+    /// Users the proxy sent back to the monolith after it had served them by the catalog
+    /// (`x-banyan-upstream`), with how often.
+    sent_back: Arc<std::sync::Mutex<BTreeMap<u64, u64>>>,
+    /// User -> when an answer from the catalog first reached it.
+    on_new: Arc<std::sync::Mutex<BTreeMap<u64, Instant>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -97,9 +102,13 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let statuses = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let sent = Arc::new(AtomicU64::new(0));
+        let sent_back = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        // User -> when an answer from the catalog first reached it.
+        let on_new = Arc::new(std::sync::Mutex::new(BTreeMap::<u64, Instant>::new()));
         let tasks = (0..clients)
             .map(|c| {
                 let (stop, statuses, sent) = (stop.clone(), statuses.clone(), sent.clone());
+                let (sent_back, on_new) = (sent_back.clone(), on_new.clone());
                 let (client, base) = (proxy.client.clone(), proxy.address.clone());
                 tokio::spawn(async move {
                     let mut i = c as u64;
@@ -109,12 +118,40 @@ impl Load {
                             .wrapping_add(1442695040888963407);
                         let user = (i >> 33) % 1000;
                         let product = 1 + (i >> 20) % 5;
-                        let status = client
+                        let sent_at = Instant::now();
+                        let answer = client
                             .get(format!("{base}/api/products/{product}"))
                             .header("x-user", format!("user-{user}"))
                             .send()
-                            .await
-                            .map_or(0, |r| r.status().as_u16());
+                            .await;
+                        let status = answer.as_ref().map_or(0, |r| r.status().as_u16());
+                        let side = answer.ok().and_then(|r| {
+                            r.headers()
+                                .get("x-banyan-upstream")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        });
+                        // Sent back: asked after a catalog answer had arrived, answered by the
+                        // monolith (requests in flight across a step change are not).
+                        match side.as_deref() {
+                            Some("catalog") => {
+                                on_new
+                                    .lock()
+                                    .unwrap()
+                                    .entry(user)
+                                    .or_insert_with(Instant::now);
+                            }
+                            Some("legacy")
+                                if on_new
+                                    .lock()
+                                    .unwrap()
+                                    .get(&user)
+                                    .is_some_and(|first| *first < sent_at) =>
+                            {
+                                *sent_back.lock().unwrap().entry(user).or_default() += 1;
+                            }
+                            _ => {}
+                        }
                         sent.fetch_add(1, Ordering::Relaxed);
                         *statuses.lock().unwrap().entry(status).or_default() += 1;
                         if let Some(p) = pause {
@@ -128,6 +165,8 @@ impl Load {
             stop,
             statuses,
             sent,
+            sent_back,
+            on_new,
             tasks,
         }
     }
@@ -203,7 +242,19 @@ async fn a_healthy_catalog_migrates_step_by_step() {
         Duration::from_secs(150),
     )
     .await;
+    let sent_back = load.sent_back.lock().unwrap().clone();
+    let moved = load.on_new.lock().unwrap().len();
     let statuses = load.stop().await;
+    // Not a vacuous check: a good part of the users reached the catalog before the end.
+    assert!(
+        moved >= 50,
+        "only {moved} of 1,000 users were served by the catalog"
+    );
+    // Advancing only moves users from the old side to the new one.
+    assert!(
+        sent_back.is_empty(),
+        "users sent back to the monolith: {sent_back:?}"
+    );
     assert_eq!(
         migrated["rollout"]["state"]["phase"], "migrated",
         "{migrated:#}"
