@@ -107,7 +107,7 @@ pub(super) async fn exchange(
     limits: &Limits,
 ) -> Result<Answer, Failed> {
     let request = encode(addr, req);
-    let mut rbuf = Vec::with_capacity(16 * 1024);
+    let mut rbuf = Vec::with_capacity(4096);
     let mut fresh_only = false;
     loop {
         let reused = if fresh_only {
@@ -134,24 +134,27 @@ pub(super) async fn exchange(
     }
 }
 
-/// Parses the head in `rbuf` and reads the body after it; keeps the connection when the
-/// candidate does.
-async fn read_answer(
-    addr: SocketAddr,
-    mut up: TcpStream,
-    mut rbuf: Vec<u8>,
-    method: &Method,
-    limits: &Limits,
-) -> Result<Answer, Failed> {
+/// A parsed answer head.
+struct Head {
+    len: usize,
+    status: u16,
+    framing: wire::Framing,
+    keeps_alive: bool,
+    headers: HeaderMap,
+}
+
+/// Parses the answer head at the start of `rbuf`. Not async: the parser's header slots live
+/// on the stack for this call only, not in every shadow task's state.
+fn parse_head(rbuf: &[u8], head_request: bool) -> Result<Head, Failed> {
     let mut slots = [httparse::EMPTY_HEADER; wire::MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
-    let head_len = match parsed.parse(&rbuf) {
+    let len = match parsed.parse(rbuf) {
         Ok(httparse::Status::Complete(n)) => n,
         _ => return Err(Failed::Broken("unparsable answer head")),
     };
     let status = parsed.code.ok_or(Failed::Broken("no status"))?;
     let version = parsed.version.unwrap_or(1);
-    let framing = wire::response_framing(*method == Method::HEAD, status, parsed.headers)
+    let framing = wire::response_framing(head_request, status, parsed.headers)
         .map_err(|e| Failed::Broken(e.0))?;
     let keeps_alive = wire::upstream_keeps_alive(version, parsed.headers);
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
@@ -163,10 +166,35 @@ async fn read_answer(
             headers.append(name, value);
         }
     }
+    Ok(Head {
+        len,
+        status,
+        framing,
+        keeps_alive,
+        headers,
+    })
+}
+
+/// Parses the head in `rbuf` and reads the body after it; keeps the connection when the
+/// candidate does.
+async fn read_answer(
+    addr: SocketAddr,
+    mut up: TcpStream,
+    mut rbuf: Vec<u8>,
+    method: &Method,
+    limits: &Limits,
+) -> Result<Answer, Failed> {
+    let Head {
+        len: head_len,
+        status,
+        framing,
+        keeps_alive,
+        headers,
+    } = parse_head(&rbuf, *method == Method::HEAD)?;
     rbuf.drain(..head_len);
     let read = limits.read;
     let next = async |up: &mut TcpStream, buf: &mut Vec<u8>| -> Result<usize, Failed> {
-        buf.reserve(16 * 1024);
+        buf.reserve(4096);
         match tokio::time::timeout(read, up.read_buf(buf)).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(_)) => Err(Failed::Broken("reset midway")),
