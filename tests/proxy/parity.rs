@@ -1071,3 +1071,91 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     }
     assert_eq!(logged[0], logged[1], "the access records differ");
 }
+
+/// What a route's rollout window holds, from `GET /status`: (new requests, new errors, old
+/// requests, old errors).
+async fn rollout_window(proxy: &ProxyApp, route: &str) -> (u64, u64, u64, u64) {
+    let status = proxy.admin_json("/status").await;
+    let r = status["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == route)
+        .unwrap_or_else(|| panic!("no route {route} in {status}"));
+    let w = &r["rollout"]["window"];
+    let n = |k: &str| w[k].as_u64().unwrap_or_else(|| panic!("no {k} in {r}"));
+    (
+        n("new_requests"),
+        n("new_errors"),
+        n("old_requests"),
+        n("old_errors"),
+    )
+}
+
+/// A rollout's records of each side are kept on the edge: the same requests give the same
+/// window on both pipelines, a new side that refuses connections counts as failed even though
+/// the fallback served the client, and the fallback's answer counts for the old side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_counts_each_side_the_same_on_both_pipelines() {
+    const SENT: u64 = 6;
+    let (a_log, b_log): (Log, Log) = Default::default();
+    let a = origin("a", a_log).await;
+    let b = origin("b", b_log).await;
+    let rollout = |to: &str| {
+        format!(
+            "[route.rollout]\nto = \"{to}\"\nsteps = [100]\ninterval = \"1h\"\n\
+             min_requests = 1000\nmin_compared = 1000\n"
+        )
+    };
+    let routes = format!(
+        "[upstreams.dead]\naddrs = [\"{dead}\"]\n\n\
+         [[route]]\nid = \"live\"\npath = \"/api/live\"\nmethods = [\"GET\", \"HEAD\"]\n\
+         upstream = \"a\"\n{live}\n\
+         [[route]]\nid = \"dead\"\npath = \"/api/dead\"\nmethods = [\"GET\", \"HEAD\"]\n\
+         upstream = \"a\"\nfallback = \"a\"\n{dead_rollout}",
+        dead = closed_port(),
+        live = rollout("b"),
+        dead_rollout = rollout("dead"),
+    );
+    let base = table(&[("a", vec![a.addr]), ("b", vec![b.addr])], "");
+    let mut windows = Vec::new();
+    for fast_path in [true, false] {
+        let t = base.replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
+        let proxy = spawn_proxy(&format!("{t}{routes}")).await;
+        for i in 0..SENT {
+            for (route, served_by) in [("live", "b"), ("dead", "a")] {
+                let r = reqwest::get(proxy.url(&format!("/api/{route}/{i}")))
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap();
+                assert_eq!(status, 200, "fast_path = {fast_path}, {route}: {body}");
+                assert!(
+                    body.starts_with(&format!("{served_by} GET")),
+                    "fast_path = {fast_path}, {route}: {body}"
+                );
+            }
+        }
+        // The controller takes its figures from the edge on its own tick.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let live = rollout_window(&proxy, "live").await;
+            let dead = rollout_window(&proxy, "dead").await;
+            if live.0 + live.2 >= SENT && dead.0 >= SENT && dead.2 >= SENT {
+                break (live, dead);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fast_path = {fast_path}: the windows stayed at {live:?} {dead:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            seen,
+            ((SENT, 0, 0, 0), (SENT, SENT, SENT, 0)),
+            "fast_path = {fast_path}: (new, new errors, old, old errors) of live, dead"
+        );
+        windows.push(seen);
+    }
+    assert_eq!(windows[0], windows[1], "the pipelines count differently");
+}

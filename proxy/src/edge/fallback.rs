@@ -111,6 +111,13 @@ impl Meter {
     fn finish(self, failed: bool) {
         self.live.record(self.which, failed, self.started.elapsed());
     }
+
+    /// The side was chosen but could not be asked: a rollout must see a dead new side fail
+    /// even while its breaker or the fallback keeps the clients from noticing, or the step
+    /// would only ever hold for want of traffic.
+    fn refused(self) {
+        self.live.refused(self.which);
+    }
 }
 
 impl Side {
@@ -196,6 +203,9 @@ pub(crate) fn choose(
         None => None,
         Some(Ok(ticket)) => Some(ticket),
         Some(Err(refused)) => {
+            if let Some(m) = Meter::of(table, index, &chosen) {
+                m.refused();
+            }
             return fall_back(table, index, &chosen, method, Reason::BreakerOpen, metrics).ok_or(
                 Failure::BreakerOpen {
                     retry_after: refused.retry_after,
@@ -203,13 +213,17 @@ pub(crate) fn choose(
             );
         }
     };
-    if !chosen.any_available()
-        && let Some(side) = fall_back(table, index, &chosen, method, Reason::NoBackend, metrics)
-    {
-        return Ok(side);
+    let mut meter = Meter::of(table, index, &chosen);
+    if !chosen.any_available() {
+        if let Some(m) = meter.take() {
+            m.refused();
+        }
+        if let Some(side) = fall_back(table, index, &chosen, method, Reason::NoBackend, metrics) {
+            return Ok(side);
+        }
     }
     Ok(Side {
-        meter: Meter::of(table, index, &chosen),
+        meter,
         pool: chosen,
         ticket,
         fallback: None,

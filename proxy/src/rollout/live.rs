@@ -57,6 +57,15 @@ impl Live {
             Which::Old => self.old.record(failed, took),
         }
     }
+
+    /// One request routed to `which` side that the side could not be asked (see
+    /// [`Side::refused`]).
+    pub(crate) fn refused(&self, which: Which) {
+        match which {
+            Which::New => self.new.refused(),
+            Which::Old => self.old.refused(),
+        }
+    }
 }
 
 /// Every rollout's [`Live`], by route and new upstream.

@@ -36,6 +36,13 @@ impl Side {
         self.latencies.record(took);
     }
 
+    /// One request this side could not be asked at all (its breaker open, no backend in
+    /// rotation): a failure, with no latency to add (an answer at once is not a fast side).
+    pub(crate) fn refused(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn seen(&self) -> Seen {
         Seen {
             counts: Counts {
