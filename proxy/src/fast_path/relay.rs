@@ -77,7 +77,7 @@ pub(super) async fn relay(
                 map.append(n, v);
             }
         }
-        m.response_header(status, &map);
+        m.response_header(status, map);
     }
     // The shadow comparison gets the body as it passes (decoded from chunks).
     let mut tee = |data: &[u8]| {

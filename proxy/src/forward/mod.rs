@@ -280,7 +280,7 @@ impl ProxyHttp for Banyan {
         if let Some(m) = &mut ctx.mirror {
             m.response_header(
                 upstream_response.status.as_u16(),
-                &upstream_response.headers,
+                upstream_response.headers.clone(),
             );
         }
         Ok(())

@@ -216,14 +216,15 @@ impl Mirror {
         }
     }
 
-    /// The primary's response header, as the upstream sent it.
-    pub(crate) fn response_header(&mut self, status: u16, h: &HeaderMap) {
+    /// The primary's response header, as the upstream sent it (the map is kept as given: the
+    /// fast path builds one for the mirror alone, Pingora's pipeline hands over a copy).
+    pub(crate) fn response_header(&mut self, status: u16, h: HeaderMap) {
         if let State::Answer {
             status: s, headers, ..
         } = &mut self.state
         {
             *s = status;
-            headers.clone_from(h);
+            *headers = h;
         }
     }
 
