@@ -35,7 +35,9 @@ impl AdminArgs {
             None => None,
         };
         let base = match (&self.admin, &table) {
-            (Some(url), _) => url.trim_end_matches('/').to_owned(),
+            // `127.0.0.1:9901` as the help says, or a URL.
+            (Some(url), _) if url.contains("://") => url.trim_end_matches('/').to_owned(),
+            (Some(addr), _) => format!("http://{}", addr.trim_end_matches('/')),
             (None, Some(t)) => {
                 let a = t.proxy.admin;
                 let host = if a.ip().is_unspecified() {
