@@ -284,13 +284,7 @@ impl Metrics {
                 continue;
             }
             for m in family.get_metric() {
-                let label = |n: &str| {
-                    m.get_label()
-                        .iter()
-                        .find(|l| l.name() == n)
-                        .map(|l| l.value().to_owned())
-                        .unwrap_or_default()
-                };
+                let label = |n: &str| label(m, n);
                 let n = m.get_counter().get_value() as u64;
                 let route = out.entry(label("route")).or_default();
                 *route.classes.entry(label("class")).or_default() += n;
@@ -302,6 +296,11 @@ impl Metrics {
         out
     }
 
+    /// Every metric family's current values.
+    pub(crate) fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The Prometheus text exposition.
     pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
@@ -310,6 +309,15 @@ impl Metrics {
             .expect("metrics encode");
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The value of label `name` of one gathered metric ("" when it has none).
+pub(crate) fn label(m: &prometheus::proto::Metric, name: &str) -> String {
+    m.get_label()
+        .iter()
+        .find(|l| l.name() == name)
+        .map(|l| l.value().to_owned())
+        .unwrap_or_default()
 }
 
 /// What `/routes` shows of one route's traffic.

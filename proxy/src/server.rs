@@ -167,7 +167,9 @@ pub(crate) fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
     server.add_service(proxy);
 
     let shared = Arc::new(std::sync::OnceLock::<Shared>::new());
+    let trend = Arc::new(admin::trend::Trend::default());
     let router = admin::router(AdminState {
+        trend: trend.clone(),
         admin,
         lifecycle: lifecycle.clone(),
         live: live.clone(),
@@ -189,6 +191,7 @@ pub(crate) fn run(config: &Path, overrides: Overrides) -> anyhow::Result<()> {
             admin,
             results,
             shared,
+            trend,
             lifecycle: lifecycle.clone(),
             workers,
             handoff: handoff.clone(),
@@ -217,6 +220,7 @@ struct Control {
     admin: SocketAddr,
     results: Arc<Results>,
     shared: Arc<std::sync::OnceLock<Shared>>,
+    trend: Arc<admin::trend::Trend>,
     lifecycle: Arc<Lifecycle>,
     workers: Arc<Workers>,
     handoff: Handoff,
@@ -231,6 +235,7 @@ impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::spawn(reload::keep_current(self.live.clone()));
         tokio::spawn(health::run(self.live.clone(), self.metrics.clone()));
+        tokio::spawn(admin::trend::run(self.trend.clone(), self.metrics.clone()));
         match self.rollout_redis.clone() {
             Some((url, prefix)) => tokio::spawn(crate::rollout::shared::run(
                 self.live.clone(),

@@ -5,6 +5,7 @@ mod admin;
 mod bodies;
 mod check;
 mod connections;
+mod dashboard;
 mod fallback;
 mod fast_path;
 mod heads;

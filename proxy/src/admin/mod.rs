@@ -17,12 +17,16 @@
 //! - `GET /status`, `GET /history`, `POST /rollouts/{route}/{action}`: how far the migration is,
 //!   and the rollouts ([`status`]).
 //!
+//! - `GET /`: the migration dashboard ([`dashboard`]), a page over `GET /status`.
+//!
 //! Who may ask: [`guard`] (Host check, token for actions). How it is served: [`serve`] (on a
 //! Pingora listener, so upgrades carry its socket).
 
+mod dashboard;
 pub(crate) mod guard;
 pub(crate) mod serve;
 pub(crate) mod status;
+pub(crate) mod trend;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,10 +55,13 @@ pub(crate) struct AdminState {
     pub results: Arc<Results>,
     /// Set once the Redis that results are shared through is connected.
     pub shared: Arc<std::sync::OnceLock<Shared>>,
+    /// Readings of the traffic counters, for the status's windows ([`trend`]).
+    pub trend: Arc<trend::Trend>,
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
     let api = Router::new()
+        .route("/", get(dashboard::page))
         .route("/routes", get(routes))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))

@@ -1,6 +1,13 @@
 //! How far the migration is: `GET /status` (what `banyan status` prints, and the one source of
-//! the dashboard to come), `GET /history`, and the operator's actions on rollouts
+//! the dashboard, [`super::dashboard`]), `GET /history`, and the operator's actions on rollouts
 //! (`POST /rollouts/{route}/{approve|pause|resume|rollback}`, which need the admin token).
+//!
+//! `GET /status` holds, besides each route's phase and counters since start: each side's
+//! traffic over the last minute (requests/s, error rate, p50, p99: [`super::trend`]), the
+//! extracted share of the last five minutes, each shadowed route's comparison counts and most
+//! differing fields with a redacted example, who takes each route's writes, the reloads and
+//! the last applied tables. `?series=true` adds each route's minutes of the last hour (the
+//! dashboard's charts), which is larger and asked for less often.
 //!
 //! Which upstreams are the monolith is read off the table, since the file has no word for it:
 //! the upstreams routes fall back to, the old side of every split, shadow and rollout, and the
@@ -17,8 +24,16 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::AdminState;
+use super::trend::Reading;
 use crate::rollout::control::{Action, Refused};
+use crate::rollout::store::Entry;
 use crate::route_table::RouteTable;
+use crate::shadow::results::Snapshot;
+
+/// How many of the latest applied tables the status lists.
+const TABLES_LISTED: usize = 10;
+/// How many differing fields a shadowed route lists.
+const FIELDS_LISTED: usize = 5;
 
 /// The monolith's upstreams, as the module docs read them off the table.
 fn legacy_upstreams(table: &RouteTable) -> BTreeSet<&str> {
@@ -34,9 +49,64 @@ fn legacy_upstreams(table: &RouteTable) -> BTreeSet<&str> {
     legacy
 }
 
+/// What a shadowed route's comparisons came to: the counts, and the fields that differed most
+/// with their latest example (redacted when it was recorded, [`crate::shadow::redact`]).
+fn shadow_summary(snapshot: &Snapshot, route: &str) -> Option<Value> {
+    let stats = snapshot.get(route)?;
+    let totals = stats.totals();
+    let mut fields: Vec<Value> = Vec::new();
+    for (endpoint, e) in &stats.endpoints {
+        for (field, f) in &e.fields {
+            if f.mismatches + f.noise > 0 {
+                fields.push(json!({
+                    "endpoint": endpoint,
+                    "field": field,
+                    "mismatches": f.mismatches,
+                    "noise": f.noise,
+                    "example": f.example,
+                }));
+            }
+        }
+    }
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    fields.sort_by(|a, b| {
+        (n(b, "mismatches"), n(b, "noise")).cmp(&(n(a, "mismatches"), n(a, "noise")))
+    });
+    fields.truncate(FIELDS_LISTED);
+    Some(json!({
+        "compared": totals.compared,
+        "matched": totals.matched,
+        "mismatched": totals.mismatched,
+        "noise_only": totals.noise_only,
+        "not_compared": totals.dropped_in_flight + totals.too_large + totals.candidate_errors
+            + totals.candidate_timeouts + totals.primary_failed,
+        "mismatch_percent": if totals.compared == 0 { None } else {
+            Some(100.0 * totals.mismatched as f64 / totals.compared as f64)
+        },
+        "top_fields": fields,
+    }))
+}
+
+/// What goes into the status besides the live table and the counters.
+pub(crate) struct Extras<'a> {
+    pub(crate) shadow: &'a Snapshot,
+    pub(crate) history: &'a [Entry],
+    pub(crate) series: bool,
+}
+
+fn percent(part: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / of as f64
+    }
+}
+
 /// The whole status as JSON.
-pub(crate) fn status(s: &AdminState) -> Value {
+pub(crate) fn status(s: &AdminState, extras: &Extras<'_>) -> Value {
     let (table, reloads) = s.live.current_with_status();
+    let now = Reading::take(&s.metrics, service_kit::clock::now_ms());
+    let minute = s.trend.windows(&now, std::time::Duration::from_secs(60));
     let rollouts = s.live.rollouts().status();
     let counters = s.metrics.requests_by_route();
     let legacy = legacy_upstreams(&table);
@@ -76,6 +146,31 @@ pub(crate) fn status(s: &AdminState) -> Value {
                 .iter()
                 .map(|b| json!({"upstream": b.upstream(), "state": b.snapshot().phase.label()}))
                 .collect();
+            // Clients of the route are being served by its fallback while a breaker is not
+            // closed.
+            let fallback_active = r.fallback.is_some()
+                && breakers.iter().any(|b| b["state"] != "closed");
+            let traffic: Vec<Value> = minute
+                .iter()
+                .filter(|((route, _), _)| route == &r.id)
+                .map(|((_, upstream), w)| {
+                    let mut v = json!(w);
+                    v["upstream"] = json!(upstream);
+                    v["extracted"] = json!(extracted(upstream));
+                    v
+                })
+                .collect();
+            let new_side = r
+                .rollout
+                .as_ref()
+                .map(|ro| ro.to.as_str())
+                .or(r.split.as_ref().map(|sp| sp.to.as_str()));
+            let owner = match new_side {
+                Some(to) if bp >= 10_000 => to,
+                _ => r.upstream.as_str(),
+            };
+            let writes_to =
+                crate::config::rollout::takes_writes(r.methods.as_deref()).then_some(owner);
             json!({
                 "id": r.id,
                 "path": r.path,
@@ -88,19 +183,50 @@ pub(crate) fn status(s: &AdminState) -> Value {
                 "by_extracted": by_extracted,
                 "sides": counts.sides,
                 "breakers": breakers,
+                "fallback": r.fallback,
+                "fallback_active": fallback_active,
+                "last_minute": traffic,
+                "writes_to": writes_to,
+                "shadow": r.shadow.as_ref().map(|sh| {
+                    let mut v = shadow_summary(extras.shadow, &r.id).unwrap_or_else(|| json!({}));
+                    v["to"] = json!(sh.to);
+                    v["percent"] = json!(f64::from(sh.basis_points) / 100.0);
+                    v
+                }),
                 "rollout": rollout,
             })
         })
         .collect();
     let count = routes.len();
-    json!({
+    let (served_5m, total_5m) = s
+        .trend
+        .share(&now, std::time::Duration::from_secs(300), |u| extracted(u));
+    let tables: Vec<Value> = extras
+        .history
+        .iter()
+        .rev()
+        .filter_map(|e| match &e.event {
+            crate::rollout::progress::Event::TableApplied { version } => Some(json!({
+                "version": version,
+                "time": service_kit::clock::rfc3339(e.at_ms as i64),
+            })),
+            _ => None,
+        })
+        .take(TABLES_LISTED)
+        .collect();
+    let mut out = json!({
         "version": table.version,
         "loaded_at": service_kit::clock::rfc3339(table.loaded_at_ms),
         "legacy_upstreams": legacy,
         "extracted": {
             "requests": served,
             "of": total,
-            "percent": if total == 0 { 0.0 } else { 100.0 * served as f64 / total as f64 },
+            "percent": percent(served, total),
+            "last_5m": {
+                "requests": served_5m,
+                "of": total_5m,
+                "percent": percent(served_5m, total_5m),
+            },
         },
         "migrated": {"routes": migrated, "of": count},
         "rollouts": {
@@ -109,11 +235,42 @@ pub(crate) fn status(s: &AdminState) -> Value {
         },
         "routes": routes,
         "reloads": reloads,
-    })
+        "tables": tables,
+    });
+    if extras.series {
+        out["series"] = json!(s.trend.series(&now, |u| extracted(u)));
+    }
+    out
 }
 
-pub(crate) async fn get_status(State(s): State<AdminState>) -> Json<Value> {
-    Json(status(&s))
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct StatusQuery {
+    #[serde(default)]
+    series: bool,
+}
+
+pub(crate) async fn get_status(
+    State(s): State<AdminState>,
+    Query(q): Query<StatusQuery>,
+) -> Json<Value> {
+    // The status never fails for want of Redis: local figures then.
+    let shadow = match super::shadow_snapshot(&s, false).await {
+        Ok((_, snap)) => snap,
+        Err(_) => s.results.snapshot(),
+    };
+    let rollouts = s.live.rollouts();
+    let history = match rollouts.shared() {
+        Some(shared) => shared.history().await.map(|(h, _)| h).unwrap_or_default(),
+        None => rollouts.history().0,
+    };
+    Json(status(
+        &s,
+        &Extras {
+            shadow: &shadow,
+            history: &history,
+            series: q.series,
+        },
+    ))
 }
 
 #[derive(Debug, serde::Deserialize)]
