@@ -29,6 +29,10 @@ pub(crate) struct Metrics {
     fallbacks: IntCounterVec,
     ejections: IntCounterVec,
     retries: IntCounterVec,
+    sync_lag: prometheus::GaugeVec,
+    /// The streams each (upstream, backend) last reported a lag for, so a stream it stops
+    /// reporting (or a backend that stops answering) leaves no stale figure.
+    sync_streams: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +122,14 @@ impl Metrics {
             &["pipeline"],
         )
         .unwrap();
+        let sync_lag = prometheus::GaugeVec::new(
+            Opts::new(
+                "banyan_upstream_sync_lag_seconds",
+                "How long since the backend's sync last read to the end of its source, per stream (from its /health)",
+            ),
+            &["upstream", "backend", "stream"],
+        )
+        .unwrap();
         let breaker_state = IntGaugeVec::new(
             Opts::new(
                 "banyan_breaker_state",
@@ -155,6 +167,7 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(ejections.clone()),
             Box::new(breaker_state.clone()),
+            Box::new(sync_lag.clone()),
             Box::new(fallbacks.clone()),
             Box::new(latency.clone()),
             Box::new(reloads.clone()),
@@ -182,6 +195,8 @@ impl Metrics {
             shadow_fields,
             pipelines,
             breaker_state,
+            sync_lag,
+            sync_streams: Default::default(),
             fallbacks,
             ejections,
             retries,
@@ -262,6 +277,30 @@ impl Metrics {
         self.backend_up
             .with_label_values(&[upstream, &backend.to_string()])
             .set(i64::from(up));
+    }
+
+    /// The sync lags a backend's health check reported (`stream -> seconds`); an empty list
+    /// when it reported none or did not answer.
+    pub(crate) fn sync_lags(&self, upstream: &str, backend: SocketAddr, lags: &[(String, f64)]) {
+        let backend = backend.to_string();
+        let mut streams = self.sync_streams.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (upstream.to_owned(), backend.clone());
+        let before = streams.remove(&key).unwrap_or_default();
+        for stream in &before {
+            if !lags.iter().any(|(s, _)| s == stream) {
+                let _ = self
+                    .sync_lag
+                    .remove_label_values(&[upstream, &backend, stream]);
+            }
+        }
+        for (stream, seconds) in lags {
+            self.sync_lag
+                .with_label_values(&[upstream, &backend, stream])
+                .set(*seconds);
+        }
+        if !lags.is_empty() {
+            streams.insert(key, lags.iter().map(|(s, _)| s.clone()).collect());
+        }
     }
 
     pub(crate) fn upstream_failure(&self, upstream: &str, kind: &str) {

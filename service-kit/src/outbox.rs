@@ -62,6 +62,8 @@ pub struct Follower {
     outbox: Outbox,
     batch: i64,
     gaps: GapTracker,
+    /// When a read last reached the end of the outbox (fewer rows than a batch).
+    caught_up_at: Option<Instant>,
 }
 
 impl Follower {
@@ -70,7 +72,13 @@ impl Follower {
             outbox,
             batch: 1000,
             gaps: GapTracker::default(),
+            caught_up_at: None,
         }
+    }
+
+    /// When this follower last read to the end of the outbox.
+    pub fn caught_up_at(&self) -> Option<Instant> {
+        self.caught_up_at
     }
 
     /// The changes after `checkpoint` in `source`'s outbox, or `None` when there are none.
@@ -92,6 +100,9 @@ impl Follower {
             .push(&format!(" ORDER BY {} LIMIT ", self.outbox.seq))
             .bind(self.batch);
         let rows = q.build().fetch_all(&source.pool).await?;
+        if (rows.len() as i64) < self.batch {
+            self.caught_up_at = Some(Instant::now());
+        }
         if rows.is_empty() {
             return Ok(None);
         }
@@ -288,11 +299,60 @@ pub trait Follow: Send + Sync + 'static {
     fn applied(&self) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 }
 
+/// How far behind each follower of this process is, for `/health` ([`lag_report`]).
+static FOLLOWING: std::sync::Mutex<std::collections::BTreeMap<&'static str, Following>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+struct Following {
+    since: Instant,
+    caught_up_at: Option<Instant>,
+    failing: bool,
+}
+
+fn following(what: &'static str, update: impl FnOnce(&mut Following)) {
+    let mut all = FOLLOWING.lock().unwrap_or_else(|e| e.into_inner());
+    let f = all.entry(what).or_insert(Following {
+        since: Instant::now(),
+        caught_up_at: None,
+        failing: false,
+    });
+    update(f);
+}
+
+/// Each follower's lag, by what it follows: `lag_ms` is the time since it last read to the end
+/// of its outbox (since it started, when it never has), so a sync that keeps up shows at most
+/// a poll interval, and one whose source is down or that is working through a backlog shows
+/// how long it has not been current; `failing` when its last round failed. `None` when the
+/// process follows nothing.
+pub fn lag_report() -> Option<serde_json::Value> {
+    let all = FOLLOWING.lock().unwrap_or_else(|e| e.into_inner());
+    if all.is_empty() {
+        return None;
+    }
+    let now = Instant::now();
+    let map: serde_json::Map<String, serde_json::Value> = all
+        .iter()
+        .map(|(what, f)| {
+            let at = f.caught_up_at.unwrap_or(f.since);
+            (
+                (*what).to_owned(),
+                serde_json::json!({
+                    "lag_ms": now.saturating_duration_since(at).as_millis() as u64,
+                    "caught_up": f.caught_up_at.is_some(),
+                    "failing": f.failing,
+                }),
+            )
+        })
+        .collect();
+    Some(serde_json::Value::Object(map))
+}
+
 /// Follows `outbox` with `job` until the process stops: `start` until it succeeds, then a
 /// round every [`POLL`] (sooner when `progress` is nudged by a waiting request), the set-aside
 /// rows every [`crate::set_aside::RETRY_EVERY`] rounds, and the position applied published to
 /// `progress`. A failed round is logged and the next one carries on.
 pub async fn follow(job: impl Follow, outbox: Outbox, progress: Option<Arc<Progress>>) {
+    following(job.what(), |_| {});
     let mut tick = ticker();
     loop {
         tick.tick().await;
@@ -311,7 +371,12 @@ pub async fn follow(job: impl Follow, outbox: Outbox, progress: Option<Arc<Progr
                 tick.tick().await;
             }
         }
-        log_round(job.what(), job.round(&mut follower).await);
+        let round = job.round(&mut follower).await;
+        following(job.what(), |f| {
+            f.failing = round.is_err();
+            f.caught_up_at = follower.caught_up_at();
+        });
+        log_round(job.what(), round);
         if rounds % crate::set_aside::RETRY_EVERY == 0 {
             log_round(job.what(), job.retry_set_aside().await);
         }

@@ -62,6 +62,14 @@ pub fn health_response(
     if let Some(sync) = sync {
         body["sync"] = sync;
     }
+    // How far behind its sources each follower of this process is (the proxy's health checks
+    // read it: the dashboard's data section and `banyan_upstream_sync_lag_seconds`).
+    if let Some(lag) = crate::outbox::lag_report() {
+        if !body["sync"].is_object() {
+            body["sync"] = serde_json::json!({});
+        }
+        body["sync"]["lag"] = lag;
+    }
     (status, axum::Json(body)).into_response()
 }
 

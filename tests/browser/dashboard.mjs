@@ -64,6 +64,11 @@ try {
   // The shadow section shows the planted difference, with its example.
   await page.waitForFunction(() => /price_cents/.test(document.getElementById("shadow").textContent), null, { timeout: 10000 });
 
+  // The data section: the catalog's sync lag, and who takes the writes of the catch-all route.
+  await page.waitForFunction(() => /products from the monolith/.test(document.getElementById("sync").textContent), null, { timeout: 10000 });
+  const writes = await page.locator("#writes").textContent();
+  if (!/everything-else/.test(writes) || !/legacy/.test(writes)) throw new Error(`writes section: ${writes}`);
+
   // No planted secret anywhere: not in the markup, not in what the page fetched.
   const html = await page.content();
   const status = await page.evaluate(async () => (await fetch("status?series=true")).text());

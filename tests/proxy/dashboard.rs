@@ -34,6 +34,10 @@ fn phases(rows: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The catalog's health checks, which carry its sync lag into the proxy.
+const CATALOG_HEALTH: &str =
+    "[upstreams.catalog.health]\npath = \"/health\"\ninterval = \"200ms\"\n\n";
+
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
@@ -64,7 +68,43 @@ async fn the_dashboard_shows_the_migration_live_in_a_browser() {
         ("catalog", vec![hop.addr]),
     ];
     let shadow = "shadow = { to = \"catalog\", percent = 100 }";
-    let proxy = spawn_proxy(&table(&upstreams, &routes(shadow))).await;
+    let proxy = spawn_proxy(&table(
+        &upstreams,
+        &format!("{CATALOG_HEALTH}{}", routes(shadow)),
+    ))
+    .await;
+
+    // The catalog says in its /health how far its sync is behind the monolith; the proxy's
+    // health checks carry it into the status (and `banyan_upstream_sync_lag_seconds`).
+    let health: Value = reqwest::get(format!("{}/health", catalog.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lag = &health["sync"]["lag"]["products from the monolith"];
+    assert!(lag["lag_ms"].as_u64().unwrap() < 5_000, "{health}");
+    assert_eq!(lag["caught_up"], true, "{health}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let data = proxy.admin_json("/status").await["data"].clone();
+        if let Some(d) = data.as_array().and_then(|d| d.first()) {
+            assert_eq!(d["upstream"], "catalog", "{data}");
+            assert_eq!(d["stream"], "products from the monolith", "{data}");
+            assert!(d["lag_seconds"].as_f64().unwrap() < 5.0, "{data}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sync lag reached the status"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let metrics = proxy.admin_text("/metrics").await;
+    assert!(
+        metrics.contains("banyan_upstream_sync_lag_seconds{backend="),
+        "{metrics}"
+    );
 
     // Shadowed traffic carrying secrets: a bearer token, a session cookie, a key in the query.
     let secrets = [
@@ -96,11 +136,21 @@ async fn the_dashboard_shows_the_migration_live_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     let edit_50 = dir.path().join("routes-50.toml");
     let split = format!("{shadow}\nsplit = {{ to = \"catalog\", percent = 50 }}");
-    std::fs::write(&edit_50, table(&upstreams, &routes(&split))).unwrap();
+    std::fs::write(
+        &edit_50,
+        table(&upstreams, &format!("{CATALOG_HEALTH}{}", routes(&split))),
+    )
+    .unwrap();
     let edit_bad = dir.path().join("routes-bad.toml");
     std::fs::write(
         &edit_bad,
-        table(&upstreams, &routes(&format!("{split}\nthis is not toml"))),
+        table(
+            &upstreams,
+            &format!(
+                "{CATALOG_HEALTH}{}",
+                routes(&format!("{split}\nthis is not toml"))
+            ),
+        ),
     )
     .unwrap();
     let seen_file = dir.path().join("seen.json");
@@ -207,7 +257,7 @@ async fn the_page_is_built_in_and_reads_only_the_status() {
         "a read-only route takes no writes"
     );
     let everything = &status["routes"][1];
-    assert_eq!(everything["writes_to"], "legacy");
+    assert_eq!(everything["writes_to"], serde_json::json!(["legacy"]));
     assert!(status["extracted"]["last_5m"].is_object(), "{status}");
     assert!(status["series"].is_object(), "{status}");
     assert!(status["tables"].is_array(), "{status}");

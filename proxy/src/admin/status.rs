@@ -87,6 +87,26 @@ fn shadow_summary(snapshot: &Snapshot, route: &str) -> Option<Value> {
     }))
 }
 
+/// Each backend's sync lag per stream, as its health checks last reported it.
+fn sync_lags(metrics: &crate::metrics::Metrics) -> Vec<Value> {
+    let mut out = Vec::new();
+    for family in metrics.gather() {
+        if family.name() != "banyan_upstream_sync_lag_seconds" {
+            continue;
+        }
+        for m in family.get_metric() {
+            let label = |n: &str| crate::metrics::label(m, n);
+            out.push(json!({
+                "upstream": label("upstream"),
+                "backend": label("backend"),
+                "stream": label("stream"),
+                "lag_seconds": m.get_gauge().get_value(),
+            }));
+        }
+    }
+    out
+}
+
 /// What goes into the status besides the live table and the counters.
 pub(crate) struct Extras<'a> {
     pub(crate) shadow: &'a Snapshot,
@@ -165,12 +185,15 @@ pub(crate) fn status(s: &AdminState, extras: &Extras<'_>) -> Value {
                 .as_ref()
                 .map(|ro| ro.to.as_str())
                 .or(r.split.as_ref().map(|sp| sp.to.as_str()));
-            let owner = match new_side {
-                Some(to) if bp >= 10_000 => to,
-                _ => r.upstream.as_str(),
+            // Who takes the route's writes: its upstream, the new side once it has all the
+            // traffic, both while a split divides it.
+            let owners: Vec<&str> = match new_side {
+                Some(to) if bp >= 10_000 => vec![to],
+                Some(to) if bp > 0 => vec![r.upstream.as_str(), to],
+                _ => vec![r.upstream.as_str()],
             };
             let writes_to =
-                crate::config::rollout::takes_writes(r.methods.as_deref()).then_some(owner);
+                crate::config::rollout::takes_writes(r.methods.as_deref()).then_some(owners);
             json!({
                 "id": r.id,
                 "path": r.path,
@@ -236,6 +259,7 @@ pub(crate) fn status(s: &AdminState, extras: &Extras<'_>) -> Value {
         "routes": routes,
         "reloads": reloads,
         "tables": tables,
+        "data": sync_lags(&s.metrics),
     });
     if extras.series {
         out["series"] = json!(s.trend.series(&now, |u| extracted(u)));
