@@ -6,6 +6,7 @@ mod bodies;
 mod check;
 mod connections;
 mod dashboard;
+mod deploy;
 mod fallback;
 mod fast_path;
 mod heads;
