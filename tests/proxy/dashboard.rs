@@ -262,3 +262,40 @@ async fn the_page_is_built_in_and_reads_only_the_status() {
     assert!(status["series"].is_object(), "{status}");
     assert!(status["tables"].is_array(), "{status}");
 }
+
+/// At 200 routes the page lists them all, the filter narrows them, and a poll with its
+/// rendering stays well inside the one-second period (the figures are printed, not judged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and `npm ci` in tests/browser (CI installs both)"]
+async fn the_dashboard_stays_usable_at_200_routes() {
+    let origin = banyan_tests::recorder::Recorder::start(
+        "legacy",
+        banyan_tests::recorder::Behaviour::Answer,
+    )
+    .await;
+    let mut routes = String::new();
+    for i in 0..200 {
+        routes.push_str(&format!(
+            "[[route]]\nid = \"route-{i}\"\npath = \"/api/r{i}\"\nupstream = \"legacy\"\n\n"
+        ));
+    }
+    let proxy = spawn_proxy(&table(&[("legacy", vec![origin.addr])], &routes)).await;
+    for i in 0..200 {
+        let (status, _) = proxy.get(&format!("/api/r{i}/x")).await;
+        assert_eq!(status, 200);
+    }
+    let size = proxy.admin_text("/status").await.len();
+    let out = Command::new("node")
+        .arg(browser_dir().join("many.mjs"))
+        .env("DASHBOARD_URL", format!("{}/", proxy.admin))
+        .env("ROUTES", "200")
+        .output()
+        .expect("running node");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    println!("{said}GET /status at 200 routes: {size} bytes");
+}
