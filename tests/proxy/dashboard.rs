@@ -106,16 +106,21 @@ async fn the_dashboard_shows_the_migration_live_in_a_browser() {
         "{metrics}"
     );
 
-    // Shadowed traffic carrying secrets: a bearer token, a session cookie, a key in the query.
+    // Shadowed traffic carrying secrets: a bearer token, a session cookie, a key and a password
+    // in the query.
     let secrets = [
         format!("tok-{}", banyan_tests::random_hex(12)),
         format!("sid-{}", banyan_tests::random_hex(12)),
         format!("key-{}", banyan_tests::random_hex(12)),
+        format!("pw-{}", banyan_tests::random_hex(12)),
     ];
     for i in 1..=5 {
         let r = proxy
             .client
-            .get(proxy.url(&format!("/api/products/{i}?api_key={}", secrets[2])))
+            .get(proxy.url(&format!(
+                "/api/products/{i}?api_key={}&password={}",
+                secrets[2], secrets[3]
+            )))
             .header("authorization", format!("Bearer {}", secrets[0]))
             .header("cookie", format!("session={}", secrets[1]))
             .send()
