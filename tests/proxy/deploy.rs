@@ -1,8 +1,9 @@
 //! The files for teams with Prometheus and Grafana (`deploy/prometheus/alerts.yml`,
 //! `deploy/grafana/banyan.json`): they parse, have the shape their tools load, and every metric
-//! they name is one a running proxy exposes. Every expression is parsed by a PromQL parser
-//! (the `promql-parser` crate; `promtool` is not in the package registries this project
-//! installs from), and the rules' shape is checked here as `promtool check rules` would.
+//! they name is one a running proxy exposes. Every expression is parsed by a PromQL parser (the
+//! `promql-parser` crate), the rules' shape is checked here, and where promtool is at hand
+//! (Debian's `prometheus` package; CI unpacks it) `promtool check rules` and `promtool test
+//! rules` run the alerts' own unit tests.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -213,4 +214,42 @@ async fn the_alerts_and_the_grafana_dashboard_name_only_metrics_the_proxy_expose
         missing.is_empty(),
         "named in deploy/ but not exposed: {missing:?}"
     );
+}
+
+/// Where promtool is: `BANYAN_PROMTOOL`, else `promtool` on the PATH.
+fn promtool() -> String {
+    std::env::var("BANYAN_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned())
+}
+
+/// `promtool check rules` accepts the alerts, and `promtool test rules` runs their unit tests
+/// (`deploy/prometheus/alerts.test.yml`: each alert fires on the series it is for, after its
+/// `for`, and not before). Ignored by default: promtool comes with Debian's `prometheus`
+/// package; CI unpacks it (without installing the server) and runs this in its
+/// `--include-ignored` pass.
+#[test]
+#[ignore = "needs promtool (Debian's prometheus package; CI unpacks it into target/)"]
+fn promtool_checks_the_alerts_and_runs_their_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new(promtool())
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): set BANYAN_PROMTOOL or put promtool on the PATH",
+                    promtool()
+                )
+            });
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
