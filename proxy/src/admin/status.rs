@@ -32,6 +32,10 @@ use crate::shadow::results::Snapshot;
 
 /// How many of the latest applied tables the status lists.
 const TABLES_LISTED: usize = 10;
+/// How much of the history the status reads for its list of applied tables: the newest
+/// entries, by count in Redis, by size on disk.
+const RECENT_ENTRIES: isize = 500;
+const RECENT_BYTES: u64 = 256 * 1024;
 /// How many differing fields a shadowed route lists.
 const FIELDS_LISTED: usize = 5;
 
@@ -282,10 +286,14 @@ pub(crate) async fn get_status(
         Ok((_, snap)) => snap,
         Err(_) => s.results.snapshot(),
     };
+    // Only the newest entries: the status is read every second by each open dashboard.
     let rollouts = s.live.rollouts();
     let history = match rollouts.shared() {
-        Some(shared) => shared.history().await.map(|(h, _)| h).unwrap_or_default(),
-        None => rollouts.history().0,
+        Some(shared) => shared
+            .recent_history(RECENT_ENTRIES)
+            .await
+            .unwrap_or_default(),
+        None => rollouts.recent_history(RECENT_BYTES),
     };
     Json(status(
         &s,

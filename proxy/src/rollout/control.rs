@@ -408,6 +408,17 @@ impl Rollouts {
         }
     }
 
+    /// This machine's newest history entries (about the last `bytes` of it), oldest first.
+    pub(crate) fn recent_history(&self, bytes: u64) -> Vec<Entry> {
+        match self.opened() {
+            Some(store) => store.recent_history(bytes).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the rollout history");
+                Vec::new()
+            }),
+            None => self.history().0,
+        }
+    }
+
     /// This machine's history, oldest first, and how many stored lines did not read.
     pub(crate) fn history(&self) -> (Vec<Entry>, usize) {
         match self.opened() {

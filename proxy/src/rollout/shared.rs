@@ -220,8 +220,17 @@ impl Shared {
 
     /// The shared history, oldest first, and how many entries did not read.
     pub(crate) async fn history(&self) -> redis::RedisResult<(Vec<Entry>, usize)> {
+        self.history_from(0).await
+    }
+
+    /// The newest `n` entries of the shared history, oldest first.
+    pub(crate) async fn recent_history(&self, n: isize) -> redis::RedisResult<Vec<Entry>> {
+        Ok(self.history_from(-n.max(1)).await?.0)
+    }
+
+    async fn history_from(&self, start: isize) -> redis::RedisResult<(Vec<Entry>, usize)> {
         let mut conn = self.conn.clone();
-        let lines: Vec<String> = conn.lrange(self.key(&["history"]), 0, -1).await?;
+        let lines: Vec<String> = conn.lrange(self.key(&["history"]), start, -1).await?;
         let mut skipped = 0;
         let entries = lines
             .iter()

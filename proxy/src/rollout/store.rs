@@ -165,14 +165,33 @@ impl Store {
     /// The history, oldest first, and how many lines did not read (a line cut short by a
     /// crash, or damaged by hand): those are skipped, never the rest of the history with them.
     pub(crate) fn history(&self) -> io::Result<(Vec<Entry>, usize)> {
-        let f = match File::open(self.dir.join("history.jsonl")) {
+        self.history_from(None)
+    }
+
+    /// The newest entries of the history, oldest first: those in its last `bytes` bytes (so
+    /// a status read every second costs the same however long the history has grown).
+    pub(crate) fn recent_history(&self, bytes: u64) -> io::Result<Vec<Entry>> {
+        Ok(self.history_from(Some(bytes))?.0)
+    }
+
+    fn history_from(&self, tail: Option<u64>) -> io::Result<(Vec<Entry>, usize)> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = match File::open(self.dir.join("history.jsonl")) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(e),
         };
+        let len = f.metadata()?.len();
+        let start = tail.map_or(0, |bytes| len.saturating_sub(bytes));
+        f.seek(SeekFrom::Start(start))?;
+        let mut lines = BufReader::new(f).split(b'\n');
+        if start > 0 {
+            // The first line read is the end of one that began before the tail.
+            lines.next();
+        }
         let mut out = Vec::new();
         let mut skipped = 0;
-        for line in BufReader::new(f).split(b'\n') {
+        for line in lines {
             let line = line?;
             if line.is_empty() {
                 continue;
@@ -289,5 +308,28 @@ mod tests {
             .unwrap();
         let (history, skipped) = store.history().unwrap();
         assert_eq!((history.len(), skipped), (4, 1));
+    }
+
+    #[test]
+    fn the_recent_history_is_the_newest_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..200u64 {
+            store
+                .record(&Entry {
+                    at_ms: i,
+                    route: "*".into(),
+                    event: Event::TableApplied {
+                        version: format!("v{i}"),
+                    },
+                })
+                .unwrap();
+        }
+        let all = store.history().unwrap().0;
+        let recent = store.recent_history(1000).unwrap();
+        assert!(!recent.is_empty() && recent.len() < 200, "{}", recent.len());
+        // Whole entries, the newest ones, in order: the line the tail began inside is left out.
+        assert_eq!(recent[..], all[all.len() - recent.len()..]);
+        assert_eq!(store.recent_history(1 << 30).unwrap(), all);
     }
 }
