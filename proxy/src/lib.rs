@@ -15,7 +15,8 @@
 //! - [`reload`]: the live table, swapped atomically; `settle` (a file is applied once it has
 //!   stopped changing) and `triggers` (directory watcher, poll, SIGHUP).
 //! - [`forward`]: the Pingora `ProxyHttp` phases, each asking the edge what to do.
-//! - [`admin`], [`metrics`]: what operators see (the admin API checks Host and a token).
+//! - [`admin`], [`metrics`]: what operators see (the admin API checks Host and a token; its
+//!   `GET /status` feeds `banyan status` and the dashboard page it serves at `/`).
 //! - [`shadow`]: shadow traffic: mirroring to a candidate, comparing, noise, results.
 //! - [`connection`]: client connections between requests (idle ones hold only their socket).
 //! - [`balance`]: each new client connection to the worker thread serving the fewest, its
@@ -28,10 +29,12 @@
 //!   fallback to the monolith, the retry budget's use), headers, failure answers, the access
 //!   record.
 //! - [`rollout`]: routes that migrate themselves step by step, judged by gates on their own
-//!   traffic (in progress: the gates and the latency record).
+//!   traffic: the live share and each side's record, the controller, the gates, the state on
+//!   disk and, for several proxies, in Redis.
 //! - [`lifecycle`]: draining on SIGTERM, handing sockets over on an upgrade, exiting once
 //!   nothing is in flight.
 //! - [`server`], [`cli`]: process assembly and the `banyan` command.
+//! - `bench_support`: the edge's stages, reachable by `cargo bench` (`benches/edge.rs`).
 
 // Everything is crate-private but the `banyan` command: a `pub` item that nothing outside
 // can reach is a warning, so dead code shows.
@@ -39,6 +42,8 @@
 
 pub(crate) mod admin;
 pub(crate) mod balance;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod connection;
