@@ -5,7 +5,7 @@
 //   SECRETS        planted secrets (newline-separated) that must appear nowhere on the page
 //   SCREENSHOT     where to save the screenshot; SEEN: where to write what the page showed
 // Exits non-zero, saying why, on the first thing that does not hold.
-import { chromium } from "playwright-core";
+import { launch, watchedPage } from "./browser.mjs";
 import fs from "node:fs";
 
 const env = (k) => {
@@ -24,16 +24,10 @@ function save(from) {
   return Date.now();
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-background-networking"],
-});
+const browser = await launch();
 let failed = null;
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  const consoleErrors = [];
-  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
-  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  const { page, errors: consoleErrors } = await watchedPage(browser);
   const requests = [];
   page.on("request", (r) => requests.push(r.url()));
 

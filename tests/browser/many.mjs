@@ -1,20 +1,14 @@
 // The dashboard at 200 routes (driven by tests/proxy/dashboard.rs): every route is listed, the
 // filter narrows the list, and the page keeps up with its one-second polls. Prints how long a
 // poll and its rendering took (figures, not a pass mark). Env: DASHBOARD_URL, ROUTES (count).
-import { chromium } from "playwright-core";
+import { launch, watchedPage } from "./browser.mjs";
 
 const url = process.env.DASHBOARD_URL;
 const routes = Number(process.env.ROUTES);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-background-networking"],
-});
+const browser = await launch();
 let failed = null;
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
+  const { page, errors: errors } = await watchedPage(browser);
   await page.goto(url, { waitUntil: "load" });
   await page.waitForFunction((n) => document.querySelectorAll("tr.route").length === n, routes, { timeout: 10000 });
   await page.fill("#filter", "route-17");

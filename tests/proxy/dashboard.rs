@@ -42,6 +42,22 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
 
+/// Runs a script of tests/browser with `env`; what it printed, after asserting it succeeded.
+fn node(script: &str, env: &[(&str, std::ffi::OsString)]) -> String {
+    let out = Command::new("node")
+        .arg(browser_dir().join(script))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("running node");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script}: {said}");
+    said
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and `npm ci` in tests/browser (CI installs both)"]
 async fn the_dashboard_shows_the_migration_live_in_a_browser() {
@@ -163,23 +179,18 @@ async fn the_dashboard_shows_the_migration_live_in_a_browser() {
         .parent()
         .unwrap()
         .join("target/dashboard.png");
-    let out = Command::new("node")
-        .arg(browser_dir().join("dashboard.mjs"))
-        .env("DASHBOARD_URL", format!("{}/", proxy.admin))
-        .env("ROUTES_FILE", &proxy.config)
-        .env("EDIT_50", &edit_50)
-        .env("EDIT_BAD", &edit_bad)
-        .env("SECRETS", secrets.join("\n"))
-        .env("SCREENSHOT", &screenshot)
-        .env("SEEN", &seen_file)
-        .output()
-        .expect("running node");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let said = node(
+        "dashboard.mjs",
+        &[
+            ("DASHBOARD_URL", format!("{}/", proxy.admin).into()),
+            ("ROUTES_FILE", proxy.config.clone().into()),
+            ("EDIT_50", edit_50.clone().into()),
+            ("EDIT_BAD", edit_bad.clone().into()),
+            ("SECRETS", secrets.join("\n").into()),
+            ("SCREENSHOT", screenshot.clone().into()),
+            ("SEEN", seen_file.clone().into()),
+        ],
     );
-    assert!(out.status.success(), "{said}");
     println!("{said}");
     assert!(screenshot.exists());
 
@@ -290,17 +301,12 @@ async fn the_dashboard_stays_usable_at_200_routes() {
         assert_eq!(status, 200);
     }
     let size = proxy.admin_text("/status").await.len();
-    let out = Command::new("node")
-        .arg(browser_dir().join("many.mjs"))
-        .env("DASHBOARD_URL", format!("{}/", proxy.admin))
-        .env("ROUTES", "200")
-        .output()
-        .expect("running node");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let said = node(
+        "many.mjs",
+        &[
+            ("DASHBOARD_URL", format!("{}/", proxy.admin).into()),
+            ("ROUTES", "200".into()),
+        ],
     );
-    assert!(out.status.success(), "{said}");
     println!("{said}GET /status at 200 routes: {size} bytes");
 }
