@@ -35,8 +35,19 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl Banyan {
-    /// Starts `binary` on `routes`; returns once its admin API answers.
+    /// Starts `binary` on `routes` with only warnings logged; returns once its admin API
+    /// answers.
     pub async fn start(binary: &Path, routes: &str) -> anyhow::Result<Self> {
+        Self::start_logging(binary, routes, "warn").await
+    }
+
+    /// Starts `binary` on `routes` with the access log on (`RUST_LOG=info`): one line per
+    /// request is formatted and written (to /dev/null: the write is paid, the disk is not).
+    pub async fn start_with_access_log(binary: &Path, routes: &str) -> anyhow::Result<Self> {
+        Self::start_logging(binary, routes, "info").await
+    }
+
+    async fn start_logging(binary: &Path, routes: &str, log: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("routes.toml");
         std::fs::write(&config, routes)?;
@@ -46,7 +57,7 @@ impl Banyan {
             .args(["run", "--config"])
             .arg(&config)
             .args(["--listen", &listen.to_string(), "--admin", &admin_addr])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

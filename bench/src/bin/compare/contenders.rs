@@ -204,8 +204,12 @@ pub(crate) async fn start_bare_pingora(backend: &str, workers: usize) -> anyhow:
     })
 }
 
-/// 50 routes, the benchmarked path with a sticky split (both sides the same backend); with
-/// `shadow`, that route also mirrors every request to the `candidate` upstream at that address.
+/// The table a migration really runs (issue 24): 50 routes, each with its circuit breaker (on
+/// by default); half of the 48 filler routes already moved to `catalog` with the monolith as
+/// their fallback; the benchmarked route in a rollout held at its 50 % step (a sticky split
+/// the rollout drives, both sides the same backend so the work is comparable, with a fallback,
+/// its per-side records and latency histograms kept on every request); with `shadow`, that
+/// route also mirrors every request to the `candidate` upstream at that address.
 pub(crate) fn banyan_table(backend: &str, workers: usize, shadow: Option<&str>) -> String {
     let mut t = format!(
         "[proxy]\nthreads = {workers}\n\n[upstreams.legacy]\naddrs = [\"{backend}\"]\n\n[upstreams.catalog]\naddrs = [\"{backend}\"]\n\n"
@@ -216,11 +220,18 @@ pub(crate) fn banyan_table(backend: &str, workers: usize, shadow: Option<&str>) 
         ));
     }
     for i in 0..48 {
+        let side = if i % 2 == 0 {
+            "upstream = \"catalog\"\nfallback = \"legacy\"\n"
+        } else {
+            "upstream = \"legacy\"\n"
+        };
         t.push_str(&format!(
-            "[[route]]\nid = \"r{i}\"\npath = \"/api/area{i}\"\nmethods = [\"GET\", \"HEAD\"]\nupstream = \"legacy\"\n\n"
+            "[[route]]\nid = \"r{i}\"\npath = \"/api/area{i}\"\nmethods = [\"GET\", \"HEAD\"]\n{side}\n"
         ));
     }
-    t.push_str("[[route]]\nid = \"products\"\npath = \"/api/products\"\nupstream = \"legacy\"\nsplit = { to = \"catalog\", percent = 50, sticky = \"cookie:sid\" }\n");
+    // The rollout waits at 50 % for an approval nobody gives, so every round sees the same
+    // split whatever its gates would say.
+    t.push_str("[[route]]\nid = \"products\"\npath = \"/api/products\"\nmethods = [\"GET\", \"HEAD\"]\nupstream = \"legacy\"\nfallback = \"legacy\"\nrollout = { to = \"catalog\", steps = [50, 100], interval = \"1h\", approve_at = [50], sticky = \"cookie:sid\" }\n");
     if shadow.is_some() {
         t.push_str("shadow = { to = \"candidate\", percent = 100 }\n");
     }
@@ -229,13 +240,24 @@ pub(crate) fn banyan_table(backend: &str, workers: usize, shadow: Option<&str>) 
     t
 }
 
-/// `table` with every route's circuit breakers off: the reference that measures what they
-/// cost (they are on by default).
-pub(crate) fn without_breakers(table: &str) -> String {
-    table.replace(
-        "upstream = \"legacy\"\n",
-        "upstream = \"legacy\"\nbreaker = { enabled = false }\n",
-    )
+/// `table` without the safety loop: every breaker off, no fallback, and the rollout replaced by
+/// the plain sticky split it drives. What is left is routing, the split, headers, metrics and
+/// the access log, so the difference in the same rounds is what the loop costs.
+pub(crate) fn unguarded(table: &str) -> String {
+    table
+        .replace("fallback = \"legacy\"\n", "")
+        .replace(
+            "rollout = { to = \"catalog\", steps = [50, 100], interval = \"1h\", approve_at = [50], sticky = \"cookie:sid\" }",
+            "split = { to = \"catalog\", percent = 50, sticky = \"cookie:sid\" }",
+        )
+        .replace(
+            "upstream = \"legacy\"\n",
+            "upstream = \"legacy\"\nbreaker = { enabled = false }\n",
+        )
+        .replace(
+            "upstream = \"catalog\"\n",
+            "upstream = \"catalog\"\nbreaker = { enabled = false }\n",
+        )
 }
 
 /// nginx, HAProxy, bare Pingora and Banyan in front of `backend`, equal workers.

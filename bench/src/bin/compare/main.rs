@@ -9,8 +9,12 @@
 //!   both set the headers Banyan sets as the edge (`X-Forwarded-*`, a request id and `Via` both
 //!   ways), so every proxy does the same work per request;
 //! - `pingora`: `bare-pingora`, Pingora with nothing on top on Banyan's settings;
-//! - `banyan`: a realistic table of 50 routes, the benchmarked one with a sticky split (both
-//!   sides the same backend, so the work is comparable), metrics on (they always are).
+//! - `banyan`: the table a migration really runs (issue 24): 50 routes, each with a circuit
+//!   breaker, half of them on the new service with the monolith as fallback, the benchmarked
+//!   one in a rollout held at a 50 % sticky split (both sides the same backend, so the work is
+//!   comparable), metrics and the access log on;
+//! - `unguarded` (throughput scenarios): the same table without the safety loop (breakers off,
+//!   no fallback, a plain split instead of the rollout), for what the loop costs.
 //!
 //! Scenarios (`--only` picks some): `small-64`, `small-1000` (keep-alive, 70-byte answers),
 //! `1mb-16` (1 MB answers), `idle-10k` (RSS with 10,000 idle keep-alive connections),
@@ -58,7 +62,8 @@ pub(crate) struct Args {
     /// Seconds per contender per round
     #[arg(long, default_value_t = 10)]
     pub(crate) seconds: u64,
-    #[arg(long, default_value_t = 3)]
+    /// Interleaved rounds (issue 24's targets are medians of at least 5)
+    #[arg(long, default_value_t = 5)]
     pub(crate) rounds: usize,
     /// Worker threads of every proxy
     #[arg(long, default_value_t = 2)]

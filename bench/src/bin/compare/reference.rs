@@ -19,7 +19,7 @@ pub(crate) async fn reference(args: &Args, dir: &Path, lua_dir: &Path) -> anyhow
     let backend = monolith.addr.clone();
     let lua = lua_dir.join("reference.lua");
     std::fs::write(&lua, format!("{REFERENCE_LUA}{WRK_LUA}"))?;
-    let banyan = Banyan::start(
+    let banyan = Banyan::start_with_access_log(
         &sibling_binary("banyan")?,
         &banyan_table(&backend, args.workers, None),
     )
@@ -34,7 +34,7 @@ pub(crate) async fn reference(args: &Args, dir: &Path, lua_dir: &Path) -> anyhow
         &runs,
         AGAINST_OTHERS,
     );
-    out.push_str(&against_nginx(&runs));
+    out.push_str(&against_others(&runs, false));
     Ok(out)
 }
 

@@ -19,7 +19,7 @@ pub(crate) async fn reload(backend: &str, args: &Args, lua: &Path) -> anyhow::Re
     let table = banyan_table(backend, args.workers, None);
     let other = table.replace("percent = 50", "percent = 40");
     anyhow::ensure!(other != table, "the reload variant must differ");
-    let banyan = Banyan::start(&sibling_binary("banyan")?, &table).await?;
+    let banyan = Banyan::start_with_access_log(&sibling_binary("banyan")?, &table).await?;
     let c = Contender {
         name: "banyan",
         addr: banyan.listen.to_string(),

@@ -11,14 +11,14 @@ pub(crate) async fn throughput(
     lua: &Path,
 ) -> anyhow::Result<String> {
     let table = banyan_table(backend, args.workers, None);
-    let banyan = Banyan::start(&sibling_binary("banyan")?, &table).await?;
-    // The same Banyan with its circuit breakers off, in the same rounds: what they cost.
-    let unbroken = Banyan::start(&sibling_binary("banyan")?, &without_breakers(&table)).await?;
+    let banyan = Banyan::start_with_access_log(&sibling_binary("banyan")?, &table).await?;
+    // The same Banyan without its safety loop, in the same rounds: what the loop costs.
+    let unguarded = Banyan::start_with_access_log(&sibling_binary("banyan")?, &unguarded(&table)).await?;
     let mut cs = contenders(dir, backend, args, &banyan).await?;
     cs.push(Contender {
-        name: "nobreaker",
-        addr: unbroken.listen.to_string(),
-        pids: vec![unbroken.pid()],
+        name: UNGUARDED,
+        addr: unguarded.listen.to_string(),
+        pids: vec![unguarded.pid()],
         children: vec![],
     });
     let runs = measure(sc.name, &cs, sc.path, sc.connections, args, lua)?;
@@ -30,7 +30,9 @@ pub(crate) async fn throughput(
         &runs,
         AGAINST_OTHERS,
     );
-    out.push_str(&against_nginx(&runs));
-    out.push_str(&breaker_cost(&runs));
+    if !sc.big {
+        out.push_str(&against_others(&runs, sc.name == "small-64"));
+    }
+    out.push_str(&safety_cost(&runs));
     Ok(out)
 }
