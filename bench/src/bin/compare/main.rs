@@ -71,11 +71,19 @@ pub(crate) struct Args {
     /// Scenarios to run (default: all)
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
+    /// Print Banyan's benchmark table for a backend at this address and exit (`bench/profile`
+    /// profiles the proxy on exactly what the comparison runs)
+    #[arg(long, value_name = "BACKEND")]
+    pub(crate) print_table: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(backend) = &args.print_table {
+        print!("{}", banyan_table(backend, args.workers, None));
+        return Ok(());
+    }
     let dir = tempfile::tempdir()?;
     let lua = dir.path().join("report.lua");
     std::fs::write(&lua, WRK_LUA)?;

@@ -9,7 +9,8 @@ pub(crate) async fn shadow(backend: &str, args: &Args, lua: &Path) -> anyhow::Re
     let workers = args.workers.to_string();
     let candidate = BackendProcess::start(&["--threads", &workers, "--idle"])?;
     let binary = sibling_binary("banyan")?;
-    let off = Banyan::start_with_access_log(&binary, &banyan_table(backend, args.workers, None)).await?;
+    let off =
+        Banyan::start_with_access_log(&binary, &banyan_table(backend, args.workers, None)).await?;
     let on = Banyan::start_with_access_log(
         &binary,
         &banyan_table(backend, args.workers, Some(&candidate.addr.to_string())),

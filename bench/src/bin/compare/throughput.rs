@@ -13,7 +13,8 @@ pub(crate) async fn throughput(
     let table = banyan_table(backend, args.workers, None);
     let banyan = Banyan::start_with_access_log(&sibling_binary("banyan")?, &table).await?;
     // The same Banyan without its safety loop, in the same rounds: what the loop costs.
-    let unguarded = Banyan::start_with_access_log(&sibling_binary("banyan")?, &unguarded(&table)).await?;
+    let unguarded =
+        Banyan::start_with_access_log(&sibling_binary("banyan")?, &unguarded(&table)).await?;
     let mut cs = contenders(dir, backend, args, &banyan).await?;
     cs.push(Contender {
         name: UNGUARDED,
