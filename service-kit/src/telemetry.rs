@@ -6,6 +6,9 @@
 //! one, so one id follows a request across processes), otherwise a fresh one. The id is returned
 //! in the response and attached to every log line of the request.
 //!
+//! Every line goes through [`crate::log_line`]'s buffer, which the proxy's access lines fill
+//! without `tracing`'s formatter (see there why); the others write through it at once.
+//!
 //! The access log records method, path, status and duration. Never the query string, headers or
 //! body: those carry session ids, passwords and tokens.
 
@@ -44,10 +47,10 @@ pub fn init() {
             filter = filter.add_directive(quiet);
         }
     }
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let json = crate::log_line::json();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::log_line::Through)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = if json {
@@ -59,7 +62,7 @@ pub fn init() {
 
 /// The longest a logged field value may be; the rest is cut and counted. A slow-statement
 /// warning once carried a whole 1,000-row `INSERT` (70 KB) in one line.
-const MAX_FIELD: usize = 400;
+pub(crate) const MAX_FIELD: usize = 400;
 
 /// Text-format fields, each value cut at [`MAX_FIELD`] characters.
 struct Truncated;
@@ -87,7 +90,7 @@ struct TruncatingVisitor<'writer> {
 }
 
 /// `s` cut at [`MAX_FIELD`] characters (on a character boundary), saying how much was cut.
-fn cut(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn cut(s: &str) -> std::borrow::Cow<'_, str> {
     match s.char_indices().nth(MAX_FIELD) {
         None => std::borrow::Cow::Borrowed(s),
         Some((at, _)) => {

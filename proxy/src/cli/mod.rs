@@ -252,7 +252,7 @@ pub fn main() -> ExitCode {
             rollout_prefix,
         } => {
             service_kit::telemetry::init();
-            match server::run(
+            let outcome = server::run(
                 &config,
                 Overrides {
                     listen,
@@ -271,7 +271,10 @@ pub fn main() -> ExitCode {
                         socket: upgrade_socket,
                     },
                 },
-            ) {
+            );
+            // The access lines still in the log's buffer.
+            service_kit::log_line::flush();
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

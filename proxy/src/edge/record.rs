@@ -1,6 +1,7 @@
 //! What is counted and logged of every request, whichever pipeline served it: one access
 //! record, turned into the request metrics (the upstream failure it ended in included) and one
-//! `access` log line by [`Record::finish`].
+//! `access` log line by [`Record::finish`] (target `access`, so `RUST_LOG=info,access=off` turns
+//! it off).
 //!
 //! The log line never carries the query (it may hold secrets) or a cookie; the path is the
 //! normalized one the route matched.
@@ -56,19 +57,22 @@ impl Record<'_> {
         if let Some(kind) = self.failure.and_then(Failure::upstream_metric) {
             metrics.upstream_failure(self.upstream, kind);
         }
-        tracing::info!(
-            target: "access",
-            method = self.method,
-            path = self.path,
-            status = self.status,
-            route = self.route,
-            upstream = self.upstream,
-            backend = %self.backend.map_or_else(|| "-".to_owned(), |b| b.to_string()),
-            attempts = self.attempts,
-            elapsed_ms = format_args!("{:.2}", elapsed.as_secs_f64() * 1000.0),
-            request_id = self.request_id,
-            error = self.failure.map(Failure::label),
-            "request"
-        );
+        // The line's shape is the subscriber's (a collector sees no difference); it is written
+        // by hand because `tracing`'s formatter cost a third of the proxy's own CPU
+        // (`service_kit::log_line`). `RUST_LOG` still decides whether it is written.
+        if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            service_kit::log_line::info("request", |l| {
+                l.str("method", self.method)
+                    .str("path", self.path)
+                    .num("status", u64::from(self.status))
+                    .str("route", self.route)
+                    .str("upstream", self.upstream)
+                    .addr("backend", self.backend)
+                    .num("attempts", self.attempts as u64)
+                    .millis("elapsed_ms", elapsed)
+                    .str("request_id", self.request_id)
+                    .opt_str("error", self.failure.map(Failure::label));
+            });
+        }
     }
 }

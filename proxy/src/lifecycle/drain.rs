@@ -66,6 +66,7 @@ pub(crate) async fn exit_when_drained(
 
 fn exit(code: i32) -> ! {
     use std::io::Write;
+    service_kit::log_line::flush();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     std::process::exit(code)
