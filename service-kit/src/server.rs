@@ -113,6 +113,14 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     announce(addr);
+    // Small answers leave at once: with Nagle's algorithm an answer written while the one
+    // before is unacknowledged waits for the client's (delayed) ACK, which is what a client
+    // that pipelines requests (the proxy's shadow copies) meets on every answer but the first.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY refused");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
