@@ -115,8 +115,8 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpSt
 }
 
 /// Writes the request and reads until `rbuf` holds a complete response head (skipping any
-/// interim 1xx responses). The shadow's candidate client uses it too ([`crate::shadow`]).
-pub(crate) async fn exchange_head(
+/// interim 1xx responses).
+async fn exchange_head(
     up: &mut TcpStream,
     request: &[u8],
     rbuf: &mut Vec<u8>,
@@ -128,27 +128,52 @@ pub(crate) async fn exchange_head(
         Ok(Err(_)) => return Err(HeadError::Stale),
         Err(_) => return Err(HeadError::Timeout),
     }
+    let mut at = 0;
+    read_head(up, rbuf, &mut at, read_timeout).await?;
+    // The fast path reads the answer from the start of `rbuf`.
+    rbuf.drain(..at);
+    Ok(())
+}
+
+/// Reads until `rbuf[*at..]` begins with a complete response head, passing over interim 1xx
+/// responses (`*at` moves past them). The shadow's candidate client reads with it too
+/// ([`crate::shadow`]), where `rbuf[*at..]` may already hold bytes of it (a pipelined answer
+/// read with the one before): what comes before `*at` is dropped only when more must be read,
+/// so a buffer of many answers is not moved once per answer. `Stale` means the connection
+/// closed before any byte of this answer.
+pub(crate) async fn read_head(
+    up: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    at: &mut usize,
+    read_timeout: Duration,
+) -> Result<(), HeadError> {
     let mut searched = 0;
     loop {
-        if let Some(end) = wire::head_end(rbuf, &mut searched) {
+        let head = &rbuf[*at..];
+        if let Some(end) = wire::head_end(head, &mut searched) {
             // An interim response ("HTTP/1.1 1xx"): pass over it to the final one. A 101
             // cannot answer a request that did not ask to upgrade.
-            if rbuf.get(9) == Some(&b'1') {
-                if rbuf.get(9..12) == Some(b"101") {
+            if head.get(9) == Some(&b'1') {
+                if head.get(9..12) == Some(b"101") {
                     return Err(HeadError::Broken);
                 }
-                rbuf.drain(..end);
+                *at += end;
                 searched = 0;
                 continue;
             }
             return Ok(());
         }
-        if rbuf.len() >= wire::MAX_RESPONSE_HEAD {
+        if head.len() >= wire::MAX_RESPONSE_HEAD {
             return Err(HeadError::Broken);
+        }
+        let empty = head.is_empty();
+        if *at > 0 {
+            rbuf.drain(..*at);
+            *at = 0;
         }
         rbuf.reserve(4096);
         match tokio::time::timeout(read_timeout, up.read_buf(rbuf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) if rbuf.is_empty() => return Err(HeadError::Stale),
+            Ok(Ok(0)) | Ok(Err(_)) if empty => return Err(HeadError::Stale),
             Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadError::Broken),
             Ok(Ok(_)) => {}
             Err(_) => return Err(HeadError::Timeout),

@@ -9,6 +9,7 @@ use http::{HeaderMap, Method};
 
 use super::answer::{self, Answer};
 use super::client::{self, Failed};
+use super::lanes;
 use super::results::{Event, Example, Results};
 use crate::upstream::Pool;
 
@@ -49,15 +50,15 @@ async fn send(
         idle: pool.spec.idle_timeout,
         max_body,
     };
-    match tokio::time::timeout(timeout, client::exchange(backend.addr, &request, &limits)).await {
-        Ok(Err(Failed::Connect)) => {
+    // Within `timeout`: the client holds every wait to the copy's deadline (no timer here).
+    match lanes::exchange(backend.addr, &request, limits).await {
+        Err(Failed::Connect) => {
             // Out of rotation like any backend that refuses connections: the next shadows
             // fail at once instead of trying again.
             backend.mark_connect_failure(pool.spec.health.is_some());
             Err(Failed::Connect)
         }
-        Ok(r) => r,
-        Err(_) => Err(Failed::Timeout),
+        r => r,
     }
 }
 
