@@ -18,10 +18,12 @@
 //!
 //! What pipelining costs is head-of-line waiting: a candidate answers a connection's requests
 //! one after another, so a batch of eight to a candidate that needs 50 ms each waits 400 ms for
-//! its last answer, and holds its in-flight slots that long. The depth therefore follows what
-//! the candidate's answers take: a batch whose answers took more than [`SLOW_ANSWER`] each
-//! sets it to one request a connection (the old way), and each batch under it doubles it, up to
-//! [`MAX_DEPTH`]. Only a fast candidate, where waiting in line costs microseconds, is
+//! its last answer, and holds its in-flight slots that long; behind an answer that never comes,
+//! the rest wait for their timeout. The depth therefore follows what the candidate's answers
+//! take, as TCP's window follows the network: a lane starts at one request a connection (the
+//! old way), each batch answered whole within [`SLOW_ANSWER`] an answer doubles it, up to
+//! [`MAX_DEPTH`], and a slower batch, or one with any failure, puts it back to one. Only a
+//! candidate that keeps answering fast, where waiting in line costs microseconds, is
 //! pipelined.
 
 use std::cell::RefCell;
@@ -94,7 +96,7 @@ fn join(addr: SocketAddr, pending: Pending, reply: Reply) -> bool {
         let lane = lanes.entry(addr).or_insert_with(|| Lane {
             queue: Vec::new(),
             flushing: false,
-            depth: MAX_DEPTH,
+            depth: 1,
             used: now,
         });
         lane.used = now;
@@ -133,13 +135,15 @@ async fn flush(addr: SocketAddr) {
     let results = client::exchange_all(addr, &items).await;
     let all_answered = results.iter().all(Result::is_ok);
     let per_answer = started.elapsed() / items.len() as u32;
-    if all_answered {
-        LANES.with(|lanes| {
-            if let Some(lane) = lanes.borrow_mut().get_mut(&addr) {
-                lane.depth = next_depth(lane.depth, per_answer);
-            }
-        });
-    }
+    LANES.with(|lanes| {
+        if let Some(lane) = lanes.borrow_mut().get_mut(&addr) {
+            lane.depth = if all_answered {
+                next_depth(lane.depth, per_answer)
+            } else {
+                1
+            };
+        }
+    });
     for (result, reply) in results.into_iter().zip(replies) {
         // The copy may have stopped waiting (its route's timeout): nothing to tell.
         let _ = reply.send(result);
@@ -159,6 +163,22 @@ fn next_depth(depth: usize, per_answer: Duration) -> usize {
 #[cfg(test)]
 pub(super) fn depth(addr: SocketAddr) -> Option<usize> {
     LANES.with(|lanes| lanes.borrow().get(&addr).map(|l| l.depth))
+}
+
+/// Opens the lane to `addr` at `depth`, as if quick batches had brought it there (for tests).
+#[cfg(test)]
+fn open_at(addr: SocketAddr, depth: usize) {
+    LANES.with(|lanes| {
+        lanes.borrow_mut().insert(
+            addr,
+            Lane {
+                queue: Vec::new(),
+                flushing: false,
+                depth,
+                used: Instant::now(),
+            },
+        );
+    });
 }
 
 #[cfg(test)]
@@ -243,6 +263,7 @@ mod tests {
     #[tokio::test]
     async fn copies_ready_together_share_one_connection() {
         let (addr, mut closed) = candidate(Duration::ZERO).await;
+        open_at(addr, MAX_DEPTH);
         let bodies = copies(addr, 12).await;
         assert!(bodies.iter().all(|b| &b[..] == b"ok"));
         // Closing the kept connection makes the candidate report what it carried.
@@ -257,6 +278,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_candidate_gets_one_copy_a_connection() {
         let (addr, mut closed) = candidate(Duration::from_millis(5)).await;
+        open_at(addr, MAX_DEPTH);
         copies(addr, 4).await;
         assert_eq!(
             depth(addr),
@@ -276,6 +298,35 @@ mod tests {
         // The first four in line on one connection, which the next batch reused for one; the
         // other three of the second four each on a connection of its own.
         assert_eq!(carried, [1, 1, 1, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_new_lane_sends_one_copy_a_connection_and_a_failure_puts_it_back_there() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (reply, _answer) = oneshot::channel();
+        let headers = HeaderMap::new();
+        let req = Request {
+            method: &Method::GET,
+            target: "/",
+            headers: &headers,
+            marker: ("x-banyan-shadow", "candidate"),
+            body: b"",
+        };
+        assert!(join(dead, Pending::new(dead, &req, limits()), reply));
+        assert_eq!(depth(dead), Some(1));
+        open_at(dead, MAX_DEPTH);
+        assert!(matches!(
+            exchange(dead, &req, limits()).await,
+            Err(Failed::Connect)
+        ));
+        assert_eq!(
+            depth(dead),
+            Some(1),
+            "a refused connection ends the pipelining"
+        );
     }
 
     #[test]
