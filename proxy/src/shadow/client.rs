@@ -422,6 +422,29 @@ async fn read_one(
     Ok((answer, keeps_alive))
 }
 
+/// Test limits: generous, with a 1 KiB body cap (for this module's and [`super::lanes`]'s tests).
+#[cfg(test)]
+pub(super) fn limits() -> Limits {
+    Limits {
+        connect: Duration::from_secs(1),
+        read: Duration::from_secs(2),
+        idle: Duration::from_secs(30),
+        max_body: 1024,
+    }
+}
+
+/// A bodiless candidate copy (for tests).
+#[cfg(test)]
+pub(super) fn get<'a>(method: &'a Method, target: &'a str, headers: &'a HeaderMap) -> Request<'a> {
+    Request {
+        method,
+        target,
+        headers,
+        marker: ("x-banyan-shadow", "candidate"),
+        body: b"",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,15 +471,6 @@ mod tests {
         (addr, task)
     }
 
-    fn limits() -> Limits {
-        Limits {
-            connect: Duration::from_secs(1),
-            read: Duration::from_secs(2),
-            idle: Duration::from_secs(30),
-            max_body: 1024,
-        }
-    }
-
     /// One request alone on a connection.
     async fn exchange(
         addr: SocketAddr,
@@ -480,16 +494,6 @@ mod tests {
             reads += 1;
         }
         (String::from_utf8(seen).unwrap(), reads)
-    }
-
-    fn get<'a>(method: &'a Method, target: &'a str, headers: &'a HeaderMap) -> Request<'a> {
-        Request {
-            method,
-            target,
-            headers,
-            marker: ("x-banyan-shadow", "candidate"),
-            body: b"",
-        }
     }
 
     #[tokio::test]

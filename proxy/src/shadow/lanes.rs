@@ -184,17 +184,9 @@ fn open_at(addr: SocketAddr, depth: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shadow::client::{get, limits};
     use http::{HeaderMap, Method};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn limits() -> Limits {
-        Limits {
-            connect: Duration::from_secs(1),
-            read: Duration::from_secs(5),
-            idle: Duration::from_secs(30),
-            max_body: 1024,
-        }
-    }
 
     /// A candidate that answers every request after `delay`, one at a time per connection as
     /// HTTP/1.1 servers do; reports each connection's request count when it closes.
@@ -242,13 +234,7 @@ mod tests {
                 tokio::spawn(async move {
                     let headers = HeaderMap::new();
                     let target = format!("/api/products/{i}");
-                    let req = Request {
-                        method: &Method::GET,
-                        target: &target,
-                        headers: &headers,
-                        marker: ("x-banyan-shadow", "candidate"),
-                        body: b"",
-                    };
+                    let req = get(&Method::GET, &target, &headers);
                     exchange(addr, &req, limits()).await.map(|a| a.body)
                 })
             })
@@ -308,13 +294,7 @@ mod tests {
             .unwrap();
         let (reply, _answer) = oneshot::channel();
         let headers = HeaderMap::new();
-        let req = Request {
-            method: &Method::GET,
-            target: "/",
-            headers: &headers,
-            marker: ("x-banyan-shadow", "candidate"),
-            body: b"",
-        };
+        let req = get(&Method::GET, "/", &headers);
         assert!(join(dead, Pending::new(dead, &req, limits()), reply));
         assert_eq!(depth(dead), Some(1));
         open_at(dead, MAX_DEPTH);
