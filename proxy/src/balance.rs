@@ -38,8 +38,8 @@ pub(crate) struct Workers {
     threads: RwLock<Vec<Worker>>,
 }
 
-/// Counts a connection on its thread while it lives.
-struct Live(Arc<AtomicUsize>);
+/// Counts a connection on its thread while it lives: the connection's future holds it.
+pub(crate) struct Live(Arc<AtomicUsize>);
 
 impl Drop for Live {
     fn drop(&mut self) {
@@ -48,27 +48,28 @@ impl Drop for Live {
 }
 
 impl Workers {
-    /// Runs `serve` (one client connection, from its first request to its end) on the thread
-    /// with the fewest connections: awaited here when this thread is one of those, else spawned
-    /// there and left to run (this returns at once, and the task it was accepted in ends).
-    pub(crate) async fn place<F>(&self, serve: F)
+    /// Runs `serve` (one client connection, from its first request to its end) as a task of
+    /// its own on the thread with the fewest connections, and returns at once: the task Pingora
+    /// accepted the connection in then ends, also when the connection stays on its thread.
+    /// Awaited there instead, the connection would keep Pingora's task (its accept handshake's
+    /// timer and state) and the boxed future that called this for as long as it lives: 3.7 KB
+    /// of an idle connection's 6.4 (heaptrack, 5,000 idle connections).
+    ///
+    /// `serve` is given the connection's [`Live`] count to hold (and drop when the connection
+    /// ends), rather than this wrapping its future in one that does: an async block awaiting
+    /// another future holds it twice over in its layout, which doubled the task.
+    pub(crate) fn place<F>(&self, serve: impl FnOnce(Live) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let here = self.register_current();
         let (target, live) = self.least_loaded().unwrap_or((None, here));
         live.fetch_add(1, Ordering::Relaxed);
-        let live = Live(live);
-        let counted = async move {
-            serve.await;
-            drop(live);
-        };
+        let serve = serve(Live(live));
         match target {
-            None => counted.await,
-            Some(handle) => {
-                handle.spawn(counted);
-            }
-        }
+            None => tokio::spawn(serve),
+            Some(handle) => handle.spawn(serve),
+        };
     }
 
     /// Client connections open now, on every thread.
@@ -194,11 +195,11 @@ mod tests {
             let mut gate = gate.clone();
             let ran_on = ran_on.clone();
             handles[0].spawn(async move {
-                w.place(async move {
+                w.place(move |live| async move {
                     ran_on.send(std::thread::current().id()).unwrap();
                     let _ = gate.wait_for(|open| *open).await;
-                })
-                .await;
+                    drop(live);
+                });
             });
         }
         let mut per_thread: std::collections::HashMap<_, usize> = Default::default();

@@ -48,7 +48,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as TcpClient;
 use pingora_core::server::ShutdownWatch;
 
-use crate::balance::Workers;
+use crate::balance::{Live, Workers};
 use crate::edge::failure::Failure;
 use crate::edge::head::{self, Head, HeadLimits};
 use crate::edge::headers;
@@ -87,8 +87,9 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let serve = self.clone().serve(stream, shutdown.clone());
-        self.workers.place(serve).await;
+        let (this, shutdown) = (self.clone(), shutdown.clone());
+        self.workers
+            .place(move |live| this.serve(stream, shutdown, live));
         None
     }
 
@@ -103,8 +104,9 @@ impl<A> Connections<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    /// One client connection, request after request, until it closes (see the module docs).
-    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+    /// One client connection, request after request, until it closes (see the module docs);
+    /// `live` counts it on its thread until then.
+    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch, live: Live) {
         // Served on the thread its events arrive at (see `register_here`).
         let stream: Stream = if stream.as_any().is::<TcpClient>() {
             match stream.into_any().downcast::<TcpClient>() {
@@ -115,6 +117,7 @@ where
             stream
         };
         self.requests(stream, &shutdown).await;
+        drop(live);
     }
 
     /// The connection's requests; `None` when it is over (the `Option` is for `?`).
@@ -141,11 +144,13 @@ where
                 };
                 let started = Instant::now();
                 let limits = self.fast.live.current().config.proxy.head;
+                // The head's read is smaller than the idle wait, so it shares that room in this
+                // loop's future; refusing is rare, and boxed rather than sized in.
                 let (buf, end) = match head::read(&mut *tcp, begun, &limits).await {
                     Head::Complete { buf, end } => (buf, end),
                     Head::Closed => return None,
                     refused => {
-                        self.refuse_head(&mut tcp, &refused, &limits, started).await;
+                        Box::pin(self.refuse_head(&mut tcp, &refused, &limits, started)).await;
                         return None;
                     }
                 };
@@ -186,22 +191,28 @@ where
                         stream = tcp;
                     }
                 }
-            } else if !next_request_arrives(&mut stream, shutdown).await {
+            } else if !Box::pin(next_request_arrives(&mut stream, shutdown)).await {
                 return None;
             }
-            let mut session = ServerSession::new_http1(stream);
-            match settings.take() {
-                Some(settings) => settings.apply_to_session(&mut session),
-                None if first => {
-                    session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
-                    session.set_keepalive_reuses_remaining(
-                        app.server_options().and_then(|o| o.keepalive_request_limit),
-                    );
+            // The session is built and handed over in a block of its own: a local that lived on
+            // beside the await (moved out or not) would keep its space in this loop's future,
+            // which every idle connection holds.
+            let handled = {
+                let mut session = ServerSession::new_http1(stream);
+                match settings.take() {
+                    Some(settings) => settings.apply_to_session(&mut session),
+                    None if first => {
+                        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+                        session.set_keepalive_reuses_remaining(
+                            app.server_options().and_then(|o| o.keepalive_request_limit),
+                        );
+                    }
+                    None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
                 }
-                None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
-            }
+                app.process_new_http(session, shutdown)
+            };
             first = false;
-            let (next, kept) = app.process_new_http(session, shutdown).await?.consume();
+            let (next, kept) = handled.await?.consume();
             answered = Instant::now();
             stream = next;
             settings = kept;
@@ -346,25 +357,27 @@ enum Dispatch {
 /// The wait holds no buffer: each poll reads into this thread's scratch buffer and only bytes
 /// that arrived are copied out, so an idle connection costs its socket and this small future,
 /// and a request costs one read (where a peek and then a read cost two).
+///
+/// This future is what an idle connection is, so it is kept small: one timer and the shutdown
+/// watch; the wait at shutdown ([`linger`], a timer of its own) is boxed when it comes.
 async fn next_request_begins(
     stream: &mut TcpClient,
     shutdown: &ShutdownWatch,
     answered: Instant,
 ) -> Option<Vec<u8>> {
-    let read = std::future::poll_fn(|cx| poll_first_bytes(stream, cx));
-    if *shutdown.borrow() {
-        return linger(read, answered).await;
+    let mut read = std::future::poll_fn(|cx| poll_first_bytes(stream, cx));
+    if !*shutdown.borrow() {
+        let mut shutdown = shutdown.clone();
+        tokio::select! {
+            read = tokio::time::timeout(KEEPALIVE, &mut read) => return match read {
+                Ok(Ok(bytes)) if !bytes.is_empty() => Some(bytes),
+                // Closed, reset, or idle too long.
+                _ => None,
+            },
+            _ = shutdown.changed() => {}
+        }
     }
-    let mut shutdown = shutdown.clone();
-    tokio::pin!(read);
-    tokio::select! {
-        read = tokio::time::timeout(KEEPALIVE, &mut read) => match read {
-            Ok(Ok(bytes)) if !bytes.is_empty() => Some(bytes),
-            // Closed, reset, or idle too long.
-            _ => None,
-        },
-        _ = shutdown.changed() => linger(read, answered).await,
-    }
+    Box::pin(linger(read, answered)).await
 }
 
 /// How long after its last answer a connection still waits for a request once the proxy is
