@@ -11,10 +11,11 @@
 //! [`Workers::place`] moves a new connection to the thread serving the fewest connections
 //! (HAProxy's default; Envoy's "exact balance"). Threads join the registry the first time a
 //! connection lands on them, so a thread no connection has reached yet is not a candidate; with
-//! random placement every thread is reached within the first few connections. A connection that
-//! moves runs as a new task on its new thread, and the task Pingora accepted it in ends: Pingora
-//! does not track connection tasks (it stops accepting at shutdown and leaves the rest to the
-//! grace period), so nothing is lost by leaving it. Then [`register_here`] moves the socket's
+//! random placement every thread is reached within the first few connections. Every connection
+//! runs as a new task on its thread (the same one or another), and the task Pingora accepted it
+//! in ends: Pingora does not track connection tasks (it stops accepting at shutdown and leaves
+//! the rest to the grace period), so nothing is lost by leaving it, and an idle connection does
+//! not keep that task's state. Then [`register_here`] moves the socket's
 //! registration to the serving thread's event loop.
 
 use std::future::Future;
