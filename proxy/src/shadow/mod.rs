@@ -4,7 +4,8 @@
 //! - [`mirror`]: the copy, captured on the client's path (sampling, write opt-in, body caps,
 //!   the in-flight bound, the shadow marker header); [`thread`] runs it off that path,
 //!   [`exchange`] sends it to the candidate with the route's timeout (through [`client`], the
-//!   fast path's wire code, pipelined with other copies by [`lanes`]), [`sample`] keeps what the report shows.
+//!   fast path's wire code, pipelined with other copies by [`lanes`]), [`sample`] keeps what
+//!   the report shows.
 //! - [`bounds`]: what a shadowed route keeps across reloads: its in-flight bound, and the
 //!   backlog of events that did not fit in the shadow thread's bounded inbox.
 //! - [`answer`] and [`compare`]: status, chosen headers, and JSON bodies field by field under a
