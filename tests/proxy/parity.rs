@@ -1159,3 +1159,64 @@ async fn a_rollout_counts_each_side_the_same_on_both_pipelines() {
     }
     assert_eq!(windows[0], windows[1], "the pipelines count differently");
 }
+
+/// A shadowed route's copy is built by the mirror from either pipeline's headers (Pingora's map,
+/// the fast path's parsed head): the candidate gets the same head from both, with the edge's
+/// rules applied (hop-by-hop and nominated headers dropped, forged edge headers replaced, the
+/// shadow marker added).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_copy_is_the_same_from_both_pipelines() {
+    let (a_log, c_log): (Log, Log) = Default::default();
+    let a = origin("a", a_log).await;
+    let c = origin("c", c_log.clone()).await;
+    let routes = "[[route]]\nid = \"shadowed\"\npath = \"/api/shadowed\"\nupstream = \"a\"\n\
+                  shadow = { to = \"c\", percent = 100 }\n";
+    let base = table(&[("a", vec![a.addr]), ("c", vec![c.addr])], "");
+    let request = req(
+        "GET /api/shadowed/1?q=x HTTP/1.1\r\nHost: shop.example\r\nConnection: x-hop\r\n\
+         X-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Custom: yes\r\nX-Custom: again\r\n\
+         X-Forwarded-For: 6.6.6.6\r\nX-Banyan-Shadow: forged\r\nCookie: sid=abc\r\n\r\n",
+    );
+    let mut copies = Vec::new();
+    for fast_path in [true, false] {
+        let t = base.replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
+        let proxy = spawn_proxy(&format!("{t}{routes}")).await;
+        c_log.lock().unwrap().clear();
+        let (answers, _) = exchange(&proxy, &request, false, 1).await;
+        assert_eq!(answers[0].status, 200, "fast_path = {fast_path}");
+        // The copy leaves from the idle-priority shadow thread, after the answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let head = loop {
+            if let Some(h) = c_log.lock().unwrap().first().cloned() {
+                break h;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fast_path = {fast_path}: no copy reached the candidate"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let head = generated_ids_replaced(&head, &answers).to_ascii_lowercase();
+        let mut lines: Vec<String> = head.lines().map(str::to_owned).collect();
+        lines.sort();
+        copies.push(lines);
+    }
+    let copy = copies[0].join("\n");
+    for absent in ["x-hop", "keep-alive", "connection:", "6.6.6.6", "forged"] {
+        assert!(!copy.contains(absent), "{absent} in the copy:\n{copy}");
+    }
+    for present in [
+        "get /api/shadowed/1?q=x http/1.1",
+        "x-custom: yes",
+        "x-custom: again",
+        "x-forwarded-for: 127.0.0.1",
+        "x-banyan-shadow: candidate",
+        "cookie: sid=abc",
+    ] {
+        assert!(
+            copies[0].iter().any(|l| l == present),
+            "{present} not in the copy:\n{copy}"
+        );
+    }
+    assert_eq!(copies[0], copies[1], "the pipelines' copies differ");
+}

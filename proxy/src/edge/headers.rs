@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// What Banyan adds to `Via` (RFC 9110 §7.6.3).
 pub(crate) const VIA_VALUE: &str = "1.1 banyan";
@@ -79,11 +79,31 @@ pub(crate) trait Headers {
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n, Self>;
+
+    /// Appends to `into` every header whose (lower-case) name `keep` accepts, in order; false
+    /// when one of them cannot be a map's header (`into` then holds those before it).
+    fn copy_into(&self, into: &mut HeaderMap, keep: impl Fn(&str) -> bool) -> bool;
+
+    /// How many headers there are.
+    fn count(&self) -> usize;
 }
 
 impl Headers for HeaderMap {
     fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
         self.get_all(name).iter().map(|v| v.as_bytes())
+    }
+
+    fn copy_into(&self, into: &mut HeaderMap, keep: impl Fn(&str) -> bool) -> bool {
+        for (name, value) in self {
+            if keep(name.as_str()) {
+                into.append(name.clone(), value.clone());
+            }
+        }
+        true
+    }
+
+    fn count(&self) -> usize {
+        self.len()
     }
 }
 
@@ -92,6 +112,25 @@ impl Headers for [httparse::Header<'_>] {
         self.iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
+    }
+
+    fn copy_into(&self, into: &mut HeaderMap, keep: impl Fn(&str) -> bool) -> bool {
+        for h in self {
+            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+                return false;
+            };
+            if keep(name.as_str()) {
+                let Ok(value) = HeaderValue::from_bytes(h.value) else {
+                    return false;
+                };
+                into.append(name, value);
+            }
+        }
+        true
+    }
+
+    fn count(&self) -> usize {
+        self.len()
     }
 }
 

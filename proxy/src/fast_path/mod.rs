@@ -43,7 +43,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::Method;
 use pingora_core::protocols::l4::stream::Stream as ClientStream;
 
 use crate::edge::failure::Failure;
@@ -208,18 +208,16 @@ impl FastPath {
             via: &via,
         };
         let mut mirror = match route.shadow {
-            Some(_) => header_map(req.headers).and_then(|map| {
-                Mirror::begin(
-                    &self.shadow,
-                    &table,
-                    *index,
-                    pool.name(),
-                    &method,
-                    target,
-                    &map,
-                    &edge,
-                )
-            }),
+            Some(_) => Mirror::begin(
+                &self.shadow,
+                &table,
+                *index,
+                pool.name(),
+                &method,
+                target,
+                req.headers,
+                &edge,
+            ),
             None => None,
         };
         if let Some(m) = &mut mirror {
@@ -412,15 +410,4 @@ impl FastPath {
             keep_alive: false,
         }
     }
-}
-
-/// The request's headers as a map, for the shadow copy (`None`: one is not a valid header
-/// value for a map; such a request is not shadowed).
-fn header_map(headers: &[httparse::Header<'_>]) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(headers.len());
-    for h in headers {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        map.append(name, HeaderValue::from_bytes(h.value).ok()?);
-    }
-    Some(map)
 }

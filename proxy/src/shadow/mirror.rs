@@ -41,7 +41,7 @@ use super::bounds::Backlog;
 use super::endpoint;
 use super::results::Event;
 use crate::config::ShadowSpec;
-use crate::edge::headers::{self, Disposition, EdgeRequest, Nominated};
+use crate::edge::headers::{self, Disposition, EdgeRequest, Headers, Nominated};
 use crate::route_table::RouteTable;
 
 use super::exchange::Replica;
@@ -118,15 +118,18 @@ impl Mirror {
     /// Decides whether this request is shadowed (see the module docs, step 1). `served_by` is the
     /// pool the client's request goes to; `edge` gives the headers the primary gets on top of the
     /// client's (`X-Forwarded-*`, `X-Request-Id`, `Via`).
+    ///
+    /// `client_headers` are either pipeline's (Pingora's map, the fast path's parsed head): the
+    /// copy's map is built from them directly, with only the headers it keeps.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn begin(
+    pub(crate) fn begin<H: Headers + ?Sized>(
         shadower: &Arc<Shadower>,
         table: &Arc<RouteTable>,
         route: usize,
         served_by: &str,
         method: &Method,
         target: &str,
-        client_headers: &HeaderMap,
+        client_headers: &H,
         edge: &EdgeRequest<'_>,
     ) -> Option<Mirror> {
         let r = table.route(route);
@@ -146,8 +149,9 @@ impl Mirror {
         }
         let ep = endpoint::template(method.as_str(), path);
         let declared = client_headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
+            .values("content-length")
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > spec.max_request_body) {
             shadower.event(&r.id, &ep, Event::TooLarge, &bound.backlog);
@@ -158,13 +162,14 @@ impl Mirror {
             return None;
         };
         // The edge's rules, as for the primary; the copy's body is framed anew, so the
-        // framing headers go too.
+        // framing headers go too. A header a map cannot hold (the fast path's parser is more
+        // lenient than `http`'s) means no copy.
         let nominated = Nominated::of(client_headers);
-        let mut headers = HeaderMap::with_capacity(client_headers.len() + 6);
-        for (name, value) in client_headers {
-            if headers::request_header(name.as_str(), &nominated) == Disposition::Keep {
-                headers.append(name.clone(), value.clone());
-            }
+        let mut headers = HeaderMap::with_capacity(client_headers.count() + 6);
+        if !client_headers.copy_into(&mut headers, |name| {
+            headers::request_header(name, &nominated) == Disposition::Keep
+        }) {
+            return None;
         }
         for (name, value) in headers::request_additions(edge) {
             if let Ok(value) = HeaderValue::from_bytes(&value) {
