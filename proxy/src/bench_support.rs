@@ -52,7 +52,7 @@ impl Table {
     ) -> Option<(usize, usize)> {
         crate::edge::route::route(&self.table, method, path, query, headers, client)
             .ok()
-            .map(|r| (r.index, r.target.len()))
+            .map(|r| (r.index, r.target().len()))
     }
 }
 

@@ -58,6 +58,9 @@ use crate::edge::request::{self, Body};
 use crate::fast_path::{self, Exchange, FastPath};
 use crate::lifecycle::Lifecycle;
 
+#[cfg(test)]
+mod allocations;
+
 /// How long a kept-alive client connection may stay idle between requests (Pingora's default).
 pub(crate) const KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -176,7 +179,8 @@ where
                 match dispatched {
                     Dispatch::Served { keep_alive: true } => {
                         answered = Instant::now();
-                        pending = (buf.len() > end).then(|| buf[end..].to_vec());
+                        pending = (buf.len() > end).then(|| kept(&buf[end..]));
+                        crate::buffers::give(buf);
                         stream = tcp;
                         continue;
                     }
@@ -187,7 +191,8 @@ where
                         // its body as came) from its first byte; a request pipelined behind it
                         // waits here for its turn.
                         tcp.rewind(&buf[..upto]);
-                        pending = (buf.len() > upto).then(|| buf[upto..].to_vec());
+                        pending = (buf.len() > upto).then(|| kept(&buf[upto..]));
+                        crate::buffers::give(buf);
                         stream = tcp;
                     }
                 }
@@ -233,9 +238,28 @@ where
         let table = self.fast.live.current();
         // On the heap, sized by the bound the head reader enforced: held inline, the array
         // would be part of this future, which is moved into its box on every request (measured:
-        // a memcpy of several KiB a request).
-        let mut slots = vec![httparse::EMPTY_HEADER; table.config.proxy.head.max_headers + 1];
-        let mut req = httparse::Request::new(&mut slots);
+        // a memcpy of several KiB a request). Kept per thread for the next request.
+        let mut slots = crate::buffers::slots(table.config.proxy.head.max_headers + 1);
+        let dispatched = self
+            .dispatch_parsed(tcp, buf, end, &mut slots, table, client_ip, started)
+            .await;
+        crate::buffers::give_slots(slots);
+        dispatched
+    }
+
+    /// [`Self::dispatch`] with the slots the head is parsed into.
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch_parsed<'b>(
+        &self,
+        tcp: &mut TcpClient,
+        buf: &'b [u8],
+        end: usize,
+        slots: &mut [httparse::Header<'b>],
+        table: Arc<crate::route_table::RouteTable>,
+        client_ip: Option<IpAddr>,
+        started: Instant,
+    ) -> Dispatch {
+        let mut req = httparse::Request::new(slots);
         let parsed = req.parse(&buf[..end]);
         let inspected = match parsed {
             Ok(httparse::Status::Complete(_)) => request::inspect(&req),
@@ -415,12 +439,16 @@ fn poll_first_bytes(
         let mut buf = tokio::io::ReadBuf::new(&mut scratch);
         std::pin::Pin::new(&mut *stream)
             .poll_read(cx, &mut buf)
-            .map_ok(|()| {
-                let mut bytes = Vec::with_capacity(buf.filled().len().max(1024));
-                bytes.extend_from_slice(buf.filled());
-                bytes
-            })
+            .map_ok(|()| kept(buf.filled()))
     })
+}
+
+/// `bytes` in a buffer of this thread's ([`crate::buffers`]), with room for the rest of a
+/// usual head.
+fn kept(bytes: &[u8]) -> Vec<u8> {
+    let mut buf = crate::buffers::take(bytes.len().max(1024));
+    buf.extend_from_slice(bytes);
+    buf
 }
 
 /// Waits, holding only the socket, for the first byte of the client's next request. False when

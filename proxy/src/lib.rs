@@ -18,6 +18,8 @@
 //! - [`admin`], [`metrics`]: what operators see (the admin API checks Host and a token; its
 //!   `GET /status` feeds `banyan status` and the dashboard page it serves at `/`).
 //! - [`shadow`]: shadow traffic: mirroring to a candidate, comparing, noise, results.
+//! - [`buffers`]: the byte buffers and header slots a request needs, kept per worker thread
+//!   for the next request (a warm request allocates none).
 //! - [`connection`]: client connections between requests (idle ones hold only their socket).
 //! - [`balance`]: each new client connection to the worker thread serving the fewest, its
 //!   socket registered with that thread's event loop.
@@ -44,6 +46,7 @@ pub(crate) mod admin;
 pub(crate) mod balance;
 #[doc(hidden)]
 pub mod bench_support;
+pub(crate) mod buffers;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod connection;

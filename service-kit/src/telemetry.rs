@@ -136,13 +136,20 @@ fn acceptable_request_id(v: &HeaderValue) -> bool {
 
 /// A new random request id (128 bits, hex).
 pub fn new_request_id() -> String {
+    let id = new_request_id_bytes();
+    id.iter().map(|&b| b as char).collect()
+}
+
+/// A new request id as its 32 ASCII hex bytes, for a caller that keeps it without allocating
+/// (the proxy holds one per request in flight).
+pub fn new_request_id_bytes() -> [u8; 32] {
     let mut raw = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut raw);
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
-    for b in raw {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0x0f)] as char);
+    let mut out = [0u8; 32];
+    for (i, b) in raw.into_iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
     }
     out
 }

@@ -166,7 +166,7 @@ pub(super) fn route(c: &mut Checker<'_>, r: &RouteSection, raw: &FileConfig) -> 
             let trimmed = if p.len() > 1 {
                 p.trim_end_matches('/').to_owned()
             } else {
-                p
+                p.into_owned()
             };
             if &trimmed != raw_path && raw_path.trim_end_matches('/') != trimmed {
                 c.at(

@@ -216,19 +216,71 @@ pub(crate) fn response_header(name: &str, nominated: &Nominated<'_>) -> Disposit
     }
 }
 
+/// The longest client `X-Request-Id` Banyan keeps.
+const MAX_REQUEST_ID: usize = 128;
+
 /// A client's `X-Request-Id` is kept when it is short and plain; otherwise Banyan makes one.
 pub(crate) fn acceptable_request_id(b: &[u8]) -> bool {
     !b.is_empty()
-        && b.len() <= 128
+        && b.len() <= MAX_REQUEST_ID
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
+/// A request's id, held inline: every request has one, in the access line, the answer's
+/// headers and the in-flight list, and an id on the heap was an allocation per request. Only
+/// [`request_id`] makes one, so it always holds an acceptable id (ASCII) or nothing.
+#[derive(Clone)]
+pub(crate) struct RequestId {
+    len: u8,
+    bytes: [u8; MAX_REQUEST_ID],
+}
+
+impl Default for RequestId {
+    /// No id yet (before a request is read).
+    fn default() -> Self {
+        RequestId {
+            len: 0,
+            bytes: [0; MAX_REQUEST_ID],
+        }
+    }
+}
+
+impl RequestId {
+    /// `id`'s first 128 bytes (an id [`request_id`] made is never longer; cut at a character's
+    /// boundary, so never invalid).
+    pub(crate) fn of(id: &[u8]) -> Self {
+        let mut len = id.len().min(MAX_REQUEST_ID);
+        while len > 0 && std::str::from_utf8(&id[..len]).is_err() {
+            len -= 1;
+        }
+        let mut r = RequestId::default();
+        r.bytes[..len].copy_from_slice(&id[..len]);
+        r.len = len as u8;
+        r
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // ASCII by construction (`acceptable_request_id`, or hex).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// The request's id: the client's first `X-Request-Id` when acceptable, else a new one.
-pub(crate) fn request_id<H: Headers + ?Sized>(headers: &H) -> String {
+pub(crate) fn request_id<H: Headers + ?Sized>(headers: &H) -> RequestId {
     match headers.values(REQUEST_ID).next() {
-        Some(v) if acceptable_request_id(v) => String::from_utf8_lossy(v).into_owned(),
-        _ => service_kit::telemetry::new_request_id(),
+        Some(v) if acceptable_request_id(v) => RequestId::of(v),
+        _ => RequestId::of(&service_kit::telemetry::new_request_id_bytes()),
     }
 }
 
@@ -396,7 +448,12 @@ mod tests {
 
     #[test]
     fn a_request_id_is_kept_only_when_plain() {
-        assert_eq!(request_id(&[h("X-Request-Id", "abc-1")][..]), "abc-1");
-        assert_ne!(request_id(&[h("X-Request-Id", "a b")][..]), "a b");
+        assert_eq!(&*request_id(&[h("X-Request-Id", "abc-1")][..]), "abc-1");
+        assert_ne!(&*request_id(&[h("X-Request-Id", "a b")][..]), "a b");
+        let long = "x".repeat(MAX_REQUEST_ID);
+        assert_eq!(&*request_id(&[h("X-Request-Id", &long)][..]), long);
+        let made = request_id(&[h("X-Request-Id", &format!("{long}x"))][..]);
+        assert_eq!(made.len(), 32);
+        assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

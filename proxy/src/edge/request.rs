@@ -173,28 +173,7 @@ pub(crate) fn valid_host(h: &[u8]) -> bool {
             Some(i) => (&h[..i], Some(&h[i + 1..])),
             None => (h, None),
         };
-        let reg_name = |b: &u8| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        };
-        if host.is_empty() || !host.iter().all(reg_name) {
+        if host.is_empty() || !host.iter().all(|&b| reg_name(b)) {
             return false;
         }
         port
@@ -231,6 +210,29 @@ fn body(headers: &[httparse::Header<'_>]) -> Result<Body, Failure> {
             .map(Body::Length)
             .map_or_else(|| bad("Content-Length is not one number"), Ok),
     }
+}
+
+/// A byte RFC 3986's `reg-name` may hold: unreserved, sub-delims, or `%` of an escape.
+pub(super) fn reg_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'%'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
 }
 
 #[cfg(test)]
@@ -323,3 +325,4 @@ mod tests {
         }
     }
 }
+

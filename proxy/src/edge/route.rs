@@ -23,12 +23,34 @@ pub(crate) struct Routed {
     pub(crate) index: usize,
     /// The pool that serves it (the split's side included).
     pub(crate) pool: Arc<Pool>,
+    /// The upstream request's target: the normalized path, then the client's query. Taken from
+    /// this thread's kept buffers ([`crate::buffers`]); [`Routed::done`] gives it back.
+    target: String,
+    /// Where the path ends in `target`.
+    path_len: usize,
+}
+
+impl Routed {
     /// The normalized path: what the route matched and what goes upstream.
-    pub(crate) path: String,
+    pub(crate) fn path(&self) -> &str {
+        &self.target[..self.path_len]
+    }
+
     /// The normalized path and the client's query: the upstream request's target.
-    pub(crate) target: String,
-    /// `target` parsed, as Pingora's pipeline sets it on the upstream request.
-    pub(crate) uri: http::Uri,
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// `target` as Pingora's pipeline sets it on the upstream request (routing checked that it
+    /// parses; [`forwardable`]).
+    pub(crate) fn uri(&self) -> Option<http::Uri> {
+        self.target.parse().ok()
+    }
+
+    /// The request is over: its target's buffer goes back for the next request.
+    pub(crate) fn done(self) {
+        crate::buffers::give(self.target.into_bytes());
+    }
 }
 
 /// A request that cannot be routed, and the path to log for it.
@@ -62,7 +84,7 @@ pub(crate) fn route<H: Headers + ?Sized>(
     let Some(index) = table.find(&path, method, headers) else {
         return Err(Unrouted {
             failure: Failure::NoRoute,
-            path,
+            path: path.into_owned(),
         });
     };
     let route = table.route(index);
@@ -72,23 +94,63 @@ pub(crate) fn route<H: Headers + ?Sized>(
         }
         _ => &route.upstream,
     };
-    let target = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
-    };
+    let query_len = query.map_or(0, |q| q.len() + 1);
+    let bytes = crate::buffers::take(path.len() + query_len);
+    // An empty buffer is valid UTF-8.
+    let mut target = String::from_utf8(bytes).unwrap_or_default();
+    target.push_str(&path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
     // What Pingora's pipeline sets as the upstream URI must parse as one (a query with bytes
     // `http::Uri` refuses is a bad request on both pipelines).
-    let Ok(uri) = target.parse::<http::Uri>() else {
+    if !forwardable(&target) {
+        crate::buffers::give(target.into_bytes());
         return Err(Unrouted {
             failure: Failure::BadRequest("the request target cannot be forwarded".into()),
-            path,
+            path: path.into_owned(),
         });
-    };
+    }
     Ok(Routed {
         index,
         pool: table.pool(pool_name).clone(),
-        path,
+        path_len: path.len(),
         target,
-        uri,
     })
+}
+
+/// Whether `target` parses as an `http::Uri`, as Pingora's pipeline needs it to. Targets made
+/// only of bytes every path and query may hold (RFC 3986's unreserved, sub-delims and `%`, and
+/// `:`, `@`, `/`, `?`; `http` accepts each of them, which a test checks byte by byte) are
+/// answered without parsing (parsing copies the target); anything else is parsed, so the
+/// answer is always `http`'s own.
+pub(crate) fn forwardable(target: &str) -> bool {
+    (target.starts_with('/') && target.bytes().all(plain)) || target.parse::<http::Uri>().is_ok()
+}
+
+fn plain(b: u8) -> bool {
+    super::request::reg_name(b) || matches!(b, b':' | b'@' | b'/' | b'?')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{forwardable, plain};
+
+    #[test]
+    fn what_is_answered_without_parsing_is_what_http_accepts() {
+        for b in 0u8..=127 {
+            let c = b as char;
+            for target in [format!("/a{c}b/c"), format!("/a?d{c}e=f{c}")] {
+                let parsed = target.parse::<http::Uri>().is_ok();
+                if plain(b) {
+                    assert!(parsed, "byte {b:#x} is plain, but http refuses {target:?}");
+                }
+                assert_eq!(forwardable(&target), parsed, "{target:?}");
+            }
+        }
+        assert!(forwardable("/api/products/42?page=2&sort=-price"));
+        assert!(!forwardable("/a b"));
+        assert!(!forwardable("/a\x7fb"));
+    }
 }

@@ -52,7 +52,7 @@ use crate::edge::headers::{self, DebugHeaders, EdgeRequest};
 use crate::edge::record::{Pipeline, Record};
 use crate::edge::reply::write_error;
 use crate::edge::request::{Body, Inspected};
-use crate::edge::route::{self, Routed};
+use crate::edge::route;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::LiveTable;
@@ -65,6 +65,9 @@ use crate::upstream::Pool;
 /// list page is about 6 KiB) then arrives with its head, and head and body leave in one write
 /// to the client instead of two writes and two reads. Only the bytes that arrive are touched.
 const FIRST_READ: usize = 16 * 1024;
+
+/// The backends a request was sent to, in order (a request is tried on a few at most).
+pub(crate) type Tried = smallvec::SmallVec<[SocketAddr; 4]>;
 
 /// What became of one request on a client connection.
 pub(crate) enum Exchange {
@@ -186,13 +189,7 @@ impl FastPath {
                 return Exchange::Served { keep_alive: false };
             }
         };
-        let Routed {
-            index,
-            pool,
-            path,
-            target,
-            ..
-        } = &routed;
+        let (index, pool, target) = (&routed.index, &routed.pool, routed.target());
         let route = table.route(*index);
 
         // From here the request is this path's to answer.
@@ -224,7 +221,7 @@ impl FastPath {
             // GET and HEAD carry no body.
             m.request_body(None, true);
         }
-        let mut out = Vec::with_capacity(1024);
+        let mut out = crate::buffers::take(1024);
         wire::upstream_request_head(&mut out, method_str, target, req.headers, &edge);
         let debug_headers = table.config.proxy.debug_headers;
         let mut attempts = 0;
@@ -305,7 +302,7 @@ impl FastPath {
         if let Some(m) = mirror {
             m.finish(outcome.status > 0 && outcome.failure.is_none());
         }
-        record.path = path;
+        record.path = routed.path();
         record.status = outcome.status;
         record.route = &route.id;
         record.upstream = upstream.name();
@@ -313,6 +310,8 @@ impl FastPath {
         record.attempts = outcome.attempts;
         record.failure = outcome.failure.as_ref();
         record.finish(&self.metrics);
+        routed.done();
+        crate::buffers::give(out);
         if outcome.status == 0 {
             Exchange::Closed
         } else {
@@ -333,8 +332,8 @@ impl FastPath {
         exchanging: &Exchanging<'_>,
         mirror: Option<&mut Mirror>,
     ) -> Outcome {
-        let mut tried = Vec::new();
-        let mut rbuf = Vec::with_capacity(FIRST_READ);
+        let mut tried = Tried::new();
+        let mut rbuf = crate::buffers::take(FIRST_READ);
         let opened = upstream::open(
             &self.metrics,
             pool,
@@ -354,8 +353,7 @@ impl FastPath {
         };
         let failure = match opened {
             Ok((up, backend)) => {
-                outcome.backend = Some(backend.addr);
-                match relay::relay(
+                let relayed = relay::relay(
                     client,
                     up,
                     &mut rbuf,
@@ -364,8 +362,10 @@ impl FastPath {
                     exchanging,
                     mirror,
                 )
-                .await
-                {
+                .await;
+                crate::buffers::give(rbuf);
+                outcome.backend = Some(backend.addr);
+                match relayed {
                     Ok((status, keep_alive)) => {
                         outcome.status = status;
                         outcome.keep_alive = keep_alive;
@@ -381,7 +381,10 @@ impl FastPath {
                     }
                 }
             }
-            Err(failure) => failure,
+            Err(failure) => {
+                crate::buffers::give(rbuf);
+                failure
+            }
         };
         outcome.failure = Some(failure);
         outcome

@@ -90,7 +90,7 @@ pub(super) async fn relay(
     let keep_alive = !exchanging.client_close
         && !exchanging.lifecycle.is_closing()
         && framing != Framing::UntilClose;
-    let mut out = Vec::with_capacity(len + 256);
+    let mut out = crate::buffers::take(len + 256);
     let via = headers::via(resp.headers);
     wire::client_response_head(
         &mut out,
@@ -139,9 +139,9 @@ pub(super) async fn relay(
             None
         }
     };
-    write_client(client, &out, exchanging.write_timeout)
-        .await
-        .map_err(|_| midway(Failure::ClientGone))?;
+    let wrote = write_client(client, &out, exchanging.write_timeout).await;
+    crate::buffers::give(out);
+    wrote.map_err(|_| midway(Failure::ClientGone))?;
     // The rest of the body, as it comes.
     loop {
         if remaining == Some(0) {

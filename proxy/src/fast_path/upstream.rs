@@ -24,7 +24,7 @@ pub(super) async fn open(
     pool: &Pool,
     method: &Method,
     request: &[u8],
-    tried: &mut Vec<SocketAddr>,
+    tried: &mut super::Tried,
     rbuf: &mut Vec<u8>,
     exchanging: &Exchanging<'_>,
 ) -> Result<(TcpStream, Arc<Backend>), Failure> {

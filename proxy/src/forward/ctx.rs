@@ -26,7 +26,7 @@ pub(crate) struct RequestCtx {
     pub(super) side: Option<Side>,
     pub(super) backend: Option<Arc<Backend>>,
     pub(super) tried: Vec<SocketAddr>,
-    pub(super) request_id: String,
+    pub(super) request_id: crate::edge::headers::RequestId,
     /// Normalized path plus the original query: what is sent upstream.
     pub(super) forward_uri: Option<Uri>,
     /// The path as matched (for the access log; never the query, which may carry secrets).

@@ -83,7 +83,7 @@ impl ProxyHttp for Banyan {
             side: None,
             backend: None,
             tried: Vec::new(),
-            request_id: String::new(),
+            request_id: Default::default(),
             forward_uri: None,
             path: String::new(),
             failure: None,
@@ -119,7 +119,7 @@ impl ProxyHttp for Banyan {
             }
         };
         let route = table.route(routed.index);
-        ctx.forward_uri = Some(routed.uri);
+        ctx.forward_uri = routed.uri();
         if route.shadow.is_some() {
             let via = headers::via(&req.headers);
             let edge = EdgeRequest {
@@ -134,7 +134,7 @@ impl ProxyHttp for Banyan {
                 routed.index,
                 routed.pool.name(),
                 &req.method,
-                &routed.target,
+                routed.target(),
                 &req.headers,
                 &edge,
             );
@@ -151,7 +151,7 @@ impl ProxyHttp for Banyan {
             &req.method,
             &self.metrics,
         );
-        ctx.path = routed.path;
+        ctx.path = routed.path().to_owned();
         ctx.route = Some(routed.index);
         ctx.table = Some(table);
         match side {
@@ -160,7 +160,7 @@ impl ProxyHttp for Banyan {
                 Ok(false)
             }
             Err(failure) => {
-                ctx.side = Some(Side::unsent(routed.pool));
+                ctx.side = Some(Side::unsent(routed.pool.clone()));
                 if let Some(answer) = failure.answer(ctx.pool().map_or("", |p| p.name())) {
                     respond(session, ctx, answer, failure.retry_after()).await?;
                 }

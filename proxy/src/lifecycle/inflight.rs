@@ -19,7 +19,7 @@ const SHARDS: usize = 32;
 /// One request in flight.
 #[derive(Debug)]
 struct Entry {
-    request_id: Box<str>,
+    request_id: crate::edge::headers::RequestId,
     /// The table it was routed with, and its route there (`None`: not routed yet).
     route: Option<(Arc<RouteTable>, usize)>,
     started: Instant,
@@ -84,7 +84,7 @@ impl Inflight {
     fn insert(&self, request_id: &str, route: Option<(Arc<RouteTable>, usize)>) -> (usize, usize) {
         let shard = SHARD.with(|s| *s);
         let key = self.shards[shard].lock().unwrap().insert(Entry {
-            request_id: request_id.into(),
+            request_id: crate::edge::headers::RequestId::of(request_id.as_bytes()),
             route,
             started: Instant::now(),
         });

@@ -12,6 +12,8 @@
 //! Decoding comes first so that `%2e%2e` cannot survive as a traversal. An encoded slash (`%2F`)
 //! stays encoded and is never a segment separator. Malformed escapes are an error (400).
 
+use std::borrow::Cow;
+
 /// Why a path could not be normalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PathError {
@@ -45,14 +47,14 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Normalizes `raw` (the path part of a request target, without the query).
-pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
+pub(crate) fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    // Fast path: already normal (the common case costs one scan and one copy).
+    // Fast path: already normal (the common case costs one scan and no copy).
     if !needs_work(bytes) {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     // 1. Escapes. Bytes, not chars: a raw multi-byte character passes as the client sent it.
     let mut decoded: Vec<u8> = Vec::with_capacity(raw.len());
@@ -102,7 +104,7 @@ pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
     if path.is_empty() || (trailing_slash && !out.is_empty()) {
         path.push('/');
     }
-    Ok(path)
+    Ok(Cow::Owned(path))
 }
 
 fn needs_work(bytes: &[u8]) -> bool {
