@@ -121,7 +121,8 @@ impl Workers {
     }
 }
 
-/// Registers a client socket with this thread's I/O driver.
+/// The client socket under `tcp`, registered with this thread's I/O driver, as a bare tokio
+/// stream; `None` when no descriptor is left for it (the connection is then closed).
 ///
 /// Pingora's accept loop runs on one worker thread, and the socket it accepts is registered
 /// with that thread's event loop (epoll) even when the connection is served on another: every
@@ -130,27 +131,32 @@ impl Workers {
 /// request), and the connection's latency depends on both threads being scheduled. Served
 /// where it is registered, a connection touches only its own thread.
 ///
-/// The socket is duplicated and the duplicate registered here; dropping the original
-/// deregisters it from the accepting thread and closes only its descriptor. The new stream has
-/// Pingora's transport buffers off (its `From<TcpStream>`): the fast path writes whole answers
-/// itself. When the duplicate cannot be made (descriptors exhausted), the original is kept.
-pub(crate) fn register_here(tcp: Box<TcpClient>) -> Box<TcpClient> {
-    use std::os::fd::{AsRawFd, BorrowedFd};
+/// The socket is duplicated and the duplicate registered here; dropping `tcp` deregisters the
+/// original from its thread and closes only its descriptor. The same moves a connection back
+/// from Pingora's stream after Pingora's pipeline answered a request on it
+/// ([`crate::connection`]). A bare stream is all an idle connection holds: Pingora's `Stream`
+/// around it (its buffers, socket digest and timing fields) took about 0.5 KiB more a
+/// connection (bench/RESULTS.md, idle-10k).
+pub(crate) fn register_here(tcp: &impl std::os::fd::AsRawFd) -> Option<tokio::net::TcpStream> {
+    use std::os::fd::BorrowedFd;
     // SAFETY: the descriptor is `tcp`'s, open for as long as `tcp` lives, which outlasts this
     // borrow; `try_clone_to_owned` makes a new descriptor (dup with close-on-exec) that the
     // returned stream owns.
     #[allow(unsafe_code)]
     let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
-    let Ok(owned) = fd.try_clone_to_owned() else {
-        return tcp;
-    };
-    let std = std::net::TcpStream::from(owned);
-    let Ok(registered) = tokio::net::TcpStream::from_std(std) else {
-        return tcp;
-    };
-    let mut here = TcpClient::from(registered);
-    here.set_socket_digest(SocketDigest::from_raw_fd(here.as_raw_fd()));
-    Box::new(here)
+    let owned = fd.try_clone_to_owned().ok()?;
+    tokio::net::TcpStream::from_std(std::net::TcpStream::from(owned)).ok()
+}
+
+/// `tcp` as the stream Pingora's pipeline takes: Pingora's transport buffers off (its
+/// `From<TcpStream>`; nothing is buffered when the stream is given back) and the socket digest
+/// its session reads the client's address from.
+pub(crate) fn for_pingora(tcp: tokio::net::TcpStream) -> TcpClient {
+    use std::os::fd::AsRawFd;
+    let fd = tcp.as_raw_fd();
+    let mut wrapped = TcpClient::from(tcp);
+    wrapped.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    wrapped
 }
 
 #[cfg(test)]
@@ -251,13 +257,19 @@ mod tests {
         let old_fd = std::os::fd::AsRawFd::as_raw_fd(&*tcp);
         // Served on the second: it echoes one message, from the socket registered there.
         let served = handles[1].spawn(async move {
-            let mut tcp = register_here(tcp);
-            let peer = tcp.get_socket_digest().and_then(|d| d.peer_addr().cloned());
+            let mut bare = register_here(&*tcp).unwrap();
+            drop(tcp);
             let mut buf = [0u8; 5];
-            tcp.read_exact(&mut buf).await.unwrap();
-            tcp.write_all(&buf).await.unwrap();
-            tcp.flush().await.unwrap();
-            (std::os::fd::AsRawFd::as_raw_fd(&*tcp), peer)
+            bare.read_exact(&mut buf).await.unwrap();
+            bare.write_all(&buf).await.unwrap();
+            bare.flush().await.unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&bare);
+            // And as Pingora's pipeline gets it, with the client's address.
+            let wrapped = for_pingora(bare);
+            let peer = wrapped
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().cloned());
+            (fd, peer)
         });
         std::io::Write::write_all(&mut client, b"hello").unwrap();
         let mut echo = [0u8; 5];

@@ -7,13 +7,17 @@
 //! With 10,000 idle clients that was 26 KiB of RSS per connection (bench/RESULTS.md, idle-10k).
 //!
 //! [`Connections`] takes over the HTTP/1.1 keep-alive loop Pingora's blanket `ServerApp` runs
-//! for an [`HttpServerApp`]: between requests it holds only the socket and waits for the first
-//! bytes of the next request (or the keep-alive timeout, or shutdown). Those bytes go to the
-//! fast path ([`crate::fast_path`]), which answers the request itself when it qualifies;
-//! otherwise they are put back in front of the socket (`rewind`) and Pingora's request-handling
-//! future parses the request from its first byte, and is freed again when the answer is
-//! written. The wait reads into a per-thread scratch buffer and copies out only what arrived,
-//! so an idle connection holds no buffer and a request costs one read.
+//! for an [`HttpServerApp`]: between requests it holds only the socket, a bare tokio stream
+//! (not Pingora's `Stream` around it, which with its socket digest was another 0.5 KiB an idle
+//! connection), and waits for the first bytes of the next request (or the keep-alive timeout,
+//! or shutdown). Those bytes go to the fast path ([`crate::fast_path`]), which answers the
+//! request itself when it qualifies; otherwise the socket is wrapped in Pingora's `Stream`, the
+//! bytes are put back in front of it (`rewind`), Pingora's request-handling future parses the
+//! request from its first byte, and once the answer is written the socket is taken back as a
+//! bare stream (a duplicated descriptor, as [`crate::balance::register_here`] does) and
+//! Pingora's stream and future are freed. The wait reads into a per-thread scratch buffer and
+//! copies out only what arrived, so an idle connection holds no buffer and a request costs one
+//! read.
 //!
 //! Each connection first moves to the worker thread serving the fewest connections
 //! ([`crate::balance`]; Pingora's own placement is random), and its socket is registered with
@@ -47,6 +51,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as TcpClient;
 use pingora_core::server::ShutdownWatch;
+use tokio::net::TcpStream;
 
 use crate::balance::{Live, Workers};
 use crate::edge::failure::Failure;
@@ -110,26 +115,28 @@ where
     /// One client connection, request after request, until it closes (see the module docs);
     /// `live` counts it on its thread until then.
     async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch, live: Live) {
-        // Served on the thread its events arrive at (see `register_here`).
-        let stream: Stream = if stream.as_any().is::<TcpClient>() {
-            match stream.into_any().downcast::<TcpClient>() {
-                Ok(tcp) => crate::balance::register_here(tcp),
-                Err(_) => unreachable!("checked to be a TCP stream"),
-            }
-        } else {
-            stream
+        // Served on the thread its events arrive at, as a bare socket (see `register_here`).
+        // Banyan's listeners are plain TCP; a socket that cannot be taken over (no descriptor
+        // left for its duplicate) is closed, as an accept would have failed a moment earlier.
+        let bare = match stream.into_any().downcast::<TcpClient>() {
+            Ok(tcp) => crate::balance::register_here(&*tcp),
+            Err(_) => None,
         };
-        self.requests(stream, &shutdown).await;
+        if let Some(tcp) = bare {
+            let client_ip = tcp.peer_addr().ok().map(|a| a.ip());
+            self.requests(tcp, client_ip, &shutdown).await;
+        }
         drop(live);
     }
 
     /// The connection's requests; `None` when it is over (the `Option` is for `?`).
-    async fn requests(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<()> {
+    async fn requests(
+        &self,
+        mut tcp: TcpStream,
+        client_ip: Option<IpAddr>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<()> {
         let app = &self.app;
-        let client_ip: Option<IpAddr> = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let mut stream = stream;
         let mut settings: Option<pingora_core::apps::HttpPersistentSettings> = None;
         let mut first = true;
         // When the last answer left: a request may be on its way for a moment after it.
@@ -137,73 +144,62 @@ where
         // Bytes already read past the last request: the beginning of the next (pipelined).
         let mut pending: Option<Vec<u8>> = None;
         loop {
-            // The fast path reads from the TCP stream itself; Banyan's listeners are plain TCP,
-            // so this holds for every connection (anything else goes to Pingora only).
-            if stream.as_any().is::<TcpClient>() {
-                let mut tcp: Box<TcpClient> = stream.into_any().downcast().ok()?;
-                let begun = match pending.take() {
-                    Some(bytes) => bytes,
-                    None => next_request_begins(&mut tcp, shutdown, answered).await?,
-                };
-                let started = Instant::now();
-                let limits = self.fast.live.current().config.proxy.head;
-                // The head's read is smaller than the idle wait, so it shares that room in this
-                // loop's future; refusing is rare, and boxed rather than sized in.
-                let (buf, end) = match head::read(&mut *tcp, begun, &limits).await {
-                    Head::Complete { buf, end } => (buf, end),
-                    Head::Closed => return None,
-                    refused => {
-                        Box::pin(self.refuse_head(&mut tcp, &refused, &limits, started)).await;
-                        return None;
-                    }
-                };
-                // Boxed: the exchange's state (parsed header arrays, buffers, the upstream
-                // connection) is several KiB, and held inline it would size this loop's future,
-                // which every idle connection keeps. Allocated per request, freed with it.
-                let mut dispatched =
-                    Box::pin(self.dispatch(&mut tcp, &buf, end, client_ip, started)).await;
-                // An absolute-form target: the same request again, as origin-form.
-                let (buf, end) = match dispatched {
-                    Dispatch::Rewritten { head } => {
-                        let mut rewritten = head;
-                        let head_end = rewritten.len();
-                        rewritten.extend_from_slice(&buf[end..]);
-                        dispatched = Box::pin(
-                            self.dispatch(&mut tcp, &rewritten, head_end, client_ip, started),
-                        )
-                        .await;
-                        (rewritten, head_end)
-                    }
-                    _ => (buf, end),
-                };
-                match dispatched {
-                    Dispatch::Served { keep_alive: true } => {
-                        answered = Instant::now();
-                        pending = (buf.len() > end).then(|| kept(&buf[end..]));
-                        crate::buffers::give(buf);
-                        stream = tcp;
-                        continue;
-                    }
-                    Dispatch::Served { keep_alive: false } | Dispatch::Closed => return None,
-                    Dispatch::Rewritten { .. } => unreachable!("a rewritten head is origin-form"),
-                    Dispatch::HandOver { upto } => {
-                        // Pingora's parser reads the request (its head complete, and as much of
-                        // its body as came) from its first byte; a request pipelined behind it
-                        // waits here for its turn.
-                        tcp.rewind(&buf[..upto]);
-                        pending = (buf.len() > upto).then(|| kept(&buf[upto..]));
-                        crate::buffers::give(buf);
-                        stream = tcp;
-                    }
+            let begun = match pending.take() {
+                Some(bytes) => bytes,
+                None => next_request_begins(&mut tcp, shutdown, answered).await?,
+            };
+            let started = Instant::now();
+            let limits = self.fast.live.current().config.proxy.head;
+            // The head's read is smaller than the idle wait, so it shares that room in this
+            // loop's future; refusing is rare, and boxed rather than sized in.
+            let (buf, end) = match head::read(&mut tcp, begun, &limits).await {
+                Head::Complete { buf, end } => (buf, end),
+                Head::Closed => return None,
+                refused => {
+                    Box::pin(self.refuse_head(&mut tcp, &refused, &limits, started)).await;
+                    return None;
                 }
-            } else if !Box::pin(next_request_arrives(&mut stream, shutdown)).await {
-                return None;
-            }
+            };
+            // Boxed: the exchange's state (parsed header arrays, buffers, the upstream
+            // connection) is several KiB, and held inline it would size this loop's future,
+            // which every idle connection keeps. Allocated per request, freed with it.
+            let mut dispatched =
+                Box::pin(self.dispatch(&mut tcp, &buf, end, client_ip, started)).await;
+            // An absolute-form target: the same request again, as origin-form.
+            let (buf, end) = match dispatched {
+                Dispatch::Rewritten { head } => {
+                    let mut rewritten = head;
+                    let head_end = rewritten.len();
+                    rewritten.extend_from_slice(&buf[end..]);
+                    dispatched =
+                        Box::pin(self.dispatch(&mut tcp, &rewritten, head_end, client_ip, started))
+                            .await;
+                    (rewritten, head_end)
+                }
+                _ => (buf, end),
+            };
+            let upto = match dispatched {
+                Dispatch::Served { keep_alive: true } => {
+                    answered = Instant::now();
+                    pending = (buf.len() > end).then(|| kept(&buf[end..]));
+                    crate::buffers::give(buf);
+                    continue;
+                }
+                Dispatch::Served { keep_alive: false } | Dispatch::Closed => return None,
+                Dispatch::Rewritten { .. } => unreachable!("a rewritten head is origin-form"),
+                Dispatch::HandOver { upto } => upto,
+            };
+            // Pingora's parser reads the request (its head complete, and as much of its body as
+            // came) from its first byte; a request pipelined behind it waits here for its turn.
             // The session is built and handed over in a block of its own: a local that lived on
             // beside the await (moved out or not) would keep its space in this loop's future,
             // which every idle connection holds.
             let handled = {
-                let mut session = ServerSession::new_http1(stream);
+                let mut wrapped = crate::balance::for_pingora(tcp);
+                wrapped.rewind(&buf[..upto]);
+                pending = (buf.len() > upto).then(|| kept(&buf[upto..]));
+                crate::buffers::give(buf);
+                let mut session = ServerSession::new_http1(Box::new(wrapped));
                 match settings.take() {
                     Some(settings) => settings.apply_to_session(&mut session),
                     None if first => {
@@ -217,10 +213,15 @@ where
                 app.process_new_http(session, shutdown)
             };
             first = false;
-            let (next, kept) = handled.await?.consume();
+            let (next, kept_settings) = handled.await?.consume();
             answered = Instant::now();
-            stream = next;
-            settings = kept;
+            settings = kept_settings;
+            // Back to a bare socket for the wait (Pingora's stream is dropped: its descriptor
+            // closes, the duplicate carries on).
+            tcp = {
+                let wrapped = next.into_any().downcast::<TcpClient>().ok()?;
+                crate::balance::register_here(&*wrapped)?
+            };
         }
     }
 
@@ -229,7 +230,7 @@ where
     /// handed to Pingora's pipeline with the bytes that are this request's.
     async fn dispatch(
         &self,
-        tcp: &mut TcpClient,
+        tcp: &mut TcpStream,
         buf: &[u8],
         end: usize,
         client_ip: Option<IpAddr>,
@@ -251,7 +252,7 @@ where
     #[allow(clippy::too_many_arguments)]
     async fn dispatch_parsed<'b>(
         &self,
-        tcp: &mut TcpClient,
+        tcp: &mut TcpStream,
         buf: &'b [u8],
         end: usize,
         slots: &mut [httparse::Header<'b>],
@@ -307,7 +308,7 @@ where
     /// Answers a request the edge refuses itself, counts and logs it.
     async fn refuse(
         &self,
-        tcp: &mut TcpClient,
+        tcp: &mut TcpStream,
         method: &str,
         failure: &Failure,
         request_id: &str,
@@ -345,7 +346,7 @@ where
     /// Answers a head over its bounds (431, or 408 when it came too slowly), counts and logs it.
     async fn refuse_head(
         &self,
-        tcp: &mut TcpClient,
+        tcp: &mut TcpStream,
         refused: &Head,
         limits: &HeadLimits,
         started: Instant,
@@ -385,7 +386,7 @@ enum Dispatch {
 /// This future is what an idle connection is, so it is kept small: one timer and the shutdown
 /// watch; the wait at shutdown ([`linger`], a timer of its own) is boxed when it comes.
 async fn next_request_begins(
-    stream: &mut TcpClient,
+    stream: &mut TcpStream,
     shutdown: &ShutdownWatch,
     answered: Instant,
 ) -> Option<Vec<u8>> {
@@ -430,7 +431,7 @@ thread_local! {
 }
 
 fn poll_first_bytes(
-    stream: &mut TcpClient,
+    stream: &mut TcpStream,
     cx: &mut std::task::Context<'_>,
 ) -> std::task::Poll<std::io::Result<Vec<u8>>> {
     use tokio::io::AsyncRead;
@@ -449,26 +450,4 @@ fn kept(bytes: &[u8]) -> Vec<u8> {
     let mut buf = crate::buffers::take(bytes.len().max(1024));
     buf.extend_from_slice(bytes);
     buf
-}
-
-/// Waits, holding only the socket, for the first byte of the client's next request. False when
-/// the client closed the connection, stayed idle past [`KEEPALIVE`], or the server is shutting
-/// down (an idle connection is closed then rather than kept until the grace period ends).
-async fn next_request_arrives(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
-    if *shutdown.borrow() {
-        return false;
-    }
-    let mut shutdown = shutdown.clone();
-    let mut first = [0u8; 1];
-    tokio::select! {
-        peeked = tokio::time::timeout(KEEPALIVE, stream.try_peek(&mut first)) => match peeked {
-            // The byte is put back for the request parser.
-            Ok(Ok(true)) => true,
-            // A stream that cannot peek: let the request parser wait instead.
-            Ok(Ok(false)) => true,
-            // Closed, reset, or idle too long.
-            Ok(Err(_)) | Err(_) => false,
-        },
-        _ = shutdown.changed() => false,
-    }
 }

@@ -28,8 +28,6 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pingora_core::protocols::l4::stream::Stream as TcpClient;
-
 use super::Connections;
 use crate::balance::Workers;
 use crate::fast_path::FastPath;
@@ -253,10 +251,11 @@ fn a_warm_fast_path_request_allocates_at_most_its_budget() {
         COUNTED.with(|c| c.set(true));
         let mut counts = Vec::new();
         for _ in 0..3 {
-            let (socket, _) = listener.accept().await.unwrap();
-            let stream: pingora_core::protocols::Stream = Box::new(TcpClient::from(socket));
+            let (socket, peer) = listener.accept().await.unwrap();
             let before = ALLOCATIONS.load(Ordering::Relaxed);
-            connections.requests(stream, &shutdown).await;
+            connections
+                .requests(socket, Some(peer.ip()), &shutdown)
+                .await;
             counts.push(ALLOCATIONS.load(Ordering::Relaxed) - before);
         }
         COUNTED.with(|c| c.set(false));

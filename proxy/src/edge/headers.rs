@@ -312,21 +312,49 @@ pub(crate) struct EdgeRequest<'a> {
 /// `X-Forwarded-For`, `-Proto`, `-Host`, `X-Request-Id`, `Via`.
 pub(crate) fn request_additions<'a>(
     edge: &'a EdgeRequest<'a>,
-) -> impl Iterator<Item = (&'static str, Cow<'a, [u8]>)> {
-    let forwarded_for = edge.client_ip.map(|ip| {
-        let mut v = Vec::with_capacity(45);
-        let _ = write!(v, "{ip}");
-        Cow::Owned(v)
-    });
+) -> impl Iterator<Item = (&'static str, Added<'a>)> {
     [
-        forwarded_for.map(|v| ("x-forwarded-for", v)),
-        Some(("x-forwarded-proto", Cow::Borrowed(&b"http"[..]))),
-        edge.host.map(|h| ("x-forwarded-host", Cow::Borrowed(h))),
-        Some((REQUEST_ID, Cow::Borrowed(edge.request_id.as_bytes()))),
-        Some(("via", Cow::Borrowed(edge.via))),
+        edge.client_ip
+            .map(|ip| ("x-forwarded-for", Added::address(ip))),
+        Some(("x-forwarded-proto", Added::Borrowed(&b"http"[..]))),
+        edge.host.map(|h| ("x-forwarded-host", Added::Borrowed(h))),
+        Some((REQUEST_ID, Added::Borrowed(edge.request_id.as_bytes()))),
+        Some(("via", Added::Borrowed(edge.via))),
     ]
     .into_iter()
     .flatten()
+}
+
+/// The longest an IP address is as text (an IPv6 address with an embedded IPv4 one).
+const ADDRESS_TEXT: usize = 45;
+
+/// A value [`request_additions`] adds: borrowed from the request, or the client's address
+/// written inline, so adding the headers allocates nothing (it was an allocation a request).
+pub(crate) enum Added<'a> {
+    Borrowed(&'a [u8]),
+    Address { text: [u8; ADDRESS_TEXT], len: u8 },
+}
+
+impl Added<'_> {
+    fn address(ip: IpAddr) -> Self {
+        let mut text = [0u8; ADDRESS_TEXT];
+        let mut rest = &mut text[..];
+        // Always fits: no address is longer as text.
+        let _ = write!(rest, "{ip}");
+        let len = (ADDRESS_TEXT - rest.len()) as u8;
+        Added::Address { text, len }
+    }
+}
+
+impl std::ops::Deref for Added<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Added::Borrowed(b) => b,
+            Added::Address { text, len } => &text[..usize::from(*len)],
+        }
+    }
 }
 
 /// What the edge adds to a response it passes on.
@@ -388,6 +416,28 @@ pub(crate) fn h<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_is_written_as_text_whatever_its_length() {
+        for ip in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let edge = EdgeRequest {
+                client_ip: Some(ip),
+                host: None,
+                request_id: "r",
+                via: b"1.1 banyan",
+            };
+            let (name, value) = request_additions(&edge).next().unwrap();
+            assert_eq!(name, "x-forwarded-for");
+            assert_eq!(&*value, ip.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_edge_only_headers_never_cross() {

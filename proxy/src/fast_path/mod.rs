@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use pingora_core::protocols::l4::stream::Stream as ClientStream;
+use tokio::net::TcpStream as ClientStream;
 
 use crate::edge::failure::Failure;
 use crate::edge::fallback;
