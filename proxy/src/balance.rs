@@ -134,9 +134,9 @@ impl Workers {
 /// The socket is duplicated and the duplicate registered here; dropping `tcp` deregisters the
 /// original from its thread and closes only its descriptor. The same moves a connection back
 /// from Pingora's stream after Pingora's pipeline answered a request on it
-/// ([`crate::connection`]). A bare stream is all an idle connection holds: Pingora's `Stream`
-/// around it (its buffers, socket digest and timing fields) took about 0.5 KiB more a
-/// connection (bench/RESULTS.md, idle-10k).
+/// ([`crate::connection`]). A bare stream is all an idle connection holds: with Pingora's
+/// `Stream` around it (boxed, with its socket digest and timing fields) an idle connection took
+/// 2.8 KiB, without it 1.6 (bench/RESULTS.md, idle-10k).
 pub(crate) fn register_here(tcp: &impl std::os::fd::AsRawFd) -> Option<tokio::net::TcpStream> {
     use std::os::fd::BorrowedFd;
     // SAFETY: the descriptor is `tcp`'s, open for as long as `tcp` lives, which outlasts this
