@@ -14,7 +14,11 @@ use prometheus::{
 
 use crate::route_table::RouteTable;
 
+mod series;
+
 pub(crate) struct Metrics {
+    /// Tells this `Metrics` apart from another in the same process ([`series`]).
+    id: u64,
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -25,6 +29,9 @@ pub(crate) struct Metrics {
     shadow_requests: IntCounterVec,
     shadow_fields: IntCounterVec,
     pipelines: IntCounterVec,
+    /// `pipelines`' three series (fast, pingora, edge), made on first use and then counted
+    /// without the family's lock.
+    by_pipeline: [std::sync::OnceLock<prometheus::IntCounter>; 3],
     breaker_state: IntGaugeVec,
     fallbacks: IntCounterVec,
     ejections: IntCounterVec,
@@ -184,6 +191,7 @@ impl Metrics {
             reloads.with_label_values(&[result]);
         }
         Metrics {
+            id: series::next_id(),
             registry,
             requests,
             latency,
@@ -194,6 +202,7 @@ impl Metrics {
             shadow_requests,
             shadow_fields,
             pipelines,
+            by_pipeline: Default::default(),
             breaker_state,
             sync_lag,
             sync_streams: Default::default(),
@@ -234,7 +243,18 @@ impl Metrics {
 
     /// One request forwarded (or answered) by `pipeline`: "fast" or "pingora".
     pub(crate) fn pipeline(&self, pipeline: &str) {
-        self.pipelines.with_label_values(&[pipeline]).inc();
+        let at = match pipeline {
+            "fast" => 0,
+            "pingora" => 1,
+            "edge" => 2,
+            other => {
+                self.pipelines.with_label_values(&[other]).inc();
+                return;
+            }
+        };
+        self.by_pipeline[at]
+            .get_or_init(|| self.pipelines.with_label_values(&[pipeline]))
+            .inc();
     }
 
     /// One shadowed request's outcome (endpoint templates are capped per route by the results
@@ -252,21 +272,9 @@ impl Metrics {
             .inc();
     }
 
+    /// One request's count and latency (through this thread's kept series: [`series`]).
     pub(crate) fn request(&self, route: &str, upstream: &str, status: u16, elapsed: Duration) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "none",
-        };
-        self.requests
-            .with_label_values(&[route, upstream, class])
-            .inc();
-        self.latency
-            .with_label_values(&[route, upstream])
-            .observe(elapsed.as_secs_f64());
+        self.count_request(route, upstream, status, elapsed.as_secs_f64());
     }
 
     pub(crate) fn reload(&self, result: &str) {
