@@ -1,6 +1,6 @@
 //! Client connections between requests (proxy/src/connection.rs): kept-alive connections serve
-//! request after request, idle ones are closed on graceful shutdown, pipelined requests never
-//! leave a client hanging.
+//! request after request (on either pipeline, moving between them), idle ones are closed on
+//! graceful shutdown, pipelined requests never leave a client hanging.
 
 use std::time::Duration;
 
@@ -61,6 +61,39 @@ async fn a_kept_alive_connection_serves_request_after_request() {
         s.flush().await.unwrap();
     }
     assert_eq!(read_response(&mut s, &mut rest).await, Some(200));
+}
+
+/// A GET goes on the fast path and a POST with a body on Pingora's pipeline: between them the
+/// connection's socket is wrapped for Pingora and taken back as a bare socket, request after
+/// request, and the client's address reaches the upstream from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_moves_between_the_pipelines_request_after_request() {
+    let (_a, proxy) = proxy_to_one_origin().await;
+    let mut s = connect(&proxy).await;
+    let me = s.local_addr().unwrap().ip().to_string();
+    const POST: &[u8] = b"POST /x HTTP/1.1\r\nHost: banyan.test\r\n\
+        Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    let mut rest = Vec::new();
+    for i in 0..20 {
+        let (request, method) = if i % 2 == 0 {
+            (GET, "GET")
+        } else {
+            (POST, "POST")
+        };
+        s.write_all(request).await.unwrap();
+        let answer = raw_client::read_response(&mut s, &mut rest, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        assert_eq!(answer.status, 200, "request {i}");
+        let echoed: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(echoed["method"], method, "request {i}");
+        assert_eq!(echoed["x_forwarded_for"], me.as_str(), "request {i}");
+    }
+    assert_eq!(super::fast_path::pipeline_count(&proxy, "fast").await, 10);
+    assert_eq!(
+        super::fast_path::pipeline_count(&proxy, "pingora").await,
+        10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,7 +119,7 @@ async fn exchange(s: &mut TcpStream, request: &str, rest: &mut Vec<u8>) -> Respo
 }
 
 /// `banyan_request_pipeline_total{pipeline}` from the admin API.
-async fn pipeline_count(proxy: &ProxyApp, pipeline: &str) -> u64 {
+pub(crate) async fn pipeline_count(proxy: &ProxyApp, pipeline: &str) -> u64 {
     let text = proxy.admin_text("/metrics").await;
     let series = format!("banyan_request_pipeline_total{{pipeline=\"{pipeline}\"}}");
     text.lines()

@@ -229,34 +229,22 @@ pub(crate) fn acceptable_request_id(b: &[u8]) -> bool {
 
 /// A request's id, held inline: every request has one, in the access line, the answer's
 /// headers and the in-flight list, and an id on the heap was an allocation per request. Only
-/// [`request_id`] makes one, so it always holds an acceptable id (ASCII) or nothing.
-#[derive(Clone)]
-pub(crate) struct RequestId {
-    len: u8,
-    bytes: [u8; MAX_REQUEST_ID],
-}
-
-impl Default for RequestId {
-    /// No id yet (before a request is read).
-    fn default() -> Self {
-        RequestId {
-            len: 0,
-            bytes: [0; MAX_REQUEST_ID],
-        }
-    }
-}
+/// [`request_id`] makes one from a request, so it holds an acceptable id (ASCII) or a new one.
+#[derive(Clone, Default)]
+pub(crate) struct RequestId(arrayvec::ArrayString<MAX_REQUEST_ID>);
 
 impl RequestId {
     /// `id`'s first 128 bytes (an id [`request_id`] made is never longer; cut at a character's
-    /// boundary, so never invalid).
+    /// boundary, so never invalid UTF-8), or nothing when `id` is not UTF-8.
     pub(crate) fn of(id: &[u8]) -> Self {
-        let mut len = id.len().min(MAX_REQUEST_ID);
-        while len > 0 && std::str::from_utf8(&id[..len]).is_err() {
-            len -= 1;
-        }
         let mut r = RequestId::default();
-        r.bytes[..len].copy_from_slice(&id[..len]);
-        r.len = len as u8;
+        if let Ok(id) = std::str::from_utf8(id) {
+            let mut end = id.len().min(MAX_REQUEST_ID);
+            while !id.is_char_boundary(end) {
+                end -= 1;
+            }
+            r.0.push_str(&id[..end]);
+        }
         r
     }
 }
@@ -265,14 +253,13 @@ impl std::ops::Deref for RequestId {
     type Target = str;
 
     fn deref(&self) -> &str {
-        // ASCII by construction (`acceptable_request_id`, or hex).
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+        &self.0
     }
 }
 
 impl std::fmt::Debug for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&**self, f)
+        std::fmt::Debug::fmt(&*self.0, f)
     }
 }
 
