@@ -17,7 +17,8 @@
 //!   no fallback, a plain split instead of the rollout), for what the loop costs.
 //!
 //! Scenarios (`--only` picks some): `small-64`, `small-1000` (keep-alive, 70-byte answers),
-//! `1mb-16` (1 MB answers), `idle-10k` (RSS with 10,000 idle keep-alive connections),
+//! `1mb-16` (1 MB answers), `post-64` (512-byte JSON `POST`s: writes take Pingora's pipeline,
+//! not the fast path), `idle-10k` (RSS with 10,000 idle keep-alive connections),
 //! `reload-1s` (the route table rewritten every second under load, against no reloads),
 //! `shadow-100` (every request shadowed, against no shadowing) and `reference` (the monolith
 //! with 10,000 products behind each proxy, on catalog endpoints).
@@ -87,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let lua = dir.path().join("report.lua");
     std::fs::write(&lua, WRK_LUA)?;
+    let post_lua = dir.path().join("post.lua");
+    std::fs::write(&post_lua, format!("{POST_LUA}{WRK_LUA}"))?;
     let workers = args.workers.to_string();
     let small = BackendProcess::start(&["--threads", &workers])?;
     let big = BackendProcess::start(&["--threads", &workers, "--bytes", "1048576"])?;
@@ -99,18 +102,28 @@ async fn main() -> anyhow::Result<()> {
             path: "/api/products/42",
             connections: 64,
             big: false,
+            post: false,
         },
         Scenario {
             name: "small-1000",
             path: "/api/products/42",
             connections: 1000,
             big: false,
+            post: false,
         },
         Scenario {
             name: "1mb-16",
             path: "/api/products/42",
             connections: 16,
             big: true,
+            post: false,
+        },
+        Scenario {
+            name: "post-64",
+            path: "/api/products/42",
+            connections: 64,
+            big: false,
+            post: true,
         },
     ];
     let mut summary: Vec<String> = Vec::new();
@@ -124,7 +137,8 @@ async fn main() -> anyhow::Result<()> {
         } else {
             small_addr.clone()
         };
-        report(throughput(sc, &backend, &args, dir.path(), &lua).await?);
+        let lua = if sc.post { &post_lua } else { &lua };
+        report(throughput(sc, &backend, &args, dir.path(), lua).await?);
     }
     if wanted("idle-10k") {
         report(idle(&small_addr, &args, dir.path(), &lua).await?);

@@ -24,6 +24,13 @@ done = function(summary, latency, requests)
 end
 "#;
 
+/// A write's body: a 512-byte JSON cart update, the size of the catalog API's writes.
+pub(crate) const POST_LUA: &str = r#"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"sku":"KET-0042","quantity":2,"note":"' .. string.rep("x", 471) .. '"}'
+"#;
+
 pub(crate) fn wrk(
     addr: &str,
     path: &str,
@@ -71,6 +78,8 @@ pub(crate) struct Scenario {
     pub(crate) path: &'static str,
     pub(crate) connections: usize,
     pub(crate) big: bool,
+    /// Requests are `POST`s with [`POST_BODY`] (Pingora's pipeline, not the fast path).
+    pub(crate) post: bool,
 }
 
 pub(crate) fn measured_run(
