@@ -166,7 +166,7 @@ where
             let mut dispatched =
                 Box::pin(self.dispatch(&mut tcp, &buf, end, client_ip, started)).await;
             // An absolute-form target: the same request again, as origin-form.
-            let (buf, end) = match dispatched {
+            let buf = match dispatched {
                 Dispatch::Rewritten { head } => {
                     let mut rewritten = head;
                     let head_end = rewritten.len();
@@ -174,18 +174,24 @@ where
                     dispatched =
                         Box::pin(self.dispatch(&mut tcp, &rewritten, head_end, client_ip, started))
                             .await;
-                    (rewritten, head_end)
+                    rewritten
                 }
-                _ => (buf, end),
+                _ => buf,
             };
             let upto = match dispatched {
-                Dispatch::Served { keep_alive: true } => {
+                Dispatch::Served {
+                    keep_alive: true,
+                    upto,
+                } => {
                     answered = Instant::now();
-                    pending = (buf.len() > end).then(|| kept(&buf[end..]));
+                    pending = (buf.len() > upto).then(|| kept(&buf[upto..]));
                     crate::buffers::give(buf);
                     continue;
                 }
-                Dispatch::Served { keep_alive: false } | Dispatch::Closed => return None,
+                Dispatch::Served {
+                    keep_alive: false, ..
+                }
+                | Dispatch::Closed => return None,
                 Dispatch::Rewritten { .. } => unreachable!("a rewritten head is origin-form"),
                 Dispatch::HandOver { upto } => upto,
             };
@@ -278,7 +284,10 @@ where
                     started,
                 )
                 .await;
-                return Dispatch::Served { keep_alive: false };
+                return Dispatch::Served {
+                    keep_alive: false,
+                    upto: end,
+                };
             }
         };
         if inspected.host_from_target {
@@ -286,13 +295,22 @@ where
                 head: request::origin_form(&req, &inspected),
             };
         }
-        if fast_path::takes(&table, &req, &inspected) {
+        if let Some(body) = fast_path::takes(&table, &req, &inspected, buf.len() - end) {
+            let upto = end + body;
             return match self
                 .fast
-                .serve(tcp, table, &req, &inspected, client_ip, started)
+                .serve(
+                    tcp,
+                    table,
+                    &req,
+                    &inspected,
+                    &buf[end..upto],
+                    client_ip,
+                    started,
+                )
                 .await
             {
-                Exchange::Served { keep_alive } => Dispatch::Served { keep_alive },
+                Exchange::Served { keep_alive } => Dispatch::Served { keep_alive, upto },
                 Exchange::Closed => Dispatch::Closed,
             };
         }
@@ -363,8 +381,9 @@ where
 
 /// What the edge made of one request.
 enum Dispatch {
-    /// Answered (by the edge or the fast path); `keep_alive`: the connection carries on.
-    Served { keep_alive: bool },
+    /// Answered (by the edge or the fast path); `keep_alive`: the connection carries on, and
+    /// what came after `buf[..upto]` (the request's head and body) is the next request's.
+    Served { keep_alive: bool, upto: usize },
     /// The client went away.
     Closed,
     /// An absolute-form target: this head (origin-form, the authority as `Host`) replaces the

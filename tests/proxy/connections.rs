@@ -63,7 +63,7 @@ async fn a_kept_alive_connection_serves_request_after_request() {
     assert_eq!(read_response(&mut s, &mut rest).await, Some(200));
 }
 
-/// A GET goes on the fast path and a POST with a body on Pingora's pipeline: between them the
+/// A GET goes on the fast path and a POST with a chunked body on Pingora's pipeline: between them the
 /// connection's socket is wrapped for Pingora and taken back as a bare socket, request after
 /// request, and the client's address reaches the upstream from both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +72,7 @@ async fn one_connection_moves_between_the_pipelines_request_after_request() {
     let mut s = connect(&proxy).await;
     let me = s.local_addr().unwrap().ip().to_string();
     const POST: &[u8] = b"POST /x HTTP/1.1\r\nHost: banyan.test\r\n\
-        Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
     let mut rest = Vec::new();
     for i in 0..20 {
         let (request, method) = if i % 2 == 0 {

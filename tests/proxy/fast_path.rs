@@ -1,5 +1,5 @@
-//! The fast path (proxy/src/fast_path): plain GET/HEAD exchanges forwarded without Pingora's
-//! pipeline. Checked against an origin that frames its answers every way HTTP/1.1 allows and
+//! The fast path (proxy/src/fast_path): requests without a body, or whose body came with the
+//! head, forwarded without Pingora's pipeline. Checked against an origin that frames its answers every way HTTP/1.1 allows and
 //! misbehaves the ways real backends do, with a client that reads the bytes the proxy sends.
 
 use std::time::Duration;
@@ -385,16 +385,12 @@ async fn what_the_fast_path_leaves_goes_through_pingora() {
     assert_eq!((status, body["path"].as_str()), (200, Some("/plain")));
     assert_eq!(pipeline_count(&proxy, "fast").await, 1);
 
-    // A body, an HTTP/1.0 client, an Expect: each handed over with its bytes. Pipelined GETs
-    // stay on the fast path, answered in order.
-    let r = proxy
-        .client
-        .post(proxy.url("/upload"))
-        .body("twelve bytes")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    // A chunked body, an HTTP/1.0 client, an Expect: each handed over with its bytes.
+    // Pipelined GETs stay on the fast path, answered in order.
+    let chunked = "POST /upload HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   c\r\ntwelve bytes\r\n0\r\n\r\n";
+    let r = exchange(&mut connect(&proxy).await, chunked, &mut Vec::new()).await;
+    assert_eq!(r.status, 200);
     let mut s = connect(&proxy).await;
     let two = "GET /one HTTP/1.1\r\nHost: shop.test\r\n\r\n\
                GET /two HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n";
@@ -486,4 +482,88 @@ async fn shadowed_reads_are_compared_on_the_fast_path() {
     assert_eq!(t.get("matched").copied(), Some(10), "{t:?}");
     assert_eq!(candidate.requests(), 10);
     assert_eq!(pipeline_count(&proxy, "fast").await, 10);
+}
+
+/// A write whose body came with its head is forwarded by the fast path, body and all; one whose
+/// body is still coming when the head is read (here a 256 KiB body, more than the first read
+/// takes) streams through Pingora's pipeline, and the connection carries on on the fast path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_hand_takes_the_fast_path_and_a_body_still_coming_streams() {
+    let origin = RawOrigin::start(|seen| {
+        let echo = format!(
+            "{} {} {}",
+            seen.method(),
+            seen.body.len(),
+            String::from_utf8_lossy(&seen.body[..seen.body.len().min(16)])
+        );
+        Reply::raw(&format!(
+            "HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n{echo}",
+            echo.len()
+        ))
+    })
+    .await;
+    let proxy = spawn_proxy(&one_route(origin.addr)).await;
+    let mut s = connect(&proxy).await;
+    let mut rest = Vec::new();
+    let small =
+        "POST /cart HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 13\r\n\r\n{\"sku\":\"K1\"}\n";
+    let r = exchange(&mut s, small, &mut rest).await;
+    assert_eq!(
+        (r.status, String::from_utf8_lossy(&r.body).as_ref()),
+        (201, "POST 13 {\"sku\":\"K1\"}\n")
+    );
+    assert_eq!(pipeline_count(&proxy, "fast").await, 1);
+
+    let big = format!(
+        "PUT /import HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n{}",
+        256 * 1024,
+        "y".repeat(256 * 1024)
+    );
+    let r = exchange(&mut s, &big, &mut rest).await;
+    assert_eq!(
+        (r.status, String::from_utf8_lossy(&r.body).as_ref()),
+        (201, format!("PUT {} yyyyyyyyyyyyyyyy", 256 * 1024).as_str())
+    );
+    assert!(!r.closed);
+    assert_eq!(pipeline_count(&proxy, "pingora").await, 1);
+
+    let after = "GET /after HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let r = exchange(&mut s, after, &mut rest).await;
+    assert_eq!(
+        (r.status, String::from_utf8_lossy(&r.body).as_ref()),
+        (201, "GET 0 ")
+    );
+    assert_eq!(pipeline_count(&proxy, "fast").await, 2);
+    assert_eq!(origin.requests(), 3);
+}
+
+/// A backend that reads a write on a kept-alive connection and then drops the connection may
+/// have applied it: unlike a read, the write is not sent again, on either pipeline; the client
+/// gets a 502 and decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lost_on_a_reused_connection_is_not_sent_twice() {
+    for fast_path in [true, false] {
+        let origin = RawOrigin::start(|seen| match seen.on_connection {
+            0 => Reply::raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            _ => Reply::Close,
+        })
+        .await;
+        let routes = one_route(origin.addr)
+            .replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
+        let proxy = spawn_proxy(&routes).await;
+        let write = "POST /orders HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 2\r\n\r\n{}";
+        let mut s = connect(&proxy).await;
+        let mut rest = Vec::new();
+        let r = exchange(&mut s, write, &mut rest).await;
+        assert_eq!(r.status, 200, "fast_path = {fast_path}");
+        let r = exchange(&mut s, write, &mut rest).await;
+        assert_eq!(r.status, 502, "fast_path = {fast_path}");
+        assert_eq!(
+            (origin.connections(), origin.requests()),
+            (1, 2),
+            "fast_path = {fast_path}: the second write reached the origin once"
+        );
+        let pipeline = if fast_path { "fast" } else { "pingora" };
+        assert_eq!(pipeline_count(&proxy, pipeline).await, 2);
+    }
 }

@@ -38,6 +38,8 @@ pub struct Seen {
     pub head: String,
     /// Its index on its connection, from 0.
     pub on_connection: usize,
+    /// Its body (`Content-Length` framed).
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -130,11 +132,13 @@ async fn serve(mut stream: TcpStream, script: Arc<Script>, requests: Arc<AtomicU
                 _ => return,
             }
         }
+        let body = buf[end..end + length].to_vec();
         buf.drain(..end + length);
         requests.fetch_add(1, Ordering::SeqCst);
         let seen = Seen {
             head,
             on_connection: index,
+            body,
         };
         index += 1;
         let (pieces, close) = match script(&seen) {

@@ -27,7 +27,8 @@ pub(crate) struct ProxySection {
     pub admin: Option<Spanned<String>>,
     /// Add `x-banyan-route` / `x-banyan-upstream` to responses (for debugging; off by default).
     pub debug_headers: Option<bool>,
-    /// Forward plain GET/HEAD requests on the fast path (on by default).
+    /// Forward requests without a body, or with their body in hand, on the fast path (on by
+    /// default).
     pub fast_path: Option<bool>,
     /// Worker threads of the proxy service.
     pub threads: Option<Spanned<i64>>,

@@ -23,7 +23,8 @@ pub(crate) struct ProxySettings {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub debug_headers: bool,
-    /// Plain GET/HEAD requests skip Pingora's proxy pipeline ([`crate::fast_path`]).
+    /// Requests without a body, or whose body came with the head, skip Pingora's proxy
+    /// pipeline ([`crate::fast_path`]).
     pub fast_path: bool,
     pub threads: usize,
     pub reload_settle: Duration,

@@ -170,6 +170,14 @@ pub(crate) fn retried_after_reset(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Whether a request is tried again on a new connection when the kept-alive connection it was
+/// sent on closed or reset before any byte of an answer (the backend closing an idle connection
+/// just as it was reused): only an idempotent method. For anything else the backend may have
+/// taken the request before the connection went (Pingora's rule too, and nginx's).
+pub(crate) fn retried_on_reused_close(method: &Method) -> bool {
+    method.is_idempotent()
+}
+
 /// A connection attempt to `backend` failed: it leaves rotation (until a health check or its
 /// cool-off brings it back), and the attempt is counted and logged.
 pub(crate) fn connect_failed(metrics: &Metrics, pool: &Pool, backend: &Backend, timeout: bool) {

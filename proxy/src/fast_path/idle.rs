@@ -11,7 +11,8 @@
 //! An idle connection is not watched; instead it is checked when taken: past the upstream's
 //! `idle_timeout`, closed by the backend, or with unexpected bytes waiting, it is dropped and
 //! the next one is tried. A backend closing a connection at the moment it is reused is still
-//! possible; the fast path retries its (idempotent) request once on a new connection then.
+//! possible; the fast path then tries an idempotent request once more on a new connection, and
+//! answers any other as failed (the backend may have taken it: [`crate::edge::failure`]).
 //! At most [`MAX_IDLE_PER_BACKEND`] connections per thread and backend are kept; the oldest go.
 
 use std::cell::RefCell;

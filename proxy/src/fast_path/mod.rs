@@ -1,26 +1,34 @@
-//! The fast path: plain `GET`/`HEAD` exchanges forwarded without Pingora's proxy pipeline.
+//! The fast path: requests without a body, or whose whole body came with the head, forwarded
+//! without Pingora's proxy pipeline.
 //!
 //! Why it exists: measured on 2 cores with one worker each, Pingora's `ProxyHttp` pipeline
 //! spends about 40 µs of CPU per small request where nginx spends 10 (bench/RESULTS.md): the
 //! request and response go through owned header maps, a case-preserving copy of every header
 //! name, channels between a downstream and an upstream task, boxed phase futures, and a
 //! connection pool that spawns a watcher task for every returned connection. No hook of
-//! `ProxyHttp` can remove that; a bare Pingora proxy did 0.36x nginx's requests/s.
+//! `ProxyHttp` can remove that; a bare Pingora proxy did 0.36x nginx's requests/s, and small
+//! writes through it 0.32x (bench `post-64`).
 //!
 //! What it is: for the common case, which is most of a catalog API's traffic, the connection
 //! loop ([`crate::connection`]) reads and inspects the request head at the edge, and when the
 //! request qualifies the fast path answers it here. Everything it decides (routing, split,
 //! headers, retries, error answers, metrics, the access log) it asks [`crate::edge`], as
 //! [`crate::forward`] does: only moving bytes is its own. Heads are parsed in place and written
-//! straight into one buffer; bodies stream through unchanged; upstream connections are kept per
-//! thread ([`idle`]).
+//! straight into one buffer; response bodies stream through unchanged; upstream connections
+//! are kept per thread ([`idle`]).
 //!
 //! What qualifies ([`takes`], asked before anything is routed; anything else goes, with the
 //! bytes already read, to Pingora's pipeline, which routes it once):
 //! - `[proxy] fast_path` not turned off (it is on by default; turning it off sends everything
 //!   through Pingora's pipeline, for comparison or as an escape hatch; it applies on reload);
-//! - HTTP/1.1, `GET` or `HEAD`, no body (no `Content-Length`, no `Transfer-Encoding`), no
-//!   `Expect` (the edge has already checked the target, `Host` and the head's bounds).
+//! - HTTP/1.1, one of the methods `GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE`, `OPTIONS`,
+//!   no `Expect` (the edge has already checked the target, `Host` and the head's bounds);
+//! - no body, or a `Content-Length` body that is already in hand: it came in the same reads as
+//!   the head (a small write from most clients). The fast path never waits on a client for a
+//!   body, so it has no body timeout of its own to differ from Pingora's; a body still coming,
+//!   or chunked, streams through Pingora's pipeline. A body in hand is sent upstream with the
+//!   head in one write and, being whole, can be sent again where the edge allows a retry or a
+//!   fallback.
 //!
 //! A request it takes, it answers, whatever happens: a path that cannot be normalized or
 //! matches no route is answered here as the edge says, so no request is routed twice. A
@@ -114,39 +122,64 @@ struct Outcome {
     keep_alive: bool,
 }
 
-/// Whether the fast path takes a request the edge accepted (see the module docs). Asked
-/// before anything is routed: the `fast_path` setting first, then the request's shape.
+/// Whether the fast path takes a request the edge accepted (see the module docs), and if so
+/// its body's length: `after_head` is how many bytes came after the head in the reads so far.
+/// Asked before anything is routed: the `fast_path` setting first, then the request's shape.
 pub(crate) fn takes(
     table: &RouteTable,
     req: &httparse::Request<'_, '_>,
     inspected: &Inspected<'_>,
-) -> bool {
-    table.config.proxy.fast_path
-        && matches!(req.method, Some("GET" | "HEAD"))
+    after_head: usize,
+) -> Option<usize> {
+    let body = match inspected.body {
+        Body::None => 0,
+        Body::Length(n) if n <= after_head as u64 => n as usize,
+        Body::Length(_) | Body::Chunked => return None,
+    };
+    (table.config.proxy.fast_path
+        && method(req.method?).is_some()
         && req.version == Some(1)
         && !inspected.host_from_target
         && inspected.path.starts_with('/')
-        && inspected.body == Body::None
         && !req
             .headers
             .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("expect"))
+            .any(|h| h.name.eq_ignore_ascii_case("expect")))
+    .then_some(body)
+}
+
+/// The methods the fast path forwards (the standard ones but `CONNECT` and `TRACE`, without an
+/// allocation: `http`'s constants).
+fn method(name: &str) -> Option<Method> {
+    Some(match name {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        "OPTIONS" => Method::OPTIONS,
+        _ => return None,
+    })
 }
 
 impl FastPath {
-    /// Answers a request [`takes`] took: `req` is its parsed head, which the edge inspected.
+    /// Answers a request [`takes`] took: `req` is its parsed head, which the edge inspected,
+    /// and `body` its whole body (empty when it has none).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn serve(
         &self,
         client: &mut ClientStream,
         table: Arc<RouteTable>,
         req: &httparse::Request<'_, '_>,
         inspected: &Inspected<'_>,
+        body: &[u8],
         client_ip: Option<IpAddr>,
         started: Instant,
     ) -> Exchange {
         let method_str = req.method.unwrap_or("GET");
-        let head = method_str == "HEAD";
-        let method = if head { Method::HEAD } else { Method::GET };
+        let method = method(method_str).unwrap_or(Method::GET);
+        let head = method == Method::HEAD;
         let request_id = headers::request_id(req.headers);
         let client_close = req
             .headers
@@ -218,11 +251,12 @@ impl FastPath {
             None => None,
         };
         if let Some(m) = &mut mirror {
-            // GET and HEAD carry no body.
-            m.request_body(None, true);
+            m.request_body(Some(body), true);
         }
-        let mut out = crate::buffers::take(1024);
+        let mut out = crate::buffers::take(1024 + body.len());
         wire::upstream_request_head(&mut out, method_str, target, req.headers, &edge);
+        // Head and body leave in one write (and whole again on a retry or a fallback).
+        out.extend_from_slice(body);
         let debug_headers = table.config.proxy.debug_headers;
         let mut attempts = 0;
         let mut side = fallback::choose(&table, *index, pool.clone(), &method, &self.metrics);

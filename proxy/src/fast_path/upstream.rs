@@ -74,9 +74,9 @@ pub(super) async fn open(
         rbuf.clear();
         match exchange_head(&mut up, request, rbuf, spec.write_timeout, read_timeout).await {
             Ok(()) => return Ok((up, backend)),
-            Err(HeadError::Stale) if is_reused => {
+            Err(HeadError::Stale) if is_reused && failure::retried_on_reused_close(method) => {
                 // The backend closed the kept-alive connection as it was reused: not the
-                // backend's failure, and nothing was processed. Again, on a new connection.
+                // backend's failure. An idempotent request goes again, on a new connection.
                 tried.pop();
                 fresh_only = true;
                 again = Some(Failure::BadUpstream);

@@ -336,9 +336,10 @@ impl ProxyHttp for Banyan {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        // Pingora's own rule: an idempotent request whose body is still whole is tried again
-        // when the failure was on a reused connection.
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        // An idempotent request whose body is still whole is tried again when the failure was
+        // on a reused connection (the edge's rule; Pingora decides whether it was one).
+        if !failure::retried_on_reused_close(&session.req_header().method)
+            || session.as_ref().retry_buffer_truncated()
         {
             e.set_retry(false);
         } else {
