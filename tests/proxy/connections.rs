@@ -89,11 +89,8 @@ async fn one_connection_moves_between_the_pipelines_request_after_request() {
         assert_eq!(echoed["method"], method, "request {i}");
         assert_eq!(echoed["x_forwarded_for"], me.as_str(), "request {i}");
     }
-    assert_eq!(super::fast_path::pipeline_count(&proxy, "fast").await, 10);
-    assert_eq!(
-        super::fast_path::pipeline_count(&proxy, "pingora").await,
-        10
-    );
+    super::fast_path::expect_pipeline(&proxy, "fast", 10).await;
+    super::fast_path::expect_pipeline(&proxy, "pingora", 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
