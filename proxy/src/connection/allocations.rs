@@ -8,7 +8,9 @@
 //! The proxy's side is the real one: [`Connections::requests`] (the keep-alive loop, the head
 //! read, the edge's inspection), the fast path, the route table a migration runs (breakers on
 //! every route, the monolith as fallback, a route in a rollout held at a sticky 50 %), its
-//! metrics. Per request is measured as a difference: one connection carries `FEW` requests,
+//! metrics. Every fourth request is a small write (`PUT` with its body in the same write as its
+//! head, to a route with a breaker and a fallback), which the fast path takes too. Per request is
+//! measured as a difference: one connection carries `FEW` requests,
 //! another `FEW + MANY`, both after a warm-up connection; what the second allocated beyond the
 //! first, divided by `MANY`, is what a request allocates once the proxy is warm (per-connection
 //! costs and first-time costs cancel out). Each count is read on the proxy's thread once its
@@ -137,7 +139,16 @@ fn upstream() -> std::net::SocketAddr {
                 let mut chunk = [0u8; 4096];
                 loop {
                     while let Some(end) = find(&buf, b"\r\n\r\n") {
-                        buf.drain(..end + 4);
+                        // A write's body (the client's own, so its length is trusted here).
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let body = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        if buf.len() < end + 4 + body {
+                            break;
+                        }
+                        buf.drain(..end + 4 + body);
                         if conn.write_all(&answer).is_err() {
                             return;
                         }
@@ -165,12 +176,20 @@ fn client(proxy: std::net::SocketAddr, n: usize) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     for i in 0..n {
-        // Sixteen users, so both sides of the split serve.
-        let request = format!(
-            "GET /api/products/42?page=2 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: wrk\r\n\
-             Accept: application/json\r\nCookie: sid=user{}\r\n\r\n",
-            i % 16
-        );
+        // Sixteen users, so both sides of the split serve; every fourth request a small write
+        // (its body in the same write as its head) to a route with a breaker and a fallback.
+        let request = if i % 4 == 3 {
+            format!(
+                "PUT /api/area0/items/{i} HTTP/1.1\r\nHost: shop.example\r\n\
+                 Content-Type: application/json\r\nContent-Length: 11\r\n\r\n{{\"stock\":3}}"
+            )
+        } else {
+            format!(
+                "GET /api/products/42?page=2 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: wrk\r\n\
+                 Accept: application/json\r\nCookie: sid=user{}\r\n\r\n",
+                i % 16
+            )
+        };
         conn.write_all(request.as_bytes()).unwrap();
         let (head_end, len) = loop {
             if let Some(end) = find(&buf, b"\r\n\r\n") {
@@ -272,8 +291,20 @@ fn a_warm_fast_path_request_allocates_at_most_its_budget() {
     );
     let served = metrics.render();
     assert!(
-        served.contains("route=\"products\""),
-        "requests were counted"
+        served.contains("route=\"products\"") && served.contains("route=\"r0\""),
+        "reads and writes were counted: {served}"
+    );
+    let pipeline = |name: &str| {
+        let series = format!("banyan_request_pipeline_total{{pipeline=\"{name}\"}}");
+        served
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    assert_eq!(
+        (pipeline("fast"), pipeline("pingora")),
+        ((FEW * 2 + FEW + MANY) as u64, 0),
+        "every request took the fast path"
     );
     assert!(
         per_request <= BUDGET,
