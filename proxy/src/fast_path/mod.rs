@@ -7,7 +7,7 @@
 //! name, channels between a downstream and an upstream task, boxed phase futures, and a
 //! connection pool that spawns a watcher task for every returned connection. No hook of
 //! `ProxyHttp` can remove that; a bare Pingora proxy did 0.36x nginx's requests/s, and small
-//! writes through it 0.32x (bench `post-64`).
+//! writes sent through Banyan's Pingora pipeline 0.32x (bench/RESULTS.md, small writes).
 //!
 //! What it is: for the common case, which is most of a catalog API's traffic, the connection
 //! loop ([`crate::connection`]) reads and inspects the request head at the edge, and when the
