@@ -295,8 +295,8 @@ where
                 head: request::origin_form(&req, &inspected),
             };
         }
-        if let Some(body) = fast_path::takes(&table, &req, &inspected, buf.len() - end) {
-            let upto = end + body;
+        if let Some(taken) = fast_path::takes(&table, &req, &inspected, buf.len() - end) {
+            let upto = end + taken.body;
             return match self
                 .fast
                 .serve(
@@ -304,6 +304,7 @@ where
                     table,
                     &req,
                     &inspected,
+                    taken.method,
                     &buf[end..upto],
                     client_ip,
                     started,

@@ -122,22 +122,28 @@ struct Outcome {
     keep_alive: bool,
 }
 
-/// Whether the fast path takes a request the edge accepted (see the module docs), and if so
-/// its body's length: `after_head` is how many bytes came after the head in the reads so far.
-/// Asked before anything is routed: the `fast_path` setting first, then the request's shape.
+/// A request the fast path takes: its method, and its body's length.
+pub(crate) struct Taken {
+    pub method: Method,
+    pub body: usize,
+}
+
+/// Whether the fast path takes a request the edge accepted (see the module docs):
+/// `after_head` is how many bytes came after the head in the reads so far. Asked before
+/// anything is routed: the `fast_path` setting first, then the request's shape.
 pub(crate) fn takes(
     table: &RouteTable,
     req: &httparse::Request<'_, '_>,
     inspected: &Inspected<'_>,
     after_head: usize,
-) -> Option<usize> {
+) -> Option<Taken> {
     let body = match inspected.body {
         Body::None => 0,
         Body::Length(n) if n <= after_head as u64 => n as usize,
         Body::Length(_) | Body::Chunked => return None,
     };
+    let method = method(req.method?)?;
     (table.config.proxy.fast_path
-        && method(req.method?).is_some()
         && req.version == Some(1)
         && !inspected.host_from_target
         && inspected.path.starts_with('/')
@@ -145,7 +151,7 @@ pub(crate) fn takes(
             .headers
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("expect")))
-    .then_some(body)
+    .then_some(Taken { method, body })
 }
 
 /// The methods the fast path forwards (the standard ones but `CONNECT` and `TRACE`, without an
@@ -165,7 +171,8 @@ fn method(name: &str) -> Option<Method> {
 
 impl FastPath {
     /// Answers a request [`takes`] took: `req` is its parsed head, which the edge inspected,
-    /// and `body` its whole body (empty when it has none).
+    /// `method` the method `takes` read from it, and `body` its whole body (empty when it has
+    /// none).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn serve(
         &self,
@@ -173,12 +180,13 @@ impl FastPath {
         table: Arc<RouteTable>,
         req: &httparse::Request<'_, '_>,
         inspected: &Inspected<'_>,
+        method: Method,
         body: &[u8],
         client_ip: Option<IpAddr>,
         started: Instant,
     ) -> Exchange {
-        let method_str = req.method.unwrap_or("GET");
-        let method = method(method_str).unwrap_or(Method::GET);
+        // A standard method's name is `http`'s own static text.
+        let method_str = method.as_str();
         let head = method == Method::HEAD;
         let request_id = headers::request_id(req.headers);
         let client_close = req
