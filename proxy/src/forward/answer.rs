@@ -13,6 +13,22 @@ use crate::edge::reply::error_head;
 
 /// Pingora's view of a failure, as the edge names it ([`Failure`]).
 pub(super) fn failure_of(e: &Error) -> Failure {
+    // The client's side first: Pingora reports some of its faults with upstream-sounding types
+    // (`ConnectError` "Sent data after end of body": the client sent the next request while
+    // this one's answer was pending, which Pingora's pipeline does not take). Mapped to an
+    // upstream failure, a client could answer itself 502 and count against the upstream's
+    // breaker and rollout gates.
+    if e.esource() == &ErrorSource::Downstream {
+        return match e.etype() {
+            ErrorType::WriteError
+            | ErrorType::ReadError
+            | ErrorType::ConnectionClosed
+            | ErrorType::WriteTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::ConnectError => Failure::ClientGone,
+            _ => Failure::BadRequest("malformed request".into()),
+        };
+    }
     match e.etype() {
         ErrorType::HTTPStatus(503) => Failure::NoBackend,
         ErrorType::HTTPStatus(502) => Failure::Connect { timeout: false },
@@ -28,15 +44,9 @@ pub(super) fn failure_of(e: &Error) -> Failure {
         }
         _ => match e.esource() {
             ErrorSource::Upstream => Failure::BadUpstream,
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError
-                | ErrorType::ReadError
-                | ErrorType::ConnectionClosed
-                | ErrorType::WriteTimedout
-                | ErrorType::ReadTimedout => Failure::ClientGone,
-                _ => Failure::BadRequest("malformed request".into()),
-            },
-            ErrorSource::Internal | ErrorSource::Unset => Failure::Internal,
+            ErrorSource::Downstream | ErrorSource::Internal | ErrorSource::Unset => {
+                Failure::Internal
+            }
         },
     }
 }
@@ -56,4 +66,37 @@ pub(super) async fn respond(
     session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_fault_is_never_an_upstream_failure() {
+        let down = |t: ErrorType| failure_of(&Error::explain(t, "x").into_down());
+        let up = |t: ErrorType| failure_of(&Error::explain(t, "x").into_up());
+        // What Pingora says when a client sends its next request before this one's answer.
+        assert_eq!(down(ErrorType::ConnectError), Failure::ClientGone);
+        assert_eq!(down(ErrorType::ReadTimedout), Failure::ClientGone);
+        assert_eq!(down(ErrorType::ConnectionClosed), Failure::ClientGone);
+        assert!(matches!(
+            down(ErrorType::InvalidHTTPHeader),
+            Failure::BadRequest(_)
+        ));
+        assert!(matches!(
+            down(ErrorType::HTTPStatus(400)),
+            Failure::BadRequest(_)
+        ));
+        assert_eq!(
+            up(ErrorType::ConnectError),
+            Failure::Connect { timeout: false }
+        );
+        assert_eq!(
+            up(ErrorType::ConnectTimedout),
+            Failure::Connect { timeout: true }
+        );
+        assert_eq!(up(ErrorType::ReadTimedout), Failure::Timeout);
+        assert_eq!(up(ErrorType::InvalidHTTPHeader), Failure::BadUpstream);
+    }
 }
