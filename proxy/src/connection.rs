@@ -25,7 +25,10 @@
 //!
 //! Every request's head is read whole, within the `[proxy]` bounds, by [`crate::edge::head`],
 //! and inspected by [`crate::edge::request`] before either pipeline sees it: what the edge
-//! refuses is answered here, the same whichever pipeline would have served it. Pipelined
+//! refuses is answered here, the same whichever pipeline would have served it. A small
+//! `Content-Length` body (at most 16 KiB) that did not come with the head is read here too,
+//! within the head's deadline (else 408), so both pipelines get the request whole and the fast
+//! path can take writes from clients that send head and body in two writes. Pipelined
 //! requests are answered in order: bytes read past a request (a bodiless one, or one whose
 //! whole body came with it) are kept here as the beginning of the next, and Pingora is handed
 //! only the bytes that are its request's. At shutdown an idle connection that answered within the last
@@ -37,9 +40,11 @@
 //! options' `keepalive_request_limit`, and the per-connection settings Pingora carries from one
 //! request to the next. Banyan serves cleartext HTTP/1.1 only (no TLS, no h2c), so the other
 //! branches of Pingora's loop do not apply. Pingora's own pipelining stays off: it only ever
-//! gets one request's bytes, and should a client send the next request while Pingora is still
-//! reading a chunked body, Pingora answers the first and closes (the client then sends the next
-//! again, as RFC 9112 §9.3.2 expects of it).
+//! gets one request's bytes, and should a client send the next request before the answer to one
+//! Pingora's pipeline is serving (after a chunked or large body, which RFC 9112 §9.3.2 asks
+//! clients not to pipeline behind), Pingora ends the exchange and the connection closes; the
+//! client then sends what was not answered again, as §9.3.2 expects of it. It is logged as
+//! `client_gone` and never counted against the upstream ([`crate::forward`]'s error mapping).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,7 +60,7 @@ use tokio::net::TcpStream;
 
 use crate::balance::{Live, Workers};
 use crate::edge::failure::Failure;
-use crate::edge::head::{self, Head, HeadLimits};
+use crate::edge::head::{self, Head, HeadLimits, Rest};
 use crate::edge::headers;
 use crate::edge::record::{Pipeline, Record};
 use crate::edge::reply::write_error;
@@ -160,23 +165,45 @@ where
                     return None;
                 }
             };
-            // Boxed: the exchange's state (parsed header arrays, buffers, the upstream
-            // connection) is several KiB, and held inline it would size this loop's future,
-            // which every idle connection keeps. Allocated per request, freed with it.
-            let mut dispatched =
-                Box::pin(self.dispatch(&mut tcp, &buf, end, client_ip, started)).await;
-            // An absolute-form target: the same request again, as origin-form.
-            let buf = match dispatched {
-                Dispatch::Rewritten { head } => {
-                    let mut rewritten = head;
-                    let head_end = rewritten.len();
-                    rewritten.extend_from_slice(&buf[end..]);
-                    dispatched =
-                        Box::pin(self.dispatch(&mut tcp, &rewritten, head_end, client_ip, started))
-                            .await;
-                    rewritten
+            let (mut buf, mut end) = (buf, end);
+            let dispatched = loop {
+                // Boxed: the exchange's state (parsed header arrays, buffers, the upstream
+                // connection) is several KiB, and held inline it would size this loop's future,
+                // which every idle connection keeps. Allocated per request, freed with it.
+                match Box::pin(self.dispatch(&mut tcp, &buf, end, client_ip, started)).await {
+                    // An absolute-form target: the same request again, as origin-form (which
+                    // it then is, so this comes once).
+                    Dispatch::Rewritten { head } => {
+                        let mut rewritten = head;
+                        let head_end = rewritten.len();
+                        rewritten.extend_from_slice(&buf[end..]);
+                        crate::buffers::give(std::mem::replace(&mut buf, rewritten));
+                        end = head_end;
+                    }
+                    // A small body still coming: read within the head's deadline, then the
+                    // same request again, whole (which it then is, so this comes once).
+                    Dispatch::BodyComing { upto } => {
+                        let deadline = tokio::time::Instant::from_std(started + limits.timeout);
+                        match Box::pin(head::read_rest(&mut tcp, &mut buf, upto, deadline)).await {
+                            Rest::Complete => {}
+                            Rest::Closed => return None,
+                            Rest::TimedOut => {
+                                let failure = Failure::BodyTimeout(limits.timeout);
+                                let request_id = service_kit::telemetry::new_request_id();
+                                Box::pin(self.refuse(
+                                    &mut tcp,
+                                    "-",
+                                    &failure,
+                                    &request_id,
+                                    started,
+                                ))
+                                .await;
+                                return None;
+                            }
+                        }
+                    }
+                    dispatched => break dispatched,
                 }
-                _ => buf,
             };
             let upto = match dispatched {
                 Dispatch::Served {
@@ -192,7 +219,9 @@ where
                     keep_alive: false, ..
                 }
                 | Dispatch::Closed => return None,
-                Dispatch::Rewritten { .. } => unreachable!("a rewritten head is origin-form"),
+                Dispatch::Rewritten { .. } | Dispatch::BodyComing { .. } => {
+                    unreachable!("dispatched again above")
+                }
                 Dispatch::HandOver { upto } => upto,
             };
             // Pingora's parser reads the request (its head complete, and as much of its body as
@@ -295,6 +324,9 @@ where
                 head: request::origin_form(&req, &inspected),
             };
         }
+        if let Some(upto) = inspected.body_still_coming(end, buf.len() - end) {
+            return Dispatch::BodyComing { upto };
+        }
         if let Some(taken) = fast_path::takes(&table, &req, &inspected, buf.len() - end) {
             let upto = end + taken.body;
             return match self
@@ -390,6 +422,9 @@ enum Dispatch {
     /// An absolute-form target: this head (origin-form, the authority as `Host`) replaces the
     /// one read, and the request is dispatched again.
     Rewritten { head: Vec<u8> },
+    /// A small body is still coming ([`request::Inspected::body_still_coming`]): once `buf`
+    /// holds `buf[..upto]`, the request is dispatched again.
+    BodyComing { upto: usize },
     /// For Pingora's pipeline: `buf[..upto]` is this request's (its head and what came of its
     /// body); anything after it is the next request's.
     HandOver { upto: usize },

@@ -1,5 +1,6 @@
-//! The fast path (proxy/src/fast_path): requests without a body, or whose body came with the
-//! head, forwarded without Pingora's pipeline. Checked against an origin that frames its answers every way HTTP/1.1 allows and
+//! The fast path (proxy/src/fast_path): requests without a body, or with a body in hand (a
+//! small one, which the edge reads with the head, or one that came with it), forwarded without
+//! Pingora's pipeline. Checked against an origin that frames its answers every way HTTP/1.1 allows and
 //! misbehaves the ways real backends do, with a client that reads the bytes the proxy sends.
 
 use std::time::Duration;
@@ -553,6 +554,108 @@ async fn a_write_in_hand_takes_the_fast_path_and_a_body_still_coming_streams() {
     );
     expect_pipeline(&proxy, "fast", 2).await;
     assert_eq!(origin.requests(), 3);
+}
+
+/// Clients that write a request's head and its small body separately (Java's
+/// `HttpURLConnection` and `HttpClient` both do) get the same answer on both pipelines: the
+/// edge reads the body whole with the head, so the fast path takes the write, and a request
+/// pipelined right behind the body is the next one. With `fast_path` off, Pingora's pipeline
+/// gets the same whole request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_written_after_its_head_is_read_whole_at_the_edge() {
+    for fast_path in [true, false] {
+        let origin = RawOrigin::start(|seen| {
+            let echo = format!("{} {} {}", seen.method(), seen.target(), seen.body.len());
+            Reply::raw(&format!(
+                "HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n{echo}",
+                echo.len()
+            ))
+        })
+        .await;
+        let routes = one_route(origin.addr)
+            .replace("[proxy]\n", &format!("[proxy]\nfast_path = {fast_path}\n"));
+        let proxy = spawn_proxy(&routes).await;
+        let mut s = connect(&proxy).await;
+        let mut rest = Vec::new();
+        let body = format!("{{\"note\":\"{}\"}}", "j".repeat(1000));
+        for round in 0..2 {
+            let head = format!(
+                "POST /orders/{round} HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            // Pacing the client so the head arrives on its own, as a second write does.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let then = format!("{body}GET /next/{round} HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+            let r = exchange(&mut s, &then, &mut rest).await;
+            assert_eq!(
+                (r.status, String::from_utf8_lossy(&r.body).as_ref()),
+                (201, format!("POST /orders/{round} {}", body.len()).as_str()),
+                "fast_path = {fast_path}"
+            );
+            let r = exchange(&mut s, "", &mut rest).await;
+            assert_eq!(
+                String::from_utf8_lossy(&r.body),
+                format!("GET /next/{round} 0")
+            );
+            assert!(!r.closed);
+        }
+        let pipeline = if fast_path { "fast" } else { "pingora" };
+        expect_pipeline(&proxy, pipeline, 4).await;
+        assert_eq!(origin.requests(), 4);
+    }
+}
+
+/// A small body that does not arrive within `request_head_timeout` of the request's first byte
+/// is answered 408 by the edge, on both pipelines, and nothing reaches the origin; the body of a
+/// client that sent `Expect: 100-continue` is not waited for at the edge (the client waits for
+/// an answer before sending it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_that_never_comes_gets_408_unless_the_client_expects_100() {
+    for fast_path in [true, false] {
+        let origin = RawOrigin::start(|seen| {
+            let echo = format!("{} {}", seen.method(), seen.body.len());
+            Reply::raw(&format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{echo}",
+                echo.len()
+            ))
+        })
+        .await;
+        let routes = one_route(origin.addr).replace(
+            "[proxy]\n",
+            &format!("[proxy]\nfast_path = {fast_path}\nrequest_head_timeout = \"1s\"\n"),
+        );
+        let proxy = spawn_proxy(&routes).await;
+        let mut s = connect(&proxy).await;
+        let mut rest = Vec::new();
+        let partial =
+            "PUT /cart HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 100\r\n\r\n{\"sku\"";
+        let r = exchange(&mut s, partial, &mut rest).await;
+        assert_eq!(r.status, 408, "fast_path = {fast_path}");
+        assert!(r.closed);
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("request_timeout"),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(origin.requests(), 0);
+
+        // An expecting client's body comes when it is asked for or, with no interim answer (the
+        // origin here sends none), after the client's own wait: curl waits 1 s. Longer than
+        // `request_head_timeout` here, and still answered: the edge never waited for it.
+        let mut s = connect(&proxy).await;
+        let expecting = "PUT /cart HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\n\
+                         Expect: 100-continue\r\n\r\n";
+        s.write_all(expecting.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let r = exchange(&mut s, "{\"\"}", &mut Vec::new()).await;
+        assert_eq!(
+            (r.status, String::from_utf8_lossy(&r.body).as_ref()),
+            (200, "PUT 4"),
+            "fast_path = {fast_path}"
+        );
+        assert_eq!(origin.requests(), 1);
+    }
 }
 
 /// A backend that reads a write and then drops the connection may have applied it: unlike a

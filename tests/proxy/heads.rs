@@ -46,8 +46,8 @@ fn head(method: &str, headers: &[String]) -> Vec<u8> {
     h.into_bytes()
 }
 
-/// Over 32 KiB of head, or over 100 headers: 431 in the error format, on either pipeline
-/// (GET goes to the fast path, POST to Pingora's); within both: forwarded.
+/// Over 32 KiB of head, or over 100 headers: 431 in the error format, for a read or a write
+/// (the edge refuses them before choosing a pipeline); within both: forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_over_their_bounds_are_refused_with_431_on_both_pipelines() {
     let (_origin, proxy) = proxy("").await;

@@ -23,6 +23,8 @@ pub(crate) enum Failure {
     TooManyHeaders(usize),
     /// The request head did not arrive within the limit (408).
     HeadTimeout(std::time::Duration),
+    /// A small body the edge reads with the head did not arrive within the head's limit (408).
+    BodyTimeout(std::time::Duration),
     /// The request itself is malformed or not acceptable at the edge (400).
     BadRequest(Cow<'static, str>),
     /// No route matches (404).
@@ -82,6 +84,14 @@ impl Failure {
                     limit.as_millis()
                 ),
             ),
+            Failure::BodyTimeout(limit) => edge(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} ms of the request's first byte",
+                    limit.as_millis()
+                ),
+            ),
             Failure::BadRequest(why) => ErrorResponse::bad_request(why.as_ref()),
             Failure::NoRoute => ErrorResponse::not_found("no route for this path"),
             Failure::NoBackend => with(
@@ -137,7 +147,7 @@ impl Failure {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Failure::HeadTooLarge(_) | Failure::TooManyHeaders(_) => "headers_too_large",
-            Failure::HeadTimeout(_) => "request_timeout",
+            Failure::HeadTimeout(_) | Failure::BodyTimeout(_) => "request_timeout",
             Failure::BadRequest(_) => "bad_request",
             Failure::NoRoute => "no_route",
             Failure::NoBackend => "no_backend",

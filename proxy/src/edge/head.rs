@@ -13,8 +13,15 @@
 //! it has sent, and at most the limit. The complete head (and whatever followed it in the same
 //! reads) is then parsed by the fast path or rewound into the socket for Pingora, which finds
 //! it whole and never waits on the client for more of it.
+//!
+//! A small body the edge wants whole before choosing a pipeline
+//! ([`super::request::Inspected::body_still_coming`]) is read by [`read_rest`] within the same
+//! deadline: `request_head_timeout` from the head's first byte covers the head and that body
+//! together, else 408, on both pipelines.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -93,6 +100,41 @@ pub(crate) async fn read<S: AsyncRead + Unpin>(
             () = &mut deadline => return Head::TimedOut,
         }
     }
+}
+
+/// What reading the rest of a request came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Rest {
+    /// `buf` holds at least the bytes asked for.
+    Complete,
+    /// The deadline passed first (408).
+    TimedOut,
+    /// The client closed or reset the connection: nothing to answer.
+    Closed,
+}
+
+/// Reads until `buf` holds at least `upto` bytes (the request's head and its small body), by
+/// `deadline`. The buffer grows once, to what is missing and one step more: bytes that follow
+/// the body in the same reads (a request pipelined behind it) are read with it, as the head's
+/// reads do, and stay the next request's.
+pub(crate) async fn read_rest<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    upto: usize,
+    deadline: Instant,
+) -> Rest {
+    let missing = upto.saturating_sub(buf.len());
+    if buf.capacity() - buf.len() < missing + STEP {
+        buf.reserve_exact(missing + STEP);
+    }
+    while buf.len() < upto {
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Rest::Closed,
+            Err(_) => return Rest::TimedOut,
+        }
+    }
+    Rest::Complete
 }
 
 /// Header lines of a complete head: its lines minus the request line and the empty last one.
@@ -174,5 +216,44 @@ mod tests {
             Head::TooLarge
         ));
         writer.abort();
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_request_is_read_up_to_its_end_by_the_deadline() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let deadline = || Instant::now() + Duration::from_secs(10);
+        let mut buf = b"HEAD".to_vec();
+        let writer = tokio::spawn(async move {
+            for piece in [&b"bo"[..], b"dy", b"NEXT"] {
+                tokio::io::AsyncWriteExt::write_all(&mut client, piece)
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        assert_eq!(
+            read_rest(&mut server, &mut buf, 8, deadline()).await,
+            Rest::Complete
+        );
+        assert!(buf.starts_with(b"HEADbody"), "{buf:?}");
+        let client = writer.await.unwrap();
+        // What follows the body is kept after it (read with it, or still in the stream).
+        while buf.len() < b"HEADbodyNEXT".len() {
+            server.read_buf(&mut buf).await.unwrap();
+        }
+        assert_eq!(buf, b"HEADbodyNEXT");
+        // Nothing more comes: the deadline answers; the client goes: closed.
+        let mut buf = b"HEAD".to_vec();
+        let soon = Instant::now() + Duration::from_millis(100);
+        assert_eq!(
+            read_rest(&mut server, &mut buf, 100, soon).await,
+            Rest::TimedOut
+        );
+        drop(client);
+        assert_eq!(
+            read_rest(&mut server, &mut buf, 100, deadline()).await,
+            Rest::Closed
+        );
     }
 }

@@ -12,6 +12,13 @@
 //!   (`user@evil`, `a b`, empty, `[::1`);
 //! - a `Content-Length` that is a list or repeated (`1,1`, two equal lines), or one beside
 //!   `Transfer-Encoding`: RFC 9110 §8.6 forbids forwarding either.
+//!
+//! It also says how much of a body the edge reads before choosing a pipeline
+//! ([`Inspected::body_still_coming`]): a small `Content-Length` body is read whole with the head,
+//! whichever pipeline then serves it. Many clients write a request's head and body separately
+//! (Java's `HttpURLConnection` and `java.net.http.HttpClient` both do: two `write`s, seen with
+//! `strace`), so the body often arrives a moment after the head; read at the edge, the request is
+//! the same whole request on both pipelines, and the fast path can take it.
 
 use std::borrow::Cow;
 
@@ -30,6 +37,33 @@ pub(crate) struct Inspected<'a> {
     /// pipeline sees it.
     pub(crate) host_from_target: bool,
     pub(crate) body: Body,
+    /// The request has an `Expect` header: a client that sent `100-continue` waits for an
+    /// interim answer before its body, so the edge never waits for that body itself.
+    pub(crate) expect: bool,
+}
+
+/// The largest body the edge reads whole with the head (see [`Inspected::body_still_coming`]);
+/// larger ones stream through Pingora's pipeline as they arrive. As nginx's
+/// `client_body_buffer_size` on 64-bit machines: small JSON writes fit, uploads do not.
+pub(crate) const SMALL_BODY: u64 = 16 * 1024;
+
+impl Inspected<'_> {
+    /// How many bytes of the request (head and body) the edge holds before choosing a
+    /// pipeline, when that is more than the `in_hand` bytes after the head it already has: a
+    /// `Content-Length` body of at most [`SMALL_BODY`] bytes, unless the client waits for
+    /// `100 Continue` before sending it. `None`: what is in hand is enough (no body, a body in
+    /// hand, chunked, large or expecting), and the request goes on as it is.
+    ///
+    /// The rest is read within the head's own deadline (`request_head_timeout` from its first
+    /// byte, [`super::head::read_rest`]), else 408, on both pipelines alike.
+    pub(crate) fn body_still_coming(&self, head_end: usize, in_hand: usize) -> Option<usize> {
+        match self.body {
+            Body::Length(n) if n > in_hand as u64 && n <= SMALL_BODY && !self.expect => {
+                Some(head_end + n as usize)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// How the request's body is framed.
@@ -76,6 +110,7 @@ pub(crate) fn inspect<'a>(req: &httparse::Request<'_, 'a>) -> Result<Inspected<'
         host: authority.or(host_header),
         host_from_target: authority.is_some(),
         body: body(headers)?,
+        expect: values(headers, "expect").next().is_some(),
     })
 }
 
@@ -256,6 +291,39 @@ mod tests {
                 )
             })
             .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn a_small_body_still_coming_is_waited_for_unless_the_client_expects_100() {
+        let coming = |raw: &str, in_hand: usize| {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut req = httparse::Request::new(&mut headers);
+            let end = match req.parse(raw.as_bytes()).unwrap() {
+                httparse::Status::Complete(end) => end,
+                httparse::Status::Partial => panic!("partial head"),
+            };
+            inspect(&req).unwrap().body_still_coming(end, in_hand)
+        };
+        let post = |length: u64, extra: &str| {
+            format!("POST /o HTTP/1.1\r\nHost: a\r\nContent-Length: {length}\r\n{extra}\r\n")
+        };
+        let head = post(430, "");
+        // The head's length plus the body's: everything up to there is this request's.
+        assert_eq!(coming(&head, 0), Some(head.len() + 430));
+        assert_eq!(coming(&head, 429), Some(head.len() + 430));
+        assert_eq!(coming(&head, 430), None, "in hand");
+        assert_eq!(
+            coming(&head, 900),
+            None,
+            "in hand, the next request after it"
+        );
+        assert!(coming(&post(SMALL_BODY, ""), 0).is_some());
+        assert_eq!(coming(&post(SMALL_BODY + 1, ""), 0), None, "streams");
+        assert_eq!(coming(&post(10, "Expect: 100-continue\r\n"), 0), None);
+        assert_eq!(coming(&post(0, ""), 0), None);
+        let chunked = "POST /o HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(coming(chunked, 0), None);
+        assert_eq!(coming("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0), None);
     }
 
     #[test]

@@ -23,12 +23,13 @@
 //!   through Pingora's pipeline, for comparison or as an escape hatch; it applies on reload);
 //! - HTTP/1.1, one of the methods `GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE`, `OPTIONS`,
 //!   no `Expect` (the edge has already checked the target, `Host` and the head's bounds);
-//! - no body, or a `Content-Length` body that is already in hand: it came in the same reads as
-//!   the head (a small write from most clients). The fast path never waits on a client for a
-//!   body, so it has no body timeout of its own to differ from Pingora's; a body still coming,
-//!   or chunked, streams through Pingora's pipeline. A body in hand is sent upstream with the
-//!   head in one write and, being whole, can be sent again where the edge allows a retry or a
-//!   fallback.
+//! - no body, or a `Content-Length` body in hand: one of at most 16 KiB, which the edge reads
+//!   whole with the head before choosing a pipeline ([`crate::edge::request::SMALL_BODY`], within
+//!   the head's deadline, the same for both pipelines), or a larger one that came in the same
+//!   reads as the head. The fast path never waits on a client for a body itself, so it has no
+//!   body timeout of its own to differ from Pingora's; a larger body still coming, or a chunked
+//!   one, streams through Pingora's pipeline. A body in hand is sent upstream with the head in
+//!   one write and, being whole, can be sent again where the edge allows a retry or a fallback.
 //!
 //! A request it takes, it answers, whatever happens: a path that cannot be normalized or
 //! matches no route is answered here as the edge says, so no request is routed twice. A
@@ -147,11 +148,8 @@ pub(crate) fn takes(
         && req.version == Some(1)
         && !inspected.host_from_target
         && inspected.path.starts_with('/')
-        && !req
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("expect")))
-    .then_some(Taken { method, body })
+        && !inspected.expect)
+        .then_some(Taken { method, body })
 }
 
 /// The methods the fast path forwards (the standard ones but `CONNECT` and `TRACE`, without an
