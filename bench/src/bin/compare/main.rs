@@ -17,8 +17,9 @@
 //!   no fallback, a plain split instead of the rollout), for what the loop costs.
 //!
 //! Scenarios (`--only` picks some): `small-64`, `small-1000` (keep-alive, 70-byte answers),
-//! `1mb-16` (1 MB answers), `post-64` (512-byte JSON `POST`s: writes take Pingora's pipeline,
-//! not the fast path), `idle-10k` (RSS with 10,000 idle keep-alive connections),
+//! `1mb-16` (1 MB answers), `post-64` (512-byte JSON `POST`s, head and body in one write, as
+//! wrk, curl and most clients send them), `post-split-64` (the same `POST`s, head and body in
+//! two writes, as Java's clients send them: [`measure::split_posts`], not wrk), `idle-10k` (RSS with 10,000 idle keep-alive connections),
 //! `reload-1s` (the route table rewritten every second under load, against no reloads),
 //! `shadow-100` (every request shadowed, against no shadowing) and `reference` (the monolith
 //! with 10,000 products behind each proxy, on catalog endpoints).
@@ -103,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
             connections: 64,
             big: false,
             post: false,
+            split: false,
         },
         Scenario {
             name: "small-1000",
@@ -110,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             connections: 1000,
             big: false,
             post: false,
+            split: false,
         },
         Scenario {
             name: "1mb-16",
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             connections: 16,
             big: true,
             post: false,
+            split: false,
         },
         Scenario {
             name: "post-64",
@@ -124,6 +128,15 @@ async fn main() -> anyhow::Result<()> {
             connections: 64,
             big: false,
             post: true,
+            split: false,
+        },
+        Scenario {
+            name: "post-split-64",
+            path: "/api/products/42",
+            connections: 64,
+            big: false,
+            post: true,
+            split: true,
         },
     ];
     let mut summary: Vec<String> = Vec::new();

@@ -31,6 +31,29 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"sku":"KET-0042","quantity":2,"note":"' .. string.rep("x", 471) .. '"}'
 "#;
 
+/// How a scenario's load is generated.
+pub(crate) enum Load<'a> {
+    /// wrk with this script (which prints the `RESULT` line).
+    Wrk(&'a Path),
+    /// [`split_posts`]: the write scenario's requests, head and body in two writes.
+    SplitPosts,
+}
+
+impl Load<'_> {
+    pub(crate) fn run(
+        &self,
+        addr: &str,
+        path: &str,
+        connections: usize,
+        seconds: u64,
+    ) -> anyhow::Result<Run> {
+        match self {
+            Load::Wrk(lua) => wrk(addr, path, connections, seconds, lua),
+            Load::SplitPosts => split_posts(addr, path, connections, seconds),
+        }
+    }
+}
+
 pub(crate) fn wrk(
     addr: &str,
     path: &str,
@@ -78,8 +101,10 @@ pub(crate) struct Scenario {
     pub(crate) path: &'static str,
     pub(crate) connections: usize,
     pub(crate) big: bool,
-    /// Requests are `POST`s with [`POST_BODY`] (Pingora's pipeline, not the fast path).
+    /// Requests are `POST`s with the body of [`POST_LUA`].
     pub(crate) post: bool,
+    /// The `POST`s' heads and bodies are written separately ([`split_posts`]).
+    pub(crate) split: bool,
 }
 
 pub(crate) fn measured_run(
@@ -87,10 +112,10 @@ pub(crate) fn measured_run(
     path: &str,
     connections: usize,
     seconds: u64,
-    lua: &Path,
+    load: &Load<'_>,
 ) -> anyhow::Result<Run> {
     let (_, cpu0) = usage(&c.pids);
-    let mut r = wrk(&c.addr, path, connections, seconds, lua)?;
+    let mut r = load.run(&c.addr, path, connections, seconds)?;
     let (rss, cpu1) = usage(&c.pids);
     r.cpu = cpu1 - cpu0;
     r.rss = rss;
@@ -121,16 +146,16 @@ pub(crate) fn measure(
     path: &str,
     connections: usize,
     args: &Args,
-    lua: &Path,
+    load: &Load<'_>,
 ) -> anyhow::Result<Runs> {
     for c in contenders {
-        wrk(&c.addr, path, connections, 2, lua)?;
+        load.run(&c.addr, path, connections, 2)?;
     }
     let mut runs = Runs::new();
     for round in 1..=args.rounds {
         for i in 0..contenders.len() {
             let c = &contenders[(i + round - 1) % contenders.len()];
-            let r = measured_run(c, path, connections, args.seconds, lua)?;
+            let r = measured_run(c, path, connections, args.seconds, load)?;
             print_run(scenario, round, c.name, &r);
             runs.entry(c.name).or_default().push(r);
         }
@@ -264,3 +289,132 @@ pub(crate) const AGAINST_OTHERS: &[(&str, &str)] = &[
     ("banyan", "haproxy"),
     ("banyan", "pingora"),
 ];
+
+/// The write scenario's requests (the `POST`s of [`POST_LUA`]) as Java's `HttpURLConnection` and
+/// `HttpClient` send them: the head in one write and the body in a second, on a socket with
+/// `TCP_NODELAY`, so the body can arrive after the proxy has read the head. wrk cannot split a
+/// request, so this is a small closed-loop client of its own: `connections` keep-alive
+/// connections on two threads (as `wrk -t2`), one request in flight on each, for `seconds`.
+/// It reads answers framed by `Content-Length` (every contender sends the backend's).
+pub(crate) fn split_posts(
+    addr: &str,
+    path: &str,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<Run> {
+    let addr: std::net::SocketAddr = addr.parse().context("the contender's address")?;
+    let body = format!(
+        "{{\"sku\":\"KET-0042\",\"quantity\":2,\"note\":\"{}\"}}",
+        "x".repeat(471)
+    );
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Cookie: sid=bench-session\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // A runtime of its own on threads of its own: the caller may be on a runtime's thread.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let started = Instant::now();
+            let until = started + Duration::from_secs(seconds);
+            let (head, body) = (head.into_bytes(), body.into_bytes());
+            let tasks: Vec<_> = (0..connections)
+                .map(|_| {
+                    let (head, body) = (head.clone(), body.clone());
+                    tokio::spawn(split_connection(addr, head, body, until))
+                })
+                .collect();
+            let mut latency = hdrhistogram::Histogram::<u64>::new(3)?;
+            let (mut ok, mut errors) = (0, 0);
+            for t in tasks {
+                let (h, o, e) = t.await?;
+                latency.add(&h)?;
+                ok += o;
+                errors += e;
+            }
+            Ok(Run {
+                requests: ok,
+                errors,
+                seconds: started.elapsed().as_secs_f64(),
+                p50_us: latency.value_at_quantile(0.5) as f64,
+                p99_us: latency.value_at_quantile(0.99) as f64,
+                p999_us: latency.value_at_quantile(0.999) as f64,
+                ..Run::default()
+            })
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the split-write client panicked"))?
+}
+
+/// One connection of [`split_posts`]: latencies (µs) of its 2xx answers, their count, and the
+/// errors (non-2xx answers and broken connections; a broken connection is opened again).
+async fn split_connection(
+    addr: std::net::SocketAddr,
+    head: Vec<u8>,
+    body: Vec<u8>,
+    until: Instant,
+) -> (hdrhistogram::Histogram<u64>, u64, u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut latency = hdrhistogram::Histogram::<u64>::new(3).expect("histogram bounds");
+    let (mut ok, mut errors) = (0u64, 0u64);
+    'connect: while Instant::now() < until {
+        let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+            errors += 1;
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let mut buf = Vec::with_capacity(4096);
+        while Instant::now() < until {
+            let sent = Instant::now();
+            if s.write_all(&head).await.is_err() || s.write_all(&body).await.is_err() {
+                errors += 1;
+                continue 'connect;
+            }
+            // The answer: its head, then `Content-Length` bytes.
+            let (end, length, status) = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let text = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let status: u16 = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let length = text.lines().find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                    });
+                    break (end + 4, length, status);
+                }
+                match s.read_buf(&mut buf).await {
+                    Ok(n) if n > 0 => {}
+                    _ => {
+                        errors += 1;
+                        continue 'connect;
+                    }
+                }
+            };
+            let Some(length) = length else {
+                errors += 1;
+                continue 'connect;
+            };
+            while buf.len() < end + length {
+                match s.read_buf(&mut buf).await {
+                    Ok(n) if n > 0 => {}
+                    _ => {
+                        errors += 1;
+                        continue 'connect;
+                    }
+                }
+            }
+            buf.drain(..end + length);
+            if (200..300).contains(&status) {
+                ok += 1;
+                let _ = latency.record(sent.elapsed().as_micros() as u64);
+            } else {
+                errors += 1;
+            }
+        }
+    }
+    (latency, ok, errors)
+}

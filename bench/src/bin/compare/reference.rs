@@ -25,7 +25,7 @@ pub(crate) async fn reference(args: &Args, dir: &Path, lua_dir: &Path) -> anyhow
     )
     .await?;
     let cs = contenders(dir, &backend, args, &banyan).await?;
-    let runs = measure("reference", &cs, "/", 64, args, &lua)?;
+    let runs = measure("reference", &cs, "/", 64, args, &Load::Wrk(&lua))?;
     let mut out = render(
         &format!(
             "reference (monolith, embedded storage, 10,000 products; GET /api/products/{{1..10000}} 80 %, list pages 20 %; 64 connections, median of {} rounds of {} s)",

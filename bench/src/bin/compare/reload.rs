@@ -35,7 +35,7 @@ pub(crate) async fn reload(backend: &str, args: &Args, lua: &Path) -> anyhow::Re
     let mut runs = Runs::new();
     let mut written = 0u64;
     for round in 1..=args.rounds {
-        let r = measured_run(&c, path, 64, args.seconds, lua)?;
+        let r = measured_run(&c, path, 64, args.seconds, &Load::Wrk(lua))?;
         print_run("reload-1s", round, "steady", &r);
         runs.entry("steady").or_default().push(r);
 
@@ -59,7 +59,7 @@ pub(crate) async fn reload(backend: &str, args: &Args, lua: &Path) -> anyhow::Re
                 n
             })
         };
-        let r = measured_run(&c, path, 64, args.seconds, lua)?;
+        let r = measured_run(&c, path, 64, args.seconds, &Load::Wrk(lua))?;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         written += writer
             .join()

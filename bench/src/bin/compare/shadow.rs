@@ -31,7 +31,7 @@ pub(crate) async fn shadow(backend: &str, args: &Args, lua: &Path) -> anyhow::Re
         },
     ];
     let path = "/api/products/42";
-    let runs = measure("shadow-100", &cs, path, 64, args, lua)?;
+    let runs = measure("shadow-100", &cs, path, 64, args, &Load::Wrk(lua))?;
     let mut out = render(
         &format!(
             "shadow-100 (64 connections, shadow at 100 % vs off, median of {} rounds of {} s)",

@@ -22,7 +22,12 @@ pub(crate) async fn throughput(
         pids: vec![unguarded.pid()],
         children: vec![],
     });
-    let runs = measure(sc.name, &cs, sc.path, sc.connections, args, lua)?;
+    let load = if sc.split {
+        Load::SplitPosts
+    } else {
+        Load::Wrk(lua)
+    };
+    let runs = measure(sc.name, &cs, sc.path, sc.connections, args, &load)?;
     let mut out = render(
         &format!(
             "{} ({} connections, median of {} rounds of {} s)",
