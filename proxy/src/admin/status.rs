@@ -154,8 +154,27 @@ pub(crate) fn status(s: &AdminState, extras: &Extras<'_>) -> Value {
             total += requests;
             let bp = table.split_basis_points(index);
             let rollout = rollouts.get(&r.id);
+            // A rollout in the table that the controller has not taken up yet: it looks at the
+            // table every 100 ms (250 ms when shared, after reading Redis), so right after a start
+            // or a reload there is a moment when only the file knows it. Shown as starting, not
+            // as no rollout, so `banyan status --wait` and scripts polling `/status` wait for it
+            // instead of failing.
+            let starting = (rollout.is_none())
+                .then_some(r.rollout.as_ref())
+                .flatten()
+                .map(|spec| {
+                    json!({
+                        "to": spec.to,
+                        "phase": "starting",
+                        "state": {"phase": "starting"},
+                        "percent": f64::from(bp) / 100.0,
+                        "steps": spec.steps,
+                        "gates": [],
+                    })
+                });
             let phase = match (rollout, &r.split) {
                 (Some(ro), _) => ro.phase.clone(),
+                (None, _) if starting.is_some() => "starting".to_owned(),
                 (None, Some(_)) if bp >= 10_000 => "migrated".to_owned(),
                 (None, Some(_)) if bp > 0 => format!("canary {} %", f64::from(bp) / 100.0),
                 _ if r.shadow.is_some() => "shadow".to_owned(),
@@ -220,7 +239,7 @@ pub(crate) fn status(s: &AdminState, extras: &Extras<'_>) -> Value {
                     v["percent"] = json!(f64::from(sh.basis_points) / 100.0);
                     v
                 }),
-                "rollout": rollout,
+                "rollout": rollout.map(|ro| json!(ro)).or(starting),
             })
         })
         .collect();

@@ -166,10 +166,11 @@ fn route_block(r: &Value) -> String {
                 w["seconds"].as_f64().unwrap_or(0.0)
             ));
         }
-        None => out.push_str(&format!(
-            " (since {})\n",
-            ro["step_since"].as_str().unwrap_or("?")
-        )),
+        None => match ro["step_since"].as_str() {
+            Some(since) => out.push_str(&format!(" (since {since})\n")),
+            // Not taken up by the controller yet (see `/status`).
+            None => out.push_str(" (starting)\n"),
+        },
     }
     if let Some(cause) = ro["state"].get("cause") {
         out.push_str(&format!(
