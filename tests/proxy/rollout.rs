@@ -171,6 +171,19 @@ impl Load {
         }
     }
 
+    /// Polls until at least `users` users have had an answer from the catalog, or `within`
+    /// has passed; returns how many have.
+    async fn wait_on_new(&self, users: usize, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let moved = self.on_new.lock().unwrap().len();
+            if moved >= users || Instant::now() >= deadline {
+                return moved;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn stop(self) -> BTreeMap<u16, u64> {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
@@ -226,10 +239,15 @@ fn cli(proxy: &ProxyApp, args: &[&str]) -> (i32, String, String) {
 
 /// A healthy catalog goes through shadow, 5 % and 25 % to migrated, each step judged on what
 /// it served; `banyan status` and `banyan history` show every gate's figures.
+///
+/// The healthy tests allow a p99 3 times the monolith's: the p99 of 40-odd requests is about
+/// their slowest, and with the suite's other processes on two cores the healthy catalog's came
+/// out at 1.92 times the monolith's once (an abort at 1.5). The latency gate's own test uses a
+/// catalog made slower on purpose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_catalog_migrates_step_by_step() {
     let rig = rig(
-        "steps = [0, 5, 25, 100], min_requests = 40, min_compared = 100, max_p99_ratio = 1.5",
+        "steps = [0, 5, 25, 100], min_requests = 40, min_compared = 100, max_p99_ratio = 3.0",
         true,
         true,
         Fault::Pass,
@@ -242,22 +260,25 @@ async fn a_healthy_catalog_migrates_step_by_step() {
         Duration::from_secs(150),
     )
     .await;
+    // First, so that an abort shows with the gate that caused it.
+    assert_eq!(
+        migrated["rollout"]["state"]["phase"], "migrated",
+        "{migrated:#}"
+    );
+    // Not a vacuous check: the load goes on until a good part of the users have been served by
+    // the catalog. How many got there before the end depends on how fast the machine sends
+    // (each step lasts one interval); after it every user goes there, so this converges.
+    let moved = load.wait_on_new(200, Duration::from_secs(60)).await;
     let sent_back = load.sent_back.lock().unwrap().clone();
-    let moved = load.on_new.lock().unwrap().len();
     let statuses = load.stop().await;
-    // Not a vacuous check: a good part of the users reached the catalog before the end.
     assert!(
-        moved >= 50,
+        moved >= 200,
         "only {moved} of 1,000 users were served by the catalog"
     );
     // Advancing only moves users from the old side to the new one.
     assert!(
         sent_back.is_empty(),
         "users sent back to the monolith: {sent_back:?}"
-    );
-    assert_eq!(
-        migrated["rollout"]["state"]["phase"], "migrated",
-        "{migrated:#}"
     );
     assert_eq!(migrated["percent"], 100.0);
     assert_eq!(
@@ -451,6 +472,8 @@ async fn low_traffic_neither_advances_nor_aborts() {
         Fault::FailEvery(2),
     )
     .await;
+    // Taken up by the controller (until then `/status` shows it starting).
+    wait_phase(&rig.proxy, &["running"], Duration::from_secs(10)).await;
     // About 10 requests a second (the interval is 1 s), for 6 intervals.
     let load = Load::start(&rig.proxy, 1, Some(Duration::from_millis(100)));
     let started = Instant::now();
@@ -493,7 +516,7 @@ async fn low_traffic_neither_advances_nor_aborts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_proxy_resumes_its_step_and_the_cli_steers_it() {
     let mut rig = rig(
-        "steps = [5, 25, 100], min_requests = 40, max_p99_ratio = 1.5, approve_at = [25]",
+        "steps = [5, 25, 100], min_requests = 40, max_p99_ratio = 3.0, approve_at = [25]",
         false,
         true,
         Fault::Pass,
@@ -583,7 +606,7 @@ async fn two_proxies_sharing_redis_run_one_rollout() {
         redis.prefix.as_str(),
     ];
     let mut rig = rig_with(
-        "steps = [5, 25, 50, 100], min_requests = 40, max_p99_ratio = 1.5, approve_at = [50]",
+        "steps = [5, 25, 50, 100], min_requests = 40, max_p99_ratio = 3.0, approve_at = [50]",
         false,
         true,
         Fault::Pass,
