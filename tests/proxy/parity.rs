@@ -217,9 +217,25 @@ impl Answer {
     }
 }
 
-/// Sends `request` on a new connection and reads every answer until the connection closes or
-/// `expect` answers have come; then, when the last answer closes the connection, whatever else
-/// the proxy sent before closing (nothing, from a correct proxy).
+/// Marks where a case's bytes are sent in a second write, a moment after the first.
+const PAUSE: &[u8] = b"<pause>";
+
+/// The parts of `request` between [`PAUSE`] marks.
+fn split_at_pauses(request: &[u8]) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let mut rest = request;
+    while let Some(at) = rest.windows(PAUSE.len()).position(|w| w == PAUSE) {
+        parts.push(&rest[..at]);
+        rest = &rest[at + PAUSE.len()..];
+    }
+    parts.push(rest);
+    parts
+}
+
+/// Sends `request` on a new connection (in parts, where it has [`PAUSE`] marks) and reads every
+/// answer until the connection closes or `expect` answers have come; then, when the last answer
+/// closes the connection, whatever else the proxy sent before closing (nothing, from a correct
+/// proxy).
 async fn exchange(
     proxy: &ProxyApp,
     request: &[u8],
@@ -229,7 +245,14 @@ async fn exchange(
     let mut s = TcpStream::connect(proxy.address.trim_start_matches("http://"))
         .await
         .unwrap();
-    s.write_all(request).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for (i, part) in split_at_pauses(request).into_iter().enumerate() {
+        if i > 0 {
+            // Pacing the client, so the next part arrives apart (as a second write does).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s.write_all(part).await.unwrap();
+    }
     let mut buf = Vec::new();
     let mut answers = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -981,6 +1004,21 @@ fn cases() -> Vec<Case> {
                     let want = format!("a GET /api/products/{}", i + 1);
                     assert_eq!(a.body, want);
                 }
+            },
+        },
+        Case {
+            name: "a write whose body comes in a second write is read whole, then the next",
+            request: [
+                req("PUT /api/products/9 HTTP/1.1\r\nHost: a\r\nX-Request-Id: parity-1\r\nContent-Length: 11\r\n\r\n"),
+                req("<pause>hello world"),
+                get("/api/products/after", ""),
+            ]
+            .concat(),
+            answers: 2,
+            check: |s| {
+                assert_eq!(s.answers.len(), 2, "{s:#?}");
+                assert_eq!(s.answers[0].body, "a PUT /api/products/9 hello world");
+                assert_eq!(s.answers[1].body, "a GET /api/products/after");
             },
         },
         Case {
