@@ -412,3 +412,97 @@ pub(crate) async fn post_action(
     }
     Json(json!({"route": route, "action": action, "phase": phase})).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::lifecycle::{Lifecycle, Timing};
+    use crate::metrics::Metrics;
+    use crate::reload::LiveTable;
+    use crate::shadow::results::Results;
+
+    const TABLE: &str = r#"
+[upstreams.legacy]
+addrs = ["127.0.0.1:9"]
+
+[upstreams.catalog]
+addrs = ["127.0.0.1:9"]
+
+[[route]]
+id = "products"
+path = "/api/products"
+methods = ["GET", "HEAD"]
+upstream = "legacy"
+rollout = { to = "catalog", steps = [5, 50, 100], interval = "1h", sticky = "cookie:sid" }
+
+[[route]]
+id = "rest"
+path = "/"
+upstream = "legacy"
+"#;
+
+    fn products(status: &Value) -> Value {
+        status["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "products")
+            .cloned()
+            .unwrap()
+    }
+
+    /// Between a start (or a reload) and the controller's first look at the table, the file's
+    /// rollout is shown as starting with its steps, so `banyan status --wait` and scripts that
+    /// poll `/status` wait for it instead of reading "no rollout"; after that look, the
+    /// controller's own state replaces it.
+    #[test]
+    fn a_rollout_the_controller_has_not_taken_up_yet_shows_as_starting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        std::fs::write(&path, TABLE).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let live = Arc::new(LiveTable::open(&path, metrics.clone()).unwrap());
+        let results = Arc::new(Results::new(metrics.clone()));
+        let state = AdminState {
+            admin: "127.0.0.1:0".parse().unwrap(),
+            lifecycle: Arc::new(Lifecycle::new(Timing::default())),
+            live: live.clone(),
+            metrics,
+            results: results.clone(),
+            shared: Arc::new(std::sync::OnceLock::new()),
+            trend: Arc::new(super::super::trend::Trend::default()),
+        };
+        let read = || {
+            products(&status(
+                &state,
+                &Extras {
+                    shadow: &results.snapshot(),
+                    history: &[],
+                    series: false,
+                },
+            ))
+        };
+
+        let before = read();
+        assert_eq!(before["phase"], "starting", "{before:#}");
+        let rollout = &before["rollout"];
+        assert_eq!(rollout["to"], "catalog", "{before:#}");
+        assert_eq!(rollout["phase"], "starting");
+        assert_eq!(rollout["state"]["phase"], "starting");
+        assert_eq!(rollout["steps"], json!([5.0, 50.0, 100.0]));
+        // What the table already serves: a new rollout starts at its first step.
+        assert_eq!(rollout["percent"], json!(5.0));
+        assert!(rollout.get("step_since").is_none(), "{before:#}");
+
+        live.rollouts()
+            .tick_local(&live.current(), &results, crate::rollout::control::now_ms());
+        let after = read();
+        let rollout = &after["rollout"];
+        assert_ne!(after["phase"], "starting", "{after:#}");
+        assert_ne!(rollout["phase"], "starting", "{after:#}");
+        assert!(rollout["step_since"].is_string(), "{after:#}");
+        assert_eq!(rollout["steps"], json!([5.0, 50.0, 100.0]));
+    }
+}
