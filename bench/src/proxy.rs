@@ -164,6 +164,18 @@ fn proc_usage_at(dir: &str) -> (u64, f64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024);
+    let (user, system) = cpu_times_at(dir);
+    (rss, user + system)
+}
+
+/// CPU seconds of process `pid` so far, as (user, system), from /proc (Linux): what a proxy
+/// spends in its own code and what the kernel spends on its behalf (system calls, the network
+/// stack, page faults).
+pub fn cpu_times(pid: u32) -> (f64, f64) {
+    cpu_times_at(&format!("/proc/{pid}"))
+}
+
+fn cpu_times_at(dir: &str) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat
@@ -176,8 +188,7 @@ fn proc_usage_at(dir: &str) -> (u64, f64) {
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the state field.
-    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
-    (rss, cpu)
+    (ticks(11) as f64 / 100.0, ticks(12) as f64 / 100.0)
 }
 
 /// CPU seconds of process `pid` split into (threads named `name`, all other threads), from

@@ -25,9 +25,12 @@
 //! with 10,000 products behind each proxy, on catalog endpoints).
 //!
 //! Load scenarios run the contenders in interleaved rounds so the machine's drift hits all
-//! alike, and print requests/s, p50/p99/p99.9, proxy CPU seconds per 10,000 requests, proxy
-//! RSS, the ratios Banyan/nginx, Banyan/HAProxy and Banyan/bare Pingora, and a verdict for each
-//! of the issue's targets.
+//! alike, and print requests/s, p50/p99/p99.9, proxy CPU seconds per 10,000 requests (and the
+//! kernel's part of it), proxy RSS, the ratios Banyan/nginx, Banyan/HAProxy and Banyan/bare
+//! Pingora, and a verdict for each of the issue's targets. Beside the CPU target, a "kernel
+//! floor" line: Banyan's system time per request against nginx's whole CPU per request, which
+//! no work in Banyan's own code can go below (the system calls, the loopback network stack and
+//! the wakeups of the peers are paid by every proxy alike).
 //!
 //! Files: [`contenders`] starts and stops the proxies, [`measure`] runs wrk and computes the
 //! medians and tables, and each scenario has its own file ([`throughput`], [`shadow`],
@@ -40,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use banyan_bench::free_port;
-use banyan_bench::proxy::{BackendProcess, Banyan, proc_usage, sibling_binary};
+use banyan_bench::proxy::{BackendProcess, Banyan, cpu_times, proc_usage, sibling_binary};
 use clap::Parser;
 
 mod contenders;
