@@ -1,12 +1,12 @@
 //! The fixed backend: every request gets the same small JSON answer, after an optional delay,
-//! with a configurable status.
+//! with a configurable status, once its body (if any) has been read.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -62,9 +62,14 @@ pub async fn start_on(addr: SocketAddr, behaviour: Behaviour) -> SocketAddr {
             let _ = stream.set_nodelay(true);
             let body = body.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |_req: Request<Incoming>| {
+                let svc = service_fn(move |req: Request<Incoming>| {
                     let body = body.clone();
                     async move {
+                        // The request's body is read before the answer, as a real service reads
+                        // what it was sent: answered unread, a body still on its way (a client
+                        // that writes head and body apart, a proxy that streams the body after
+                        // the head) makes hyper close the connection instead of keeping it.
+                        let _ = req.into_body().collect().await;
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
                         }
