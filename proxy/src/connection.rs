@@ -6,18 +6,18 @@
 //! every filter phase), plus the request-head buffer, all held while the client says nothing.
 //! With 10,000 idle clients that was 26 KiB of RSS per connection (bench/RESULTS.md, idle-10k).
 //!
-//! [`Connections`] takes over the HTTP/1.1 keep-alive loop Pingora's blanket `ServerApp` runs
-//! for an [`HttpServerApp`]: between requests it holds only the socket, a bare tokio stream
-//! (not Pingora's `Stream` around it: with it, its socket digest and what came with them an
-//! idle connection took 2.8 KiB, without them 1.6; bench/RESULTS.md, idle-10k), and waits for the first bytes of the next request (or the keep-alive timeout,
-//! or shutdown). Those bytes go to the fast path ([`crate::fast_path`]), which answers the
-//! request itself when it qualifies; otherwise the socket is wrapped in Pingora's `Stream`, the
-//! bytes are put back in front of it (`rewind`), Pingora's request-handling future parses the
-//! request from its first byte, and once the answer is written the socket is taken back as a
-//! bare stream (a duplicated descriptor, as [`crate::balance::register_here`] does) and
-//! Pingora's stream and future are freed. The wait reads into a per-thread scratch buffer and
-//! copies out only what arrived, so an idle connection holds no buffer and a request costs one
-//! read.
+//! [`Connections`] takes over the HTTP/1.1 keep-alive loop Pingora's blanket `ServerApp` runs for
+//! an [`HttpServerApp`]: between requests it holds only the socket, a bare tokio stream (not
+//! Pingora's `Stream` around it: with it, its socket digest and what came with them an idle
+//! connection took 2.8 KiB, without them 1.6; bench/RESULTS.md, idle-10k), and waits for the first
+//! bytes of the next request (or the keep-alive timeout, or shutdown). Those bytes go to the fast
+//! path ([`crate::fast_path`]), which answers the request itself when it qualifies; otherwise the
+//! socket is wrapped in Pingora's `Stream`, the bytes are put back in front of it (`rewind`),
+//! Pingora's request-handling future parses the request from its first byte, and once the answer is
+//! written the socket is taken back as a bare stream (a duplicated descriptor, as
+//! [`crate::balance::register_here`] does) and Pingora's stream and future are freed. The wait
+//! reads into a per-thread scratch buffer and copies out only what arrived, so an idle connection
+//! holds no buffer and a request costs one read.
 //!
 //! Each connection first moves to the worker thread serving the fewest connections
 //! ([`crate::balance`]; Pingora's own placement is random), and its socket is registered with
@@ -31,8 +31,8 @@
 //! path can take writes from clients that send head and body in two writes. Pipelined
 //! requests are answered in order: bytes read past a request (a bodiless one, or one whose
 //! whole body came with it) are kept here as the beginning of the next, and Pingora is handed
-//! only the bytes that are its request's. At shutdown an idle connection that answered within the last
-//! second waits that long for a request that may be on its way and answers it (with
+//! only the bytes that are its request's. At shutdown an idle connection that answered within
+//! the last second waits that long for a request that may be on its way and answers it (with
 //! `Connection: close`), so closing never leaves a request sent on a kept-alive connection
 //! without an answer.
 //!
