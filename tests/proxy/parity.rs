@@ -1166,6 +1166,10 @@ async fn rollout_window(proxy: &ProxyApp, route: &str) -> (u64, u64, u64, u64) {
         .iter()
         .find(|r| r["id"] == route)
         .unwrap_or_else(|| panic!("no route {route} in {status}"));
+    if r["rollout"]["phase"] == "starting" {
+        // Not taken up by the controller yet: nothing counted in its window so far.
+        return (0, 0, 0, 0);
+    }
     let w = &r["rollout"]["window"];
     let n = |k: &str| w[k].as_u64().unwrap_or_else(|| panic!("no {k} in {r}"));
     (

@@ -165,6 +165,9 @@ pub(crate) fn status(s: &AdminState, extras: &Extras<'_>) -> Value {
                 .map(|spec| {
                     json!({
                         "to": spec.to,
+                        // What `banyan plan` tells a restart by: the same plan saved again is
+                        // not one, whether or not the controller has looked yet.
+                        "fingerprint": r.split.as_ref().map(|sp| spec.fingerprint(&sp.sticky)),
                         "phase": "starting",
                         "state": {"phase": "starting"},
                         "percent": f64::from(bp) / 100.0,
@@ -489,6 +492,8 @@ upstream = "legacy"
         assert_eq!(before["phase"], "starting", "{before:#}");
         let rollout = &before["rollout"];
         assert_eq!(rollout["to"], "catalog", "{before:#}");
+        let fingerprint = rollout["fingerprint"].clone();
+        assert!(fingerprint.is_string(), "{before:#}");
         assert_eq!(rollout["phase"], "starting");
         assert_eq!(rollout["state"]["phase"], "starting");
         assert_eq!(rollout["steps"], json!([5.0, 50.0, 100.0]));
@@ -504,5 +509,6 @@ upstream = "legacy"
         assert_ne!(rollout["phase"], "starting", "{after:#}");
         assert!(rollout["step_since"].is_string(), "{after:#}");
         assert_eq!(rollout["steps"], json!([5.0, 50.0, 100.0]));
+        assert_eq!(rollout["fingerprint"], fingerprint, "{after:#}");
     }
 }
