@@ -152,11 +152,40 @@ impl Banyan {
 
 /// RSS in bytes and CPU seconds of process `pid`, from /proc (Linux).
 pub fn proc_usage(pid: u32) -> (u64, f64) {
-    proc_usage_at(&format!("/proc/{pid}"))
+    let u = usage_of(pid);
+    (u.rss, u.cpu)
 }
 
-/// RSS and CPU seconds from a /proc process or task directory.
-fn proc_usage_at(dir: &str) -> (u64, f64) {
+/// What a process holds and has spent so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Resident set size, bytes.
+    pub rss: u64,
+    /// CPU seconds, user and system.
+    pub cpu: f64,
+    /// The part of `cpu` the kernel spent on the process's behalf (system calls, the network
+    /// stack, page faults), against what it spent in its own code.
+    pub system: f64,
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            rss: self.rss + other.rss,
+            cpu: self.cpu + other.cpu,
+            system: self.system + other.system,
+        }
+    }
+}
+
+/// [`Usage`] of process `pid`, from /proc (Linux).
+pub fn usage_of(pid: u32) -> Usage {
+    usage_at(&format!("/proc/{pid}"))
+}
+
+/// [`Usage`] from a /proc process or task directory.
+fn usage_at(dir: &str) -> Usage {
     let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
     let rss = status
         .lines()
@@ -164,18 +193,6 @@ fn proc_usage_at(dir: &str) -> (u64, f64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024);
-    let (user, system) = cpu_times_at(dir);
-    (rss, user + system)
-}
-
-/// CPU seconds of process `pid` so far, as (user, system), from /proc (Linux): what a proxy
-/// spends in its own code and what the kernel spends on its behalf (system calls, the network
-/// stack, page faults).
-pub fn cpu_times(pid: u32) -> (f64, f64) {
-    cpu_times_at(&format!("/proc/{pid}"))
-}
-
-fn cpu_times_at(dir: &str) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat
@@ -188,7 +205,12 @@ fn cpu_times_at(dir: &str) -> (f64, f64) {
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the state field.
-    (ticks(11) as f64 / 100.0, ticks(12) as f64 / 100.0)
+    let (user, system) = (ticks(11) as f64 / 100.0, ticks(12) as f64 / 100.0);
+    Usage {
+        rss,
+        cpu: user + system,
+        system,
+    }
 }
 
 /// CPU seconds of process `pid` split into (threads named `name`, all other threads), from
@@ -201,7 +223,7 @@ pub fn thread_cpu(pid: u32, name: &str) -> (f64, f64) {
     for t in tasks.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
         let tid: u32 = t.file_name().to_string_lossy().parse().unwrap_or(0);
-        let (_, cpu) = proc_usage_at(&format!("/proc/{pid}/task/{tid}"));
+        let cpu = usage_at(&format!("/proc/{pid}/task/{tid}")).cpu;
         if comm.trim() == name {
             named += cpu;
         } else {

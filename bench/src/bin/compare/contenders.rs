@@ -54,16 +54,11 @@ pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
-/// System CPU seconds of `pids` so far (the kernel's part of [`usage`]'s CPU).
-pub(crate) fn system(pids: &[u32]) -> f64 {
-    pids.iter().map(|p| cpu_times(*p).1).sum()
-}
-
-pub(crate) fn usage(pids: &[u32]) -> (u64, f64) {
-    pids.iter().fold((0, 0.0), |(r, c), p| {
-        let (rss, cpu) = proc_usage(*p);
-        (r + rss, c + cpu)
-    })
+/// What the processes `pids` hold and have spent so far, summed.
+pub(crate) fn usage(pids: &[u32]) -> Usage {
+    pids.iter()
+        .map(|p| usage_of(*p))
+        .fold(Usage::default(), |a, b| a + b)
 }
 
 pub(crate) async fn wait_port(addr: &str) -> anyhow::Result<()> {

@@ -79,9 +79,9 @@ pub(crate) async fn idle(
         } else {
             N
         };
-        let (before, _) = usage(&c.pids);
+        let before = usage(&c.pids).rss;
         let (open, failed) = open_idle(&c.addr, n).await;
-        let (with, _) = usage(&c.pids);
+        let with = usage(&c.pids).rss;
         let per = (with.saturating_sub(before)) as f64 / 1024.0 / open.len().max(1) as f64;
         out.push_str(&format!(
             "{:<9} {:>8} {:>8} {:>8.1} MiB {:>8.1} MiB {:>13.1}\n",

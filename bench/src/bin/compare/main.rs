@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use banyan_bench::free_port;
-use banyan_bench::proxy::{BackendProcess, Banyan, cpu_times, proc_usage, sibling_binary};
+use banyan_bench::proxy::{BackendProcess, Banyan, Usage, sibling_binary, usage_of};
 use clap::Parser;
 
 mod contenders;

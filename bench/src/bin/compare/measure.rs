@@ -116,12 +116,12 @@ pub(crate) fn measured_run(
     seconds: u64,
     load: &Load<'_>,
 ) -> anyhow::Result<Run> {
-    let ((_, cpu0), sys0) = (usage(&c.pids), system(&c.pids));
+    let before = usage(&c.pids);
     let mut r = load.run(&c.addr, path, connections, seconds)?;
-    let ((rss, cpu1), sys1) = (usage(&c.pids), system(&c.pids));
-    r.cpu = cpu1 - cpu0;
-    r.sys = sys1 - sys0;
-    r.rss = rss;
+    let after = usage(&c.pids);
+    r.cpu = after.cpu - before.cpu;
+    r.sys = after.system - before.system;
+    r.rss = after.rss;
     Ok(r)
 }
 
